@@ -1,0 +1,90 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/sluicehq/sluice/stage"
+)
+
+// Emitter is how a source hands events to the pipeline. It is safe for concurrent use.
+type Emitter struct {
+	p *Pipeline
+}
+
+// Budget returns the pipeline's budget, for sources that pause on pressure.
+func (e *Emitter) Budget() *Budget { return e.p.budget }
+
+// Size returns the budget bytes of ev according to the pipeline's size function.
+func (e *Emitter) Size(ev *stage.Event) int64 { return e.p.cfg.size(ev) }
+
+// Emit hands ev to the pipeline. It blocks while the budget has no room for ev or the first
+// stage's input is full (backpressure), until ctx is done. Emit always takes ownership of ev:
+// on success it will be completed through Source.Complete; on error (ctx done) it is
+// completed at once with ok=false. The caller must not use ev after Emit.
+//
+// An event larger than the whole budget is never admitted: it goes to the error handler with
+// ErrTooLarge and is completed per its answer, and Emit returns nil.
+func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
+	p := e.p
+	size := p.cfg.size(ev)
+	if size > p.budget.Limit() {
+		return e.tooLarge(ctx, ev, size)
+	}
+	if err := p.budget.Acquire(ctx, size); err != nil {
+		e.begin(ev, 0)
+		stage.Abandon(ev)
+		return err
+	}
+	e.begin(ev, size)
+	if err := stage.EmitEvent(ctx, p.first, ev); err != nil {
+		stage.Abandon(ev)
+		return err
+	}
+	return nil
+}
+
+// TryEmit hands ev to the pipeline only if the budget and the first stage's input have room
+// now; it never blocks. On true the pipeline owns ev (as with Emit); on false the caller still
+// does and may try again later (the Kafka source pauses the partition meanwhile). An event
+// larger than the budget is handled as by Emit, and TryEmit returns true.
+func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
+	p := e.p
+	size := p.cfg.size(ev)
+	if size > p.budget.Limit() {
+		_ = e.tooLarge(ctx, ev, size)
+		return true
+	}
+	if !p.budget.TryAcquire(size) {
+		return false
+	}
+	e.begin(ev, size)
+	if !stage.TryEmitEvent(p.first, ev) {
+		// Undo Begin without finishing: the caller keeps the event.
+		p.emitted.Add(-1)
+		p.budget.Release(size)
+		stage.Unbegin(ev)
+		return false
+	}
+	return true
+}
+
+func (e *Emitter) begin(ev *stage.Event, size int64) {
+	e.p.emitted.Add(1)
+	ev.Begin(size, e.p)
+}
+
+func (e *Emitter) tooLarge(ctx context.Context, ev *stage.Event, size int64) error {
+	p := e.p
+	p.tooLarge.Add(1)
+	e.begin(ev, 0)
+	f := &stage.Failure{Stage: "source", Attempts: 1, Events: []*stage.Event{ev},
+		Err: fmt.Errorf("%w: %d bytes, budget %d", ErrTooLarge, size, p.budget.Limit())}
+	if err := p.handle(ctx, f); err != nil {
+		p.fail(fmt.Errorf("pipeline %q: error handler: %w", p.cfg.name, err))
+		stage.Abandon(ev)
+		return nil
+	}
+	stage.Complete(ev)
+	return nil
+}

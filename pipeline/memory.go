@@ -1,0 +1,129 @@
+package pipeline
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/sluicehq/sluice/stage"
+)
+
+// MemSource is an in-memory source for tests and examples: a generator, a slice or a channel.
+// Event i gets Offset i. It counts completions.
+type MemSource struct {
+	next func(ctx context.Context, i int64, ev *stage.Event) (more bool)
+	ok   atomic.Uint64
+	bad  atomic.Uint64
+	// OnComplete, if set before Run, is called from Complete with each finished event.
+	OnComplete func(ev *stage.Event, ok bool)
+}
+
+// Generate returns a source of n events (forever when n < 0, until the pipeline's context is
+// cancelled); fill sets event i's fields (Key, Value, ...). fill may point Value at shared
+// memory: the event does not own it.
+func Generate(n int64, fill func(i int64, ev *stage.Event)) *MemSource {
+	return &MemSource{next: func(_ context.Context, i int64, ev *stage.Event) bool {
+		if n >= 0 && i >= n {
+			return false
+		}
+		fill(i, ev)
+		return true
+	}}
+}
+
+// FromSlice returns a source that emits each value once, in order, copied into the pooled
+// event's buffer.
+func FromSlice(values [][]byte) *MemSource {
+	return &MemSource{next: func(_ context.Context, i int64, ev *stage.Event) bool {
+		if i >= int64(len(values)) {
+			return false
+		}
+		ev.Value = append(ev.Value[:0], values[i]...)
+		return true
+	}}
+}
+
+// FromChannel returns a source that emits every value received from ch until ch is closed.
+func FromChannel(ch <-chan []byte) *MemSource {
+	return &MemSource{next: func(ctx context.Context, _ int64, ev *stage.Event) bool {
+		select {
+		case v, ok := <-ch:
+			if !ok {
+				return false
+			}
+			ev.Value = append(ev.Value[:0], v...)
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}}
+}
+
+// Run implements Source.
+func (s *MemSource) Run(ctx context.Context, emit *Emitter) error {
+	for i := int64(0); ctx.Err() == nil; i++ {
+		ev := stage.GetEvent()
+		if !s.next(ctx, i, ev) {
+			ev.Release()
+			return nil
+		}
+		ev.Offset = i
+		if err := emit.Emit(ctx, ev); err != nil {
+			return nil // ctx done: the pipeline is stopping
+		}
+	}
+	return nil
+}
+
+// Complete implements Source.
+func (s *MemSource) Complete(ev *stage.Event, ok bool) {
+	if ok {
+		s.ok.Add(1)
+	} else {
+		s.bad.Add(1)
+	}
+	if s.OnComplete != nil {
+		s.OnComplete(ev, ok)
+	}
+}
+
+// Completed returns how many events completed ok and not ok.
+func (s *MemSource) Completed() (ok, notOK uint64) { return s.ok.Load(), s.bad.Load() }
+
+// Collector is an in-memory sink that keeps every value it receives. Values of type
+// *stage.Event must not be collected (events are recycled after completion): map them to a
+// value first.
+type Collector[T any] struct {
+	mu    sync.Mutex // guards items
+	items []T
+}
+
+// Sink returns the collecting sink stage.
+func (c *Collector[T]) Sink(name string, opts ...stage.Option) *stage.Stage[T, stage.None] {
+	return stage.Sink(name, func(_ context.Context, v T) error {
+		c.mu.Lock()
+		c.items = append(c.items, v)
+		c.mu.Unlock()
+		return nil
+	}, opts...)
+}
+
+// Items returns a copy of what was collected so far.
+func (c *Collector[T]) Items() []T {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]T(nil), c.items...)
+}
+
+// ChanSink returns a sink that sends every value to ch, blocking while ch is full (a slow
+// reader slows the pipeline); the value counts as finished once sent.
+func ChanSink[T any](name string, ch chan<- T, opts ...stage.Option) *stage.Stage[T, stage.None] {
+	return stage.Sink(name, func(ctx context.Context, v T) error {
+		select {
+		case ch <- v:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}, opts...)
+}

@@ -1,0 +1,110 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/sluicehq/sluice/stage"
+)
+
+// Defaults of the pipeline options.
+const (
+	DefaultBudget        = 64 << 20 // 64 MiB
+	DefaultMaxEventBytes = 1 << 20  // 1 MiB, Kafka's default max message size
+	DefaultDrainTimeout  = 30 * time.Second
+	DefaultCloseTimeout  = 10 * time.Second
+)
+
+// Option configures a pipeline.
+type Option func(*config)
+
+type config struct {
+	budget        int64
+	maxEventBytes int64
+	size          func(*stage.Event) int64
+	drainTimeout  time.Duration
+	closeTimeout  time.Duration
+	onError       func(ctx context.Context, f *stage.Failure) error
+	logger        *slog.Logger
+	name          string
+}
+
+func defaultConfig() config {
+	return config{
+		budget:        DefaultBudget,
+		maxEventBytes: DefaultMaxEventBytes,
+		size:          PayloadSize,
+		drainTimeout:  DefaultDrainTimeout,
+		closeTimeout:  DefaultCloseTimeout,
+		logger:        slog.Default(),
+		name:          "sluice",
+	}
+}
+
+// PayloadSize is the default size function: len(Key) + len(Value).
+func PayloadSize(ev *stage.Event) int64 { return int64(len(ev.Key) + len(ev.Value)) }
+
+// WithBudget sets the byte budget: the most bytes (by the size function) of source events in
+// flight at once, from emission to completion. Default 64 MiB. It must be at least
+// MaxEventBytes, or Build fails. When the budget is exhausted the source waits (the Kafka source
+// pauses its partitions).
+func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes } }
+
+// WithMaxEventBytes sets the largest event the pipeline expects. Default 1 MiB. An event larger
+// than the whole budget cannot be admitted: it goes to the error handler with ErrTooLarge
+// (never a deadlock).
+func WithMaxEventBytes(n int64) Option { return func(c *config) { c.maxEventBytes = n } }
+
+// WithSize sets the function that gives an event's budget bytes. Default PayloadSize.
+func WithSize(fn func(*stage.Event) int64) Option { return func(c *config) { c.size = fn } }
+
+// WithDrainTimeout bounds the drain after Run's context is cancelled: in-flight events may
+// finish for that long, then the pipeline stops hard (unfinished events are not committed and
+// are consumed again later). Default 30s.
+func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drainTimeout = d } }
+
+// WithCloseTimeout bounds each close hook at shutdown (async sinks flushing, the source's final
+// commit). Default 10s.
+func WithCloseTimeout(d time.Duration) Option { return func(c *config) { c.closeTimeout = d } }
+
+// WithErrorHandler sets the handler of failed messages under the stage.Handle policy (a
+// dead-letter producer, for example). It gets the failure and the source events behind it; a
+// nil return completes those events (they count as processed and are committed); an error is
+// fatal and stops the pipeline. Default: log the failure at Error level and return nil.
+func WithErrorHandler(fn func(ctx context.Context, f *stage.Failure) error) Option {
+	return func(c *config) { c.onError = fn }
+}
+
+// WithLogger sets the logger. Default slog.Default().
+func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
+
+// WithName names the pipeline in logs and errors. Default "sluice".
+func WithName(name string) Option { return func(c *config) { c.name = name } }
+
+func (c *config) validate() []error {
+	var errs []error
+	bad := func(field, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("pipeline %q: %s %s: %w", c.name, field, fmt.Sprintf(format, args...), ErrInvalid))
+	}
+	if c.maxEventBytes < 1 {
+		bad("MaxEventBytes", "must be at least 1, got %d", c.maxEventBytes)
+	}
+	if c.budget < c.maxEventBytes {
+		bad("Budget", "must hold at least one event of MaxEventBytes (%d), got %d", c.maxEventBytes, c.budget)
+	}
+	if c.size == nil {
+		bad("Size", "must not be nil")
+	}
+	if c.drainTimeout < 0 {
+		bad("DrainTimeout", "must not be negative, got %v", c.drainTimeout)
+	}
+	if c.closeTimeout <= 0 {
+		bad("CloseTimeout", "must be positive, got %v", c.closeTimeout)
+	}
+	if c.logger == nil {
+		bad("Logger", "must not be nil")
+	}
+	return errs
+}

@@ -1,0 +1,195 @@
+// Package pipeline links typed stages into a running pipeline with one byte budget, and runs
+// it: a source emits pooled events, stages process them over fixed-capacity edges on a bounded
+// worker pool, and every source event is completed exactly once, which is what the source
+// commits on.
+//
+// Edges are typed by the compiler: Then and To are top-level generic functions because Go has
+// no generic methods.
+//
+//	b := pipeline.New(src, pipeline.WithBudget(64<<20))
+//	orders := pipeline.Then(b.Source(), stage.Map("decode", decode))
+//	pipeline.To(orders, stage.Sink("store", store))
+//	p, err := b.Build() // wiring and configuration errors, naming the field
+//	err = p.Run(ctx)    // blocks; cancel ctx to drain and stop
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/sluicehq/sluice/stage"
+)
+
+// ErrInvalid is wrapped by every construction error.
+var ErrInvalid = errors.New("invalid pipeline")
+
+// ErrTooLarge is the error given to the error handler for an event larger than the budget.
+var ErrTooLarge = errors.New("event larger than the pipeline budget")
+
+// Source produces the pipeline's events.
+type Source interface {
+	// Run emits events with emit until ctx is done (then it returns promptly, nil) or the
+	// source is exhausted (nil) or fails (the error is fatal). The pipeline closes its first
+	// edge when Run returns.
+	Run(ctx context.Context, emit *Emitter) error
+	// Complete is called exactly once per emitted event, from any goroutine, when the event
+	// and everything derived from it have ended. ok is false when the event was not finished
+	// (a fatal error or a hard stop): it must not be committed. The event is released right
+	// after Complete returns; Complete must not keep it, and should not block.
+	Complete(ev *stage.Event, ok bool)
+}
+
+// Closer is implemented by sources that have work to do once every emitted event completed:
+// a final commit, closing a client. Close is called once, after the drain, before Run returns.
+type Closer interface {
+	Close(ctx context.Context) error
+}
+
+// node is the untyped view of a linked stage.
+type node interface {
+	Name() string
+	Err() error
+	Tasks() int
+	Terminal() bool
+	Stats() stage.Stats
+	Close(ctx context.Context) error
+	start(env *stage.Env) error
+	discard() int
+	dangling() bool
+}
+
+// port is a stream's edge, created when a stage consumes the stream.
+type port[T any] struct {
+	edge *stage.Edge[T]
+}
+
+// Stream is a typed stream of messages: the output of the source or of a stage, consumed by
+// exactly one stage (Then or To).
+type Stream[T any] struct {
+	b    *Builder
+	from string
+	p    *port[T]
+}
+
+// Builder assembles a pipeline. Its methods are not safe for concurrent use.
+type Builder struct {
+	src    Source
+	cfg    config
+	nodes  []node
+	errs   []error
+	names  map[string]bool
+	first  *port[*stage.Event]
+	sinks  int
+	built  bool
+}
+
+// New starts a pipeline on src. Link stages from Source() with Then and To, then Build.
+func New(src Source, opts ...Option) *Builder {
+	b := &Builder{src: src, cfg: defaultConfig(), names: map[string]bool{}, first: &port[*stage.Event]{}}
+	for _, o := range opts {
+		o(&b.cfg)
+	}
+	if src == nil {
+		b.errs = append(b.errs, fmt.Errorf("pipeline: Source must not be nil: %w", ErrInvalid))
+	}
+	return b
+}
+
+// Source returns the stream of source events. Consume it with exactly one Then or To.
+func (b *Builder) Source() Stream[*stage.Event] { return Stream[*stage.Event]{b: b, from: "source", p: b.first} }
+
+// linked is a stage bound to its input and output ports.
+type linked[In, Out any] struct {
+	*stage.Stage[In, Out]
+	in  *port[In]
+	out *port[Out] // nil for sinks
+}
+
+func (l *linked[In, Out]) start(env *stage.Env) error {
+	var out *stage.Edge[Out]
+	if l.out != nil {
+		out = l.out.edge
+	}
+	return l.Start(env, l.in.edge, out)
+}
+
+func (l *linked[In, Out]) discard() int   { return l.in.edge.Discard() }
+func (l *linked[In, Out]) dangling() bool { return l.out != nil && l.out.edge == nil }
+
+func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *linked[In, Out] {
+	b := s.b
+	if b == nil {
+		panic("sluice/pipeline: Stream not made by a Builder")
+	}
+	if st == nil {
+		b.errs = append(b.errs, fmt.Errorf("pipeline: stage after %q is nil: %w", s.from, ErrInvalid))
+		return nil
+	}
+	name := st.Name()
+	if b.names[name] {
+		b.errs = append(b.errs, fmt.Errorf("pipeline: Name %q is used by two stages: %w", name, ErrInvalid))
+	}
+	b.names[name] = true
+	if s.p.edge != nil {
+		b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: the output of %q is already consumed (one consumer per stream): %w", name, s.from, ErrInvalid))
+	}
+	if st.Terminal() != terminal {
+		if terminal {
+			b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: To needs a sink, got a %s: %w", name, st.Kind(), ErrInvalid))
+		} else {
+			b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: a sink must be attached with To: %w", name, ErrInvalid))
+		}
+	}
+	if err := st.Err(); err != nil {
+		b.errs = append(b.errs, err)
+	}
+	s.p.edge = stage.NewEdge[In](st.Capacity())
+	l := &linked[In, Out]{Stage: st, in: s.p}
+	if !terminal {
+		l.out = &port[Out]{}
+	}
+	b.nodes = append(b.nodes, l)
+	return l
+}
+
+// Then links st after s and returns st's output stream.
+func Then[In, Out any](s Stream[In], st *stage.Stage[In, Out]) Stream[Out] {
+	l := link(s, st, false)
+	if l == nil {
+		return Stream[Out]{b: s.b, from: "nil", p: &port[Out]{}}
+	}
+	return Stream[Out]{b: s.b, from: st.Name(), p: l.out}
+}
+
+// To ends s with the sink st.
+func To[In any](s Stream[In], st *stage.Stage[In, stage.None]) {
+	if link(s, st, true) != nil {
+		s.b.sinks++
+	}
+}
+
+// Build checks the wiring and configuration and returns the runnable pipeline. Every problem
+// is reported (joined), each naming its stage and field: a missing sink, a stream consumed
+// twice or never, duplicate names, capacities or concurrency below 1, a budget smaller than one
+// event.
+func (b *Builder) Build() (*Pipeline, error) {
+	errs := append([]error(nil), b.errs...)
+	errs = append(errs, b.cfg.validate()...)
+	if b.built {
+		errs = append(errs, fmt.Errorf("pipeline: Build called twice: %w", ErrInvalid))
+	}
+	if b.sinks == 0 {
+		errs = append(errs, fmt.Errorf("pipeline %q: no Sink: end the pipeline with To: %w", b.cfg.name, ErrInvalid))
+	}
+	for _, n := range b.nodes {
+		if n.dangling() {
+			errs = append(errs, fmt.Errorf("pipeline: stage %q: its output is not consumed (add a stage or a Sink): %w", n.Name(), ErrInvalid))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	b.built = true
+	return newPipeline(b), nil
+}

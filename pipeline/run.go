@@ -1,0 +1,235 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/pool"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// ErrRunTwice is returned by a second Run of the same pipeline.
+var ErrRunTwice = errors.New("sluice: pipeline already ran (build a new one)")
+
+// Pipeline is a built, runnable pipeline. Run it once.
+type Pipeline struct {
+	src    Source
+	cfg    config
+	nodes  []node
+	first  *stage.Edge[*stage.Event]
+	budget *Budget
+	tasks  int
+	ran    atomic.Bool
+
+	// The source side writes emitted, the completing side finished: kept on separate cache
+	// lines, as the two sides run on different cores. In flight = emitted - finished.
+	emitted  atomic.Int64
+	_        [56]byte
+	finished atomic.Int64
+	_        [56]byte
+	completed, failed, tooLarge atomic.Uint64
+	srcDone                     atomic.Bool   // set once the source's Run returned
+	idle                        chan struct{} // closed when srcDone and nothing is in flight
+	idleOnce                    sync.Once
+
+	errMu    sync.Mutex // guards firstErr
+	firstErr error
+	stopHard context.CancelFunc // cancels the hard-stop context; set by Run
+	stopSrc  context.CancelFunc // cancels the source's context; set by Run
+}
+
+func newPipeline(b *Builder) *Pipeline {
+	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{})}
+	p.tasks = 1 // the source
+	for _, n := range b.nodes {
+		p.tasks += n.Tasks()
+	}
+	return p
+}
+
+// Budget returns the pipeline's byte budget, for gauges.
+func (p *Pipeline) Budget() *Budget { return p.budget }
+
+// Run runs the pipeline until the source is exhausted and everything drained (returns nil), a
+// fatal error (returns the first one, after stopping hard), or ctx is cancelled: then the
+// source stops, in-flight events drain for up to the drain timeout, the pipeline stops hard
+// if they did not, close hooks run (async sinks flush, the source commits), and Run returns
+// nil. No goroutine started by Run outlives it. Run may be called once.
+func (p *Pipeline) Run(ctx context.Context) error {
+	if !p.ran.CompareAndSwap(false, true) {
+		return ErrRunTwice
+	}
+	workers, err := pool.NewWorkers(pool.Size(p.tasks), pool.OnPanic(func(pe *pool.PanicError) {
+		p.fail(fmt.Errorf("pipeline %q: panic in a pipeline task: %w", p.cfg.name, pe))
+	}))
+	if err != nil {
+		return err
+	}
+	hardCtx, stopHard := context.WithCancel(context.WithoutCancel(ctx))
+	srcCtx, stopSrc := context.WithCancel(ctx)
+	p.errMu.Lock()
+	p.stopHard, p.stopSrc = stopHard, stopSrc
+	p.errMu.Unlock()
+	defer stopHard()
+	defer stopSrc()
+
+	var wg sync.WaitGroup
+	env := &stage.Env{
+		Ctx:    hardCtx,
+		Fail:   p.fail,
+		Handle: p.handle,
+		Logger: p.cfg.logger,
+		Go: func(task func()) error {
+			wg.Add(1)
+			// The pool is sized for exactly the pipeline's tasks, so Submit does not wait.
+			err := workers.Submit(context.Background(), func() { defer wg.Done(); task() })
+			if err != nil {
+				wg.Done()
+			}
+			return err
+		},
+	}
+	started := true
+	for _, n := range p.nodes {
+		if err := n.start(env); err != nil {
+			p.fail(err)
+			started = false
+			break
+		}
+	}
+	if !started || env.Go(func() { p.runSource(srcCtx) }) != nil {
+		p.first.Close()
+		p.sourceExited()
+	}
+
+	stagesDone := make(chan struct{})
+	go func() { wg.Wait(); close(stagesDone) }()
+	p.waitDrain(ctx, stagesDone)
+	for _, n := range p.nodes { // only a hard stop leaves messages behind
+		n.discard()
+	}
+	p.closeAll(ctx)
+	if err := workers.Close(context.Background()); err != nil {
+		p.fail(err)
+	}
+	return p.err()
+}
+
+// runSource runs the source and closes the first edge after it.
+func (p *Pipeline) runSource(ctx context.Context) {
+	defer p.sourceExited()
+	defer p.first.Close()
+	err := p.src.Run(ctx, &Emitter{p: p})
+	if err != nil && ctx.Err() == nil {
+		p.fail(fmt.Errorf("pipeline %q: source: %w", p.cfg.name, err))
+	}
+}
+
+func (p *Pipeline) sourceExited() {
+	p.srcDone.Store(true)
+	if p.inFlight() == 0 {
+		p.idleOnce.Do(func() { close(p.idle) })
+	}
+}
+
+// waitDrain waits for every stage task to exit; once ctx is cancelled it waits at most the
+// drain timeout, then stops hard.
+func (p *Pipeline) waitDrain(ctx context.Context, stagesDone <-chan struct{}) {
+	select {
+	case <-stagesDone:
+		return
+	case <-ctx.Done():
+	}
+	t := time.NewTimer(p.cfg.drainTimeout)
+	defer t.Stop()
+	select {
+	case <-stagesDone:
+		return
+	case <-t.C:
+		p.cfg.logger.Warn("sluice: drain timeout expired, stopping hard", "pipeline", p.cfg.name, "timeout", p.cfg.drainTimeout, "in_flight_events", p.inFlight())
+		p.stopHard()
+	}
+	<-stagesDone
+}
+
+// closeAll runs the stages' close hooks (async sinks end their outstanding events), waits for
+// every event to finish, then lets the source commit and close.
+func (p *Pipeline) closeAll(ctx context.Context) {
+	for _, n := range p.nodes {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
+		if err := n.Close(cctx); err != nil {
+			p.fail(err)
+		}
+		cancel()
+	}
+	t := time.NewTimer(p.cfg.closeTimeout)
+	select {
+	case <-p.idle:
+	case <-t.C:
+		p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (an async sink did not end its Done?)", p.cfg.name, p.inFlight()))
+	}
+	t.Stop()
+	if c, ok := p.src.(Closer); ok {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
+		if err := c.Close(cctx); err != nil {
+			p.fail(fmt.Errorf("pipeline %q: source close: %w", p.cfg.name, err))
+		}
+		cancel()
+	}
+}
+
+// fail records the first fatal error and stops the pipeline hard.
+func (p *Pipeline) fail(err error) {
+	p.errMu.Lock()
+	if p.firstErr == nil {
+		p.firstErr = err
+		p.cfg.logger.Error("sluice: fatal error, stopping", "pipeline", p.cfg.name, "err", err)
+	}
+	stopSrc, stopHard := p.stopSrc, p.stopHard
+	p.errMu.Unlock()
+	if stopSrc != nil {
+		stopSrc()
+		stopHard()
+	}
+}
+
+func (p *Pipeline) err() error {
+	p.errMu.Lock()
+	defer p.errMu.Unlock()
+	return p.firstErr
+}
+
+// handle is the error handler of the Handle policy.
+func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) error {
+	if p.cfg.onError != nil {
+		return p.cfg.onError(ctx, f)
+	}
+	p.cfg.logger.Error("sluice: message failed, skipped", "pipeline", p.cfg.name, "stage", f.Stage, "attempts", f.Attempts, "err", f)
+	return nil
+}
+
+// Finish implements stage.Finisher: it tells the source, returns the budget and recycles the
+// event. Called exactly once per emitted event.
+func (p *Pipeline) Finish(ev *stage.Event, ok bool) {
+	size := ev.Size()
+	p.src.Complete(ev, ok)
+	if ok {
+		p.completed.Add(1)
+	} else {
+		p.failed.Add(1)
+	}
+	if size > 0 {
+		p.budget.Release(size)
+	}
+	ev.Release()
+	if p.finished.Add(1) == p.emitted.Load() && p.srcDone.Load() {
+		p.idleOnce.Do(func() { close(p.idle) })
+	}
+}
+
+// inFlight returns how many emitted events have not finished yet.
+func (p *Pipeline) inFlight() int64 { return p.emitted.Load() - p.finished.Load() }

@@ -1,0 +1,5 @@
+//go:build sluicedebug
+
+package pool
+
+func init() { debugMode.Store(true) }

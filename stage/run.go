@@ -1,0 +1,238 @@
+package stage
+
+import (
+	"context"
+	"errors"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/clock"
+	"github.com/sluicehq/sluice/pool"
+)
+
+var errNackNil = errors.New("sluice: Nack(nil)")
+
+// handler processes one message: it calls the user function through invoke, and ends m's
+// reference exactly once, either by emitting outputs that carry it or by finishing it.
+type handler[In, Out any] func(env *Env, m msg[In], emit func(msg[Out]))
+
+func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Out, bool, error)) handler[In, Out] {
+	return func(env *Env, m msg[In], emit func(msg[Out])) {
+		var out Out
+		var keep bool
+		attempts, err := s.invoke(env, func(ctx context.Context) error {
+			var err error
+			out, keep, err = fn(ctx, m.v)
+			return err
+		})
+		switch {
+		case err != nil:
+			s.failed(env, m.r, err, attempts)
+		case !keep:
+			s.c.out.Add(1) // filtered out counts as finished by this stage
+			m.r.done(nil)
+		default:
+			emit(msg[Out]{v: out, r: m.r})
+			s.c.out.Add(1)
+		}
+	}
+}
+
+func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([]Out, error)) handler[In, Out] {
+	return func(env *Env, m msg[In], emit func(msg[Out])) {
+		var outs []Out
+		attempts, err := s.invoke(env, func(ctx context.Context) error {
+			var err error
+			outs, err = fn(ctx, m.v)
+			return err
+		})
+		if err != nil {
+			s.failed(env, m.r, err, attempts)
+			return
+		}
+		if len(outs) == 0 {
+			m.r.done(nil)
+			return
+		}
+		// Take the children's references before the first is sent: a child may finish
+		// before its siblings are emitted.
+		m.r.addRefs(len(outs) - 1)
+		for _, o := range outs {
+			emit(msg[Out]{v: o, r: m.r})
+		}
+		s.c.out.Add(uint64(len(outs)))
+	}
+}
+
+func sinkHandler[In any](s *Stage[In, None], fn func(context.Context, In) error) handler[In, None] {
+	return func(env *Env, m msg[In], _ func(msg[None])) {
+		attempts, err := s.invoke(env, func(ctx context.Context) error { return fn(ctx, m.v) })
+		if err != nil {
+			s.failed(env, m.r, err, attempts)
+			return
+		}
+		s.c.out.Add(1)
+		m.r.done(nil)
+	}
+}
+
+// ticket makes a Done strictly single-use: its state word holds a generation and a live bit.
+type ticket struct {
+	state atomic.Uint64
+	r     ref
+}
+
+var tickets = pool.New[ticket](nil)
+
+func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context, In, Done) error) handler[In, None] {
+	fin := func(t *ticket, gen uint64, err error) {
+		if !t.state.CompareAndSwap(gen|1, (gen+2)&^1) {
+			pool.ReportMisuse("stage.Done: second Ack/Nack")
+			return
+		}
+		r := t.r
+		t.r = ref{}
+		tickets.Put(t)
+		if err == nil {
+			s.c.out.Add(1)
+			r.done(nil)
+			return
+		}
+		s.c.errors.Add(1)
+		s.failed(env, r, err, 1)
+	}
+	return func(env *Env, m msg[In], _ func(msg[None])) {
+		attempts, err := s.invoke(env, func(ctx context.Context) error {
+			t := tickets.Get()
+			gen := t.state.Load() &^ 1
+			t.r = m.r
+			t.state.Store(gen | 1)
+			err := fn(ctx, m.v, Done{t: t, gen: gen, fin: fin})
+			if err != nil { // fn did not take ownership: retire the ticket unused
+				t.state.Store(gen + 2)
+				t.r = ref{}
+				tickets.Put(t)
+			}
+			return err
+		})
+		if err != nil {
+			s.failed(env, m.r, err, attempts)
+		}
+	}
+}
+
+// invoke runs call with the stage's timeout, panic recovery and retries. It returns the number
+// of attempts made and the last error (nil on success).
+func (s *Stage[In, Out]) invoke(env *Env, call func(context.Context) error) (int, error) {
+	for attempt := 1; ; attempt++ {
+		err := s.attempt(env.Ctx, call)
+		if err == nil {
+			return attempt, nil
+		}
+		s.c.errors.Add(1)
+		if attempt > s.cfg.retries || env.Ctx.Err() != nil {
+			return attempt, err
+		}
+		s.c.retries.Add(1)
+		t := time.NewTimer(s.cfg.backoffFor(attempt))
+		select {
+		case <-t.C:
+		case <-env.Ctx.Done():
+			t.Stop()
+			return attempt, err
+		}
+	}
+}
+
+// Busy time is measured on every call that takes longer than sampleBelow; calls faster than
+// that are timed one in sampleEvery and counted sampleEvery times, which keeps two clock
+// reads off the hot path of cheap stages.
+const (
+	sampleEvery = 16
+	sampleBelow = 2000 // ns
+)
+
+func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context) error) (err error) {
+	var start int64
+	// The input counter (already maintained) picks the sampled calls: no extra atomic write.
+	timed := !s.c.fast.Load() || s.c.in.Load()%sampleEvery == 0
+	if timed {
+		start = clock.Nanotime()
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			s.c.panics.Add(1)
+			err = &PanicError{Stage: s.name, Value: r, Stack: debug.Stack()}
+		}
+		if timed {
+			d := clock.Nanotime() - start
+			fast := d < sampleBelow
+			if s.c.fast.Load() {
+				d *= sampleEvery
+			}
+			s.c.busyNanos.Add(uint64(d))
+			if fast != s.c.fast.Load() {
+				s.c.fast.Store(fast)
+			}
+		}
+	}()
+	if s.cfg.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.timeout)
+		defer cancel()
+	}
+	return call(ctx)
+}
+
+// failed ends r after its processing failed for good, according to the error policy.
+func (s *Stage[In, Out]) failed(env *Env, r ref, err error, attempts int) {
+	if env.Ctx.Err() != nil { // hard stop: abandon (not committed), never dead-letter
+		r.done(errAborted)
+		return
+	}
+	f := &Failure{Stage: s.name, Err: err, Attempts: attempts, Events: r.appendEvents(nil)}
+	if s.cfg.policy == Fail {
+		env.Fail(f)
+		r.done(err)
+		return
+	}
+	s.c.handled.Add(1)
+	if herr := env.Handle(env.Ctx, f); herr != nil {
+		env.Fail(&Failure{Stage: s.name, Err: errors.Join(err, herr), Attempts: attempts, Events: f.Events})
+		r.done(herr)
+		return
+	}
+	r.done(nil)
+}
+
+// send writes m to e, blocking while e is full (backpressure). It needs no hard-stop case:
+// every reader keeps draining its input until it is closed (abandoning messages after a hard
+// stop), so a blocked send always ends. Not selecting on the shared hard-stop channel keeps
+// every worker off that channel's lock.
+func send[T any](e *Edge[T], m msg[T]) {
+	e.ch <- m
+}
+
+// halted reports whether the pipeline stopped hard; a cheap non-blocking check.
+func halted(env *Env) bool {
+	select {
+	case <-env.Ctx.Done():
+		return true
+	default:
+		return false
+	}
+}
+
+// loop feeds every message of in to h until in is closed. After a hard stop it abandons the
+// rest instead of processing it, so the cascade of closing edges ends quickly.
+func (s *Stage[In, Out]) loop(env *Env, in <-chan msg[In], h handler[In, Out], emit func(msg[Out])) {
+	for m := range in {
+		s.c.in.Add(1)
+		if halted(env) {
+			m.r.done(errAborted)
+			continue
+		}
+		h(env, m, emit)
+	}
+}

@@ -1,0 +1,213 @@
+// Package stage defines sluice's typed processing steps (Map, Filter, FlatMap, Batch, Sink,
+// AsyncSink), the pooled source Event, and the fixed-capacity Edge that links two stages.
+//
+// A stage is a description until the pipeline starts it: its workers run on the pipeline's
+// bounded worker pool, read the input edge, call the user function (with per-attempt timeout,
+// retries with backoff and panic recovery), and write the output edge. A full output edge
+// blocks the workers, which stop reading their input, which fills and blocks the stage before:
+// that chain is how a slow stage slows the source.
+//
+// Every message carries one reference to the source event(s) it derives from. A stage ends
+// that reference exactly once: by passing it on, by dropping it (Filter), by splitting it
+// (FlatMap), by joining it to a batch (Batch), or by finishing (Sink). When the last reference
+// of an event ends, the pipeline is told, and the source may commit it.
+package stage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync/atomic"
+	"time"
+)
+
+// None is the output type of terminal stages (sinks).
+type None struct{}
+
+// Kind names what a stage does.
+type Kind string
+
+// The kinds of stage.
+const (
+	KindMap       Kind = "map"
+	KindFilter    Kind = "filter"
+	KindFlatMap   Kind = "flatmap"
+	KindBatch     Kind = "batch"
+	KindSink      Kind = "sink"
+	KindAsyncSink Kind = "asyncsink"
+)
+
+// errAborted ends messages abandoned by a hard stop: their events are not completed ok.
+var errAborted = errors.New("sluice: abandoned by hard stop")
+
+// errFailedLineage ends the members of a batch that failed fatally.
+var errFailedLineage = errors.New("sluice: derived message failed")
+
+// Env is what a running stage gets from its pipeline. The pipeline builds it; stages never do.
+type Env struct {
+	// Ctx is the hard-stop context: cancelled on a fatal error or when the drain timeout
+	// expires, never merely because Run's context was cancelled (in-flight work then drains).
+	Ctx context.Context
+	// Go runs a long-lived task on the pipeline's bounded worker pool.
+	Go func(task func()) error
+	// Fail records a fatal error; the pipeline stops hard and Run returns the first one.
+	Fail func(err error)
+	// Handle is the error handler for the Handle policy. Its error is fatal.
+	Handle func(ctx context.Context, f *Failure) error
+	// Logger receives the stage's log lines.
+	Logger *slog.Logger
+}
+
+// Failure describes a message that failed after its retries, as given to the error handler.
+// Events are the source events behind the message; they are valid until the handler returns
+// and must not be retained.
+type Failure struct {
+	Stage    string
+	Err      error
+	Attempts int
+	Events   []*Event
+}
+
+func (f *Failure) Error() string {
+	if len(f.Events) == 1 && f.Events[0].Topic != "" {
+		ev := f.Events[0]
+		return fmt.Sprintf("stage %q: %s[%d]@%d: %v", f.Stage, ev.Topic, ev.Partition, ev.Offset, f.Err)
+	}
+	return fmt.Sprintf("stage %q: %d event(s): %v", f.Stage, len(f.Events), f.Err)
+}
+
+func (f *Failure) Unwrap() error { return f.Err }
+
+// PanicError is a panic recovered from user code in a stage, with its stack. The process lives;
+// the panic is handled like any error of the stage (its error policy applies).
+type PanicError struct {
+	Stage string
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string {
+	return fmt.Sprintf("stage %q: panic: %v\n%s", e.Stage, e.Value, e.Stack)
+}
+
+// Unwrap returns the panic value when it is an error.
+func (e *PanicError) Unwrap() error {
+	if err, ok := e.Value.(error); ok {
+		return err
+	}
+	return nil
+}
+
+// Stats is a point-in-time snapshot of a stage's counters.
+type Stats struct {
+	Name        string
+	Kind        Kind
+	Concurrency int
+	In          uint64        // messages taken from the input edge
+	Out         uint64        // messages written to the output edge (or finished, for sinks)
+	Errors      uint64        // attempts that failed (each retry counts)
+	Retries     uint64        // retries made
+	Handled     uint64        // messages handed to the error handler
+	Panics      uint64        // panics recovered
+	Busy        time.Duration // total time spent in the user function, over all workers
+	QueueLen    int           // messages waiting on the input edge now
+	QueueCap    int           // capacity of the input edge
+}
+
+type counters struct {
+	in, out, errors, retries, handled, panics, busyNanos atomic.Uint64
+	fast atomic.Bool // the last timed attempt took less than sampleBelow
+}
+
+// Stage is a typed processing step from In to Out. Build one with Map, Filter, FlatMap,
+// Batch, Sink or AsyncSink and link it with the pipeline package. A Stage runs in one
+// pipeline, once.
+type Stage[In, Out any] struct {
+	name    string
+	kind    Kind
+	cfg     config
+	err     error // construction error, reported by the pipeline's Build
+	started atomic.Bool
+	c       counters
+	queue   atomic.Pointer[Edge[In]] // input edge, set by Start
+	// start launches the stage's tasks; set by the constructor for its kind.
+	start func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error
+	// closeFn, for async sinks, is called after the workers exited; it must end every
+	// outstanding Done before it returns.
+	closeFn func(ctx context.Context) error
+}
+
+func newStage[In, Out any](name string, kind Kind, opts []Option) *Stage[In, Out] {
+	s := &Stage[In, Out]{name: name, kind: kind, cfg: defaults()}
+	for _, o := range opts {
+		o(&s.cfg)
+	}
+	s.err = s.cfg.validate(name)
+	return s
+}
+
+// Name returns the stage's name, unique within its pipeline.
+func (s *Stage[In, Out]) Name() string { return s.name }
+
+// Kind returns what the stage does.
+func (s *Stage[In, Out]) Kind() Kind { return s.kind }
+
+// Err returns the stage's construction error, or nil.
+func (s *Stage[In, Out]) Err() error { return s.err }
+
+// Capacity returns the capacity its input edge gets.
+func (s *Stage[In, Out]) Capacity() int { return s.cfg.capacity }
+
+// Concurrency returns how many workers it runs.
+func (s *Stage[In, Out]) Concurrency() int { return s.cfg.concurrency }
+
+// Tasks returns how many pool tasks the stage occupies while running.
+func (s *Stage[In, Out]) Tasks() int {
+	if s.cfg.concurrency > 1 && !s.cfg.unordered && s.kind != KindSink && s.kind != KindAsyncSink {
+		return s.cfg.concurrency + 2 // dispatcher and collector
+	}
+	return s.cfg.concurrency
+}
+
+// Terminal reports whether the stage is a sink.
+func (s *Stage[In, Out]) Terminal() bool { return s.kind == KindSink || s.kind == KindAsyncSink }
+
+// Stats returns a snapshot of the stage's counters. Safe to call concurrently with Run.
+func (s *Stage[In, Out]) Stats() Stats {
+	st := Stats{
+		Name: s.name, Kind: s.kind, Concurrency: s.cfg.concurrency,
+		In: s.c.in.Load(), Out: s.c.out.Load(), Errors: s.c.errors.Load(),
+		Retries: s.c.retries.Load(), Handled: s.c.handled.Load(), Panics: s.c.panics.Load(),
+		Busy: time.Duration(s.c.busyNanos.Load()), QueueCap: s.cfg.capacity,
+	}
+	if q := s.queue.Load(); q != nil {
+		st.QueueLen = q.Len()
+	}
+	return st
+}
+
+// Start launches the stage's workers on env.Go, reading in and writing out (nil for sinks).
+// The stage closes out once all its workers have exited. Start is called by the pipeline,
+// once; it does not block.
+func (s *Stage[In, Out]) Start(env *Env, in *Edge[In], out *Edge[Out]) error {
+	if s.err != nil {
+		return s.err
+	}
+	if !s.started.CompareAndSwap(false, true) {
+		return fmt.Errorf("stage %q: already started (a stage runs in one pipeline, once): %w", s.name, ErrInvalid)
+	}
+	s.queue.Store(in)
+	return s.start(s, env, in, out)
+}
+
+// Close runs the stage's close hook (async sinks: flush and end every outstanding Done).
+func (s *Stage[In, Out]) Close(ctx context.Context) error {
+	if s.closeFn == nil {
+		return nil
+	}
+	if err := s.closeFn(ctx); err != nil {
+		return fmt.Errorf("stage %q: close: %w", s.name, err)
+	}
+	return nil
+}
