@@ -29,6 +29,10 @@ type Event struct {
 	Value     []byte
 	Headers   []Header
 	Timestamp time.Time
+	// SourceTag is the source's own: the pipeline never reads it. The Kafka source stores the
+	// partition's assignment epoch there, so a completion that arrives after the partition
+	// was revoked is recognised and never committed.
+	SourceTag uint64
 
 	// size is the number of budget bytes the event holds; set by the pipeline at emission.
 	size int64

@@ -74,6 +74,10 @@ func (d Done) Nack(err error) {
 	d.fin(d.t, d.gen, err)
 }
 
+// Abandon finishes the message as not done, without the error handler: its events are not
+// committed and will be consumed again (for a send that was purged at shutdown).
+func (d Done) Abandon() { d.fin(d.t, d.gen, errAborted) }
+
 // AsyncSink returns a terminal stage whose fn hands each input to something that finishes
 // later (a producer awaiting its delivery report) and calls done.Ack or done.Nack then. If fn
 // returns an error it has not taken ownership: the error policy applies (with retries) and

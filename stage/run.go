@@ -94,9 +94,13 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		r := t.r
 		t.r = ref{}
 		tickets.Put(t)
-		if err == nil {
+		switch {
+		case err == nil:
 			s.c.out.Add(1)
 			r.done(nil)
+			return
+		case err == errAborted:
+			r.done(errAborted)
 			return
 		}
 		s.c.errors.Add(1)

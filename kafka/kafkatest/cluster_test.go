@@ -158,17 +158,24 @@ func TestThreeBrokers(t *testing.T) {
 func TestDataDirRestart(t *testing.T) {
 	ctx := testCtx(t, 30*time.Second)
 	dir := t.TempDir()
-	const topic, parts = "durable", 2
-	port := freePort(t)
-	opts := []kafkatest.Option{kafkatest.DataDir(dir), kafkatest.Ports(port), kafkatest.Topic(topic, parts)}
+	const topic, parts, group = "durable", 2, "restart"
+	opts := []kafkatest.Option{kafkatest.DataDir(dir), kafkatest.Ports(freePort(t)), kafkatest.Topic(topic, parts)}
 
 	c1, err := kafkatest.Start(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := newProducer(t, c1.Addr())
-	first := produce(ctx, t, p, topic, "a", 100)
-	p.Close()
+	p1 := newProducer(t, c1.Addr())
+	first := produce(ctx, t, p1, topic, "a", 100)
+	cons1 := newConsumer(t, c1.Addr(), group)
+	if err := cons1.SubscribeTopics([]string{topic}, nil); err != nil {
+		t.Fatal(err)
+	}
+	consume(ctx, t, cons1, first)
+	if err := cons1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p1.Close()
 	c1.Close()
 
 	c2 := kafkatest.StartT(t, opts...)
@@ -182,14 +189,22 @@ func TestDataDirRestart(t *testing.T) {
 	if hwm != 100 {
 		t.Fatalf("after restart high watermarks sum to %d, want 100", hwm)
 	}
-	cons := newConsumer(t, c2.Addr(), "restart")
-	if err := cons.SubscribeTopics([]string{topic}, nil); err != nil {
+	p2 := newProducer(t, c2.Addr())
+	cons2 := newConsumer(t, c2.Addr(), group)
+	checkCommitted(t, cons2, p2, topic, parts)
+
+	// The group resumes from its committed offsets: only new records arrive.
+	second := produce(ctx, t, p2, topic, "b", 10)
+	if err := cons2.SubscribeTopics([]string{topic}, nil); err != nil {
 		t.Fatal(err)
 	}
-	consume(ctx, t, cons, first)
-	if err := cons.Close(); err != nil {
+	if n := consume(ctx, t, cons2, second); n != 10 {
+		t.Errorf("received %d records after restart, want 10", n)
+	}
+	if err := cons2.Close(); err != nil {
 		t.Fatal(err)
 	}
+	p2.Close()
 
 	// A different partition count for an existing topic is an error.
 	c2.Close()

@@ -76,7 +76,11 @@ func BuildBroker(ctx context.Context, dir string) (string, error) {
 		return "", fmt.Errorf("kafkatest: go build %s: %w\n%s", brokerPkg, err, out)
 	}
 	if err := os.Rename(tmp.Name(), final); err != nil {
-		return "", fmt.Errorf("kafkatest: %w", err)
+		// Windows cannot replace a binary another process is running;
+		// that binary was built from the same source moments ago.
+		if _, statErr := os.Stat(final); statErr != nil {
+			return "", fmt.Errorf("kafkatest: %w", err)
+		}
 	}
 	if builds.paths == nil {
 		builds.paths = make(map[string]string)

@@ -1,0 +1,258 @@
+// Package kafka connects sluice pipelines to Kafka through confluent-kafka-go (librdkafka):
+// a consumer-group Source that pauses partitions instead of buffering when the pipeline's
+// budget or a partition's in-flight limit is exhausted, and commits only the contiguous
+// finished offsets; a Producer whose Sink completes an event only after its delivery report;
+// and a dead-letter handler.
+//
+// The package works against any Kafka cluster; tests, examples and benchmarks use the embedded
+// broker of kafka/kafkatest, which this package does not import.
+package kafka
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Ordering says which events of a partition may be in flight at the same time.
+type Ordering int
+
+const (
+	// OrderKey never has two events with the same key in flight; events with different keys
+	// of one partition are processed in parallel (parallel-consumer's KEY mode). Events with
+	// no key are unordered. The default.
+	OrderKey Ordering = iota
+	// OrderPartition has at most one event per partition in flight: strict partition order.
+	OrderPartition
+	// OrderNone lets any events be in flight together (bounded by the budget and the
+	// per-partition limit). Offsets are still committed only when contiguous.
+	OrderNone
+)
+
+func (o Ordering) String() string {
+	switch o {
+	case OrderKey:
+		return "key"
+	case OrderPartition:
+		return "partition"
+	case OrderNone:
+		return "none"
+	}
+	return fmt.Sprintf("Ordering(%d)", int(o))
+}
+
+// Defaults of Config.
+const (
+	DefaultBudget                  = 64 << 20
+	DefaultMaxMessageBytes         = 1 << 20
+	DefaultMaxInFlightPerPartition = 4096
+	DefaultCommitInterval          = 5 * time.Second
+	DefaultRevokeTimeout           = 10 * time.Second
+	DefaultStatsInterval           = 5 * time.Second
+	DefaultPollInterval            = 100 * time.Millisecond
+)
+
+// ErrConfig is wrapped by every configuration error.
+var ErrConfig = errors.New("invalid kafka configuration")
+
+// Config configures a Source. Zero values take the documented defaults.
+type Config struct {
+	// Brokers is the bootstrap list (librdkafka bootstrap.servers). Required.
+	Brokers string
+	// GroupID is the consumer group (group.id). Required.
+	GroupID string
+	// Topics are subscribed to. Required.
+	Topics []string
+	// Budget is the whole memory budget for data, in bytes: the pipeline's in-flight budget
+	// plus librdkafka's prefetch (and, for a Producer, its queue). Default 64 MiB. See Plan.
+	Budget int64
+	// MaxMessageBytes is the largest record expected. Default 1 MiB. Budget must be at least
+	// 4 × MaxMessageBytes (so in flight, at Budget/2, holds two of them).
+	MaxMessageBytes int64
+	// Ordering of events in flight per partition. Default OrderKey.
+	Ordering Ordering
+	// MaxInFlightPerPartition bounds the events of one partition in flight; beyond it the
+	// partition is paused. It also bounds the offset tracker's memory. Default 4096.
+	MaxInFlightPerPartition int
+	// CommitInterval is how often finished offsets are committed. Default 5s. Offsets are
+	// also committed on revoke and on close.
+	CommitInterval time.Duration
+	// RevokeTimeout bounds how long a revoke waits for the revoked partitions' in-flight
+	// events before committing what finished and letting go. Default 10s.
+	RevokeTimeout time.Duration
+	// Eager selects the eager rebalance protocol (range assignor) instead of the default
+	// cooperative-sticky one.
+	Eager bool
+	// StatsInterval is librdkafka's statistics.interval.ms (connections, bytes, lag).
+	// Default 5s; negative disables.
+	StatsInterval time.Duration
+	// Overrides sets any other librdkafka property, or overrides a derived one
+	// (queued.max.messages.kbytes, fetch.max.bytes, ...): the effective values are in
+	// Source.Memory. enable.auto.commit and enable.auto.offset.store cannot be true: sluice
+	// stores and commits offsets itself, only for finished work.
+	Overrides map[string]any
+	// Logger receives librdkafka's logs and errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Budget == 0 {
+		c.Budget = DefaultBudget
+	}
+	if c.MaxMessageBytes == 0 {
+		c.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if c.MaxInFlightPerPartition == 0 {
+		c.MaxInFlightPerPartition = DefaultMaxInFlightPerPartition
+	}
+	if c.CommitInterval == 0 {
+		c.CommitInterval = DefaultCommitInterval
+	}
+	if c.RevokeTimeout == 0 {
+		c.RevokeTimeout = DefaultRevokeTimeout
+	}
+	if c.StatsInterval == 0 {
+		c.StatsInterval = DefaultStatsInterval
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+func configErr(key, format string, args ...any) error {
+	return fmt.Errorf("kafka: %s: %s: %w", key, fmt.Sprintf(format, args...), ErrConfig)
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if strings.TrimSpace(c.Brokers) == "" {
+		errs = append(errs, configErr("Brokers (bootstrap.servers)", "is required"))
+	}
+	if c.GroupID == "" {
+		errs = append(errs, configErr("GroupID (group.id)", "is required"))
+	}
+	if len(c.Topics) == 0 {
+		errs = append(errs, configErr("Topics", "at least one topic is required"))
+	}
+	if c.MaxMessageBytes < 1 {
+		errs = append(errs, configErr("MaxMessageBytes", "must be positive, got %d", c.MaxMessageBytes))
+	}
+	if c.Budget < 4*c.MaxMessageBytes {
+		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*c.MaxMessageBytes, c.Budget))
+	}
+	if c.Ordering < OrderKey || c.Ordering > OrderNone {
+		errs = append(errs, configErr("Ordering", "unknown value %d", int(c.Ordering)))
+	}
+	if c.MaxInFlightPerPartition < 1 {
+		errs = append(errs, configErr("MaxInFlightPerPartition", "must be at least 1, got %d", c.MaxInFlightPerPartition))
+	}
+	if c.CommitInterval < 0 || c.RevokeTimeout < 0 {
+		errs = append(errs, configErr("CommitInterval/RevokeTimeout", "must not be negative"))
+	}
+	errs = append(errs, checkOverrides(c.Overrides)...)
+	return errors.Join(errs...)
+}
+
+// checkOverrides rejects settings that would break at-least-once delivery.
+func checkOverrides(o map[string]any) []error {
+	var errs []error
+	for _, key := range []string{"enable.auto.offset.store", "enable.auto.commit"} {
+		if v, ok := o[key]; ok && fmt.Sprint(v) == "true" {
+			errs = append(errs, configErr(key, "must not be true: sluice stores and commits offsets itself, only for finished events"))
+		}
+	}
+	for _, key := range []string{"bootstrap.servers", "group.id"} {
+		if _, ok := o[key]; ok {
+			errs = append(errs, configErr(key, "set it with the Config field, not Overrides"))
+		}
+	}
+	return errs
+}
+
+// Memory is how a budget is split between the pipeline and librdkafka. All values in bytes.
+//
+// The formula, for a budget B and a largest message M:
+//
+//	InFlight            = B/2                      the pipeline's budget (Go heap: event bytes)
+//	Prefetch            = B/4                      queued.max.messages.kbytes = Prefetch/1024
+//	FetchMaxBytes       = clamp(Prefetch/2, M, 50 MiB)                 fetch.max.bytes
+//	PartitionFetchBytes = min(1 MiB, FetchMaxBytes)                    max.partition.fetch.bytes
+//	ProducerQueue       = B/4                      queue.buffering.max.kbytes = ProducerQueue/1024
+//
+// librdkafka may exceed queued.max.messages.kbytes by one fetch response per broker, so its
+// consumer side is bounded by Prefetch + FetchMaxBytes × brokers. The process's RSS is then
+// about InFlight × (1 + GOGC/100, or less under GOMEMLIMIT) + Prefetch + FetchMaxBytes ×
+// brokers + ProducerQueue + a fixed 30–60 MiB (runtime, librdkafka threads, binary).
+type Memory struct {
+	Budget              int64
+	InFlight            int64
+	Prefetch            int64
+	FetchMaxBytes       int64
+	PartitionFetchBytes int64
+	ProducerQueue       int64
+}
+
+// Plan splits budget by the formula of Memory.
+func Plan(budget, maxMessage int64) Memory {
+	m := Memory{Budget: budget, InFlight: budget / 2, Prefetch: budget / 4, ProducerQueue: budget / 4}
+	m.FetchMaxBytes = min(max(m.Prefetch/2, maxMessage), 50<<20)
+	m.PartitionFetchBytes = min(1<<20, m.FetchMaxBytes)
+	return m
+}
+
+// consumerConfig builds the librdkafka configuration and reports the effective memory split
+// (after overrides).
+func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Memory, error) {
+	mem := Plan(c.Budget, c.MaxMessageBytes)
+	cm := ckafka.ConfigMap{
+		"bootstrap.servers":          c.Brokers,
+		"group.id":                   c.GroupID,
+		"enable.auto.commit":         false,
+		"enable.auto.offset.store":   false,
+		"auto.offset.reset":          "earliest",
+		"queued.max.messages.kbytes": int(max(mem.Prefetch/1024, 1)),
+		"fetch.max.bytes":            int(mem.FetchMaxBytes),
+		"max.partition.fetch.bytes":  int(mem.PartitionFetchBytes),
+		"receive.message.max.bytes":  int(mem.FetchMaxBytes + 1<<20),
+		"go.logs.channel.enable":     true,
+		"go.logs.channel":            logs,
+		"log_level":                  5,
+	}
+	if c.Eager {
+		cm["partition.assignment.strategy"] = "range"
+	} else {
+		cm["partition.assignment.strategy"] = "cooperative-sticky"
+	}
+	if c.StatsInterval > 0 {
+		cm["statistics.interval.ms"] = int(c.StatsInterval / time.Millisecond)
+	}
+	for k, v := range c.Overrides {
+		if err := cm.SetKey(k, v); err != nil {
+			return nil, mem, configErr(k, "%v", err)
+		}
+	}
+	if _, ok := c.Overrides["group.protocol"]; ok && fmt.Sprint(c.Overrides["group.protocol"]) == "consumer" {
+		delete(cm, "partition.assignment.strategy") // KIP-848: the broker assigns
+	}
+	// Report what librdkafka will use, overrides included.
+	if v, ok := intKey(cm, "queued.max.messages.kbytes"); ok {
+		mem.Prefetch = v * 1024
+	}
+	if v, ok := intKey(cm, "fetch.max.bytes"); ok {
+		mem.FetchMaxBytes = v
+	}
+	if v, ok := intKey(cm, "max.partition.fetch.bytes"); ok {
+		mem.PartitionFetchBytes = v
+	}
+	return cm, mem, nil
+}
+
+func intKey(cm ckafka.ConfigMap, key string) (int64, bool) {
+	var n int64
+	_, err := fmt.Sscan(fmt.Sprint(cm[key]), &n)
+	return n, err == nil
+}

@@ -1,0 +1,272 @@
+package kafka
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/stage"
+)
+
+// DefaultFlushTimeout bounds the producer's flush at close.
+const DefaultFlushTimeout = 10 * time.Second
+
+// ProducerConfig configures a Producer. Zero values take the documented defaults.
+type ProducerConfig struct {
+	// Brokers is the bootstrap list (bootstrap.servers). Required.
+	Brokers string
+	// Topic is where records that name no topic go. Optional.
+	Topic string
+	// Budget is the same whole budget as the Source's; the producer queue gets its share
+	// (queue.buffering.max.kbytes = Plan(Budget).ProducerQueue/1024 — never librdkafka's 1 GiB
+	// default). Default 64 MiB.
+	Budget int64
+	// MaxMessageBytes is the largest record (message.max.bytes is set above it). Default 1 MiB.
+	MaxMessageBytes int64
+	// FlushTimeout bounds the flush at Close; what is not delivered by then is purged and its
+	// events are not committed. Default 10s.
+	FlushTimeout time.Duration
+	// Overrides sets other librdkafka properties. acks must stay "all" and enable.idempotence
+	// true.
+	Overrides map[string]any
+	// Logger receives librdkafka's logs and delivery errors. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// Record is a message to produce. Topic defaults to ProducerConfig.Topic; the partition is
+// chosen by librdkafka's partitioner from Key.
+type Record struct {
+	Topic   string
+	Key     []byte
+	Value   []byte
+	Headers []stage.Header
+}
+
+// Producer is one idempotent librdkafka producer (acks=all) for a pipeline, shared by its
+// sink stage and its dead-letter handler whatever their concurrency. A delivery-report
+// goroutine runs from NewProducer to Close.
+type Producer struct {
+	cfg         ProducerConfig
+	p           *ckafka.Producer
+	log         *slog.Logger
+	logs        chan ckafka.LogEvent
+	reader      sync.WaitGroup
+	delivered   chan struct{} // capacity 1: a delivery report arrived (room in the queue)
+	outstanding atomic.Int64  // produced, delivery report not yet handled
+	closeOnce   sync.Once
+	closeErr    error
+
+	queueFull, deliveryErrors, deadLetters atomic.Uint64
+}
+
+// NewProducer validates cfg and starts the producer. A configuration error names the key.
+func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if cfg.Budget == 0 {
+		cfg.Budget = DefaultBudget
+	}
+	if cfg.MaxMessageBytes == 0 {
+		cfg.MaxMessageBytes = DefaultMaxMessageBytes
+	}
+	if cfg.FlushTimeout == 0 {
+		cfg.FlushTimeout = DefaultFlushTimeout
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	var errs []error
+	if strings.TrimSpace(cfg.Brokers) == "" {
+		errs = append(errs, configErr("Brokers (bootstrap.servers)", "is required"))
+	}
+	if cfg.Budget < 4*cfg.MaxMessageBytes {
+		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*cfg.MaxMessageBytes, cfg.Budget))
+	}
+	if v, ok := cfg.Overrides["acks"]; ok && fmt.Sprint(v) != "all" && fmt.Sprint(v) != "-1" {
+		errs = append(errs, configErr("acks", "must be all (at-least-once), got %v", v))
+	}
+	if v, ok := cfg.Overrides["enable.idempotence"]; ok && fmt.Sprint(v) != "true" {
+		errs = append(errs, configErr("enable.idempotence", "must be true, got %v", v))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	mem := Plan(cfg.Budget, cfg.MaxMessageBytes)
+	logs := make(chan ckafka.LogEvent, 1024)
+	cm := ckafka.ConfigMap{
+		"bootstrap.servers":          cfg.Brokers,
+		"enable.idempotence":         true,
+		"acks":                       "all",
+		"queue.buffering.max.kbytes": int(max(mem.ProducerQueue/1024, 1)),
+		"message.max.bytes":          int(max(cfg.MaxMessageBytes+64<<10, 1000000)),
+		"linger.ms":                  5,
+		"go.delivery.report.fields":  "none",
+		"go.logs.channel.enable":     true,
+		"go.logs.channel":            logs,
+		"log_level":                  5,
+	}
+	for k, v := range cfg.Overrides {
+		if err := cm.SetKey(k, v); err != nil {
+			return nil, configErr(k, "%v", err)
+		}
+	}
+	p, err := ckafka.NewProducer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new producer: %w: %w", err, ErrConfig)
+	}
+	pr := &Producer{cfg: cfg, p: p, log: cfg.Logger, logs: logs, delivered: make(chan struct{}, 1)}
+	pr.reader.Add(1)
+	go pr.readReports()
+	return pr, nil
+}
+
+// readReports handles delivery reports: each ends its message's Done. It runs until the
+// producer is closed.
+func (p *Producer) readReports() {
+	defer p.reader.Done()
+	for e := range p.p.Events() {
+		switch ev := e.(type) {
+		case *ckafka.Message:
+			done, _ := ev.Opaque.(stage.Done)
+			err := ev.TopicPartition.Error
+			switch {
+			case err == nil:
+				done.Ack()
+			case isPurged(err):
+				done.Abandon()
+			default:
+				p.deliveryErrors.Add(1)
+				done.Nack(fmt.Errorf("kafka: deliver to %s: %w", ev.TopicPartition, err))
+			}
+			p.outstanding.Add(-1)
+			select {
+			case p.delivered <- struct{}{}:
+			default:
+			}
+		case ckafka.Error:
+			p.log.Warn("sluice/kafka: producer error", "code", ev.Code().String(), "fatal", ev.IsFatal(), "err", ev)
+		}
+		p.drainLogs()
+	}
+}
+
+func isPurged(err error) bool {
+	var ke ckafka.Error
+	return errors.As(err, &ke) && (ke.Code() == ckafka.ErrPurgeQueue || ke.Code() == ckafka.ErrPurgeInflight)
+}
+
+func (p *Producer) drainLogs() {
+	for {
+		select {
+		case l := <-p.logs:
+			p.log.Debug("librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag, "level", l.Level)
+		default:
+			return
+		}
+	}
+}
+
+func (p *Producer) message(rec Record, opaque any) *ckafka.Message {
+	topic := rec.Topic
+	if topic == "" {
+		topic = p.cfg.Topic
+	}
+	m := &ckafka.Message{
+		TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
+		Key:            rec.Key, Value: rec.Value, Opaque: opaque,
+	}
+	for _, h := range rec.Headers {
+		m.Headers = append(m.Headers, ckafka.Header{Key: h.Key, Value: h.Value})
+	}
+	return m
+}
+
+// produce hands m to librdkafka with deliveryChan (nil: the shared report reader). When the
+// queue is full it waits for delivery reports (backpressure), never drops and never spins,
+// until ctx is done.
+func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan chan ckafka.Event) error {
+	var t *time.Timer
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		err := p.p.Produce(m, deliveryChan)
+		var ke ckafka.Error
+		if err == nil || !errors.As(err, &ke) || ke.Code() != ckafka.ErrQueueFull {
+			return err
+		}
+		p.queueFull.Add(1)
+		if t == nil {
+			t = time.NewTimer(50 * time.Millisecond)
+		} else {
+			t.Reset(50 * time.Millisecond)
+		}
+		select {
+		case <-p.delivered: // a report freed room
+		case <-t.C: // reports sent to another channel (dead letters) free room too
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// Sink returns the producing sink stage: each Record is produced and its events complete only
+// when the delivery report succeeds. A failed delivery (after librdkafka's own retries) goes
+// through the stage's error policy. At the end of the pipeline's Run the stage closes the
+// producer (flush within FlushTimeout; what is left is purged and not committed).
+func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
+	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
+		p.outstanding.Add(1)
+		if err := p.produce(ctx, p.message(rec, done), nil); err != nil {
+			p.outstanding.Add(-1)
+			return fmt.Errorf("kafka: produce: %w", err)
+		}
+		return nil
+	}, p.Close, opts...)
+}
+
+// Close flushes (within FlushTimeout, or ctx), purges what is left (those events are not
+// committed), waits for every delivery report and closes the producer. Idempotent.
+func (p *Producer) Close(ctx context.Context) error {
+	p.closeOnce.Do(func() {
+		deadline := time.Now().Add(p.cfg.FlushTimeout)
+		if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+			deadline = d
+		}
+		for p.p.Flush(100) > 0 && time.Now().Before(deadline) {
+		}
+		if n := p.p.Len(); n > 0 {
+			p.log.Warn("sluice/kafka: flush timeout: purging undelivered messages (their events are not committed)", "messages", n)
+			if err := p.p.Purge(ckafka.PurgeQueue | ckafka.PurgeInFlight); err != nil {
+				p.closeErr = fmt.Errorf("kafka: purge: %w", err)
+			}
+			p.p.Flush(1000) // serve the purge reports
+		}
+		p.p.Close() // closes Events(): the reader ends after the last report
+		p.reader.Wait()
+		if n := p.outstanding.Load(); n != 0 && p.closeErr == nil {
+			p.closeErr = fmt.Errorf("kafka: %d delivery report(s) missing at close", n)
+		}
+	})
+	return p.closeErr
+}
+
+// ProducerStats are a Producer's counters.
+type ProducerStats struct {
+	Outstanding    int64  // produced, delivery report pending
+	QueueFull      uint64 // times Produce met a full queue and waited
+	DeliveryErrors uint64 // failed delivery reports
+	DeadLetters    uint64 // records produced to the dead-letter topic
+}
+
+// Stats returns the producer's counters.
+func (p *Producer) Stats() ProducerStats {
+	return ProducerStats{Outstanding: p.outstanding.Load(), QueueFull: p.queueFull.Load(), DeliveryErrors: p.deliveryErrors.Load(), DeadLetters: p.deadLetters.Load()}
+}

@@ -1,0 +1,169 @@
+package kafka
+
+import (
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
+// the polling goroutine.
+func (s *Source) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
+	switch e := ev.(type) {
+	case ckafka.AssignedPartitions:
+		s.assign(c, e.Partitions)
+	case ckafka.RevokedPartitions:
+		s.revoke(c, e.Partitions)
+	}
+	return nil
+}
+
+func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
+	s.st.rebalances.Add(1)
+	s.mu.Lock()
+	for _, tp := range parts {
+		s.epoch++
+		k := tpKey{*tp.Topic, tp.Partition}
+		s.parts[k] = &partState{tp: k, epoch: s.epoch, tr: newTracker(), keys: map[string]int{}, committed: -1}
+	}
+	s.st.assigned.Store(int64(len(s.parts)))
+	s.mu.Unlock()
+	var err error
+	if s.coop {
+		err = c.IncrementalAssign(parts)
+	} else {
+		err = c.Assign(parts)
+	}
+	if err != nil {
+		s.st.errors.Add(1)
+		s.log.Error("sluice/kafka: assign", "partitions", len(parts), "err", err)
+		return
+	}
+	s.log.Info("sluice/kafka: partitions assigned", "partitions", tpList(parts), "protocol", c.GetRebalanceProtocol())
+}
+
+// revoke stops emitting the revoked partitions, drops their held messages, waits (bounded)
+// for their in-flight events, commits what finished, and lets them go. A lost assignment is
+// dropped at once without committing: another member may already own it.
+func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
+	s.st.rebalances.Add(1)
+	lost := c.AssignmentLost()
+	var states []*partState
+	s.mu.Lock()
+	for _, tp := range parts {
+		if ps := s.parts[tpKey{*tp.Topic, tp.Partition}]; ps != nil {
+			ps.revoking = true
+			states = append(states, ps)
+		}
+	}
+	s.mu.Unlock()
+	for _, ps := range states {
+		s.held -= len(ps.held)
+		ps.held = nil
+		if ps.paused {
+			ps.paused = false
+			s.st.paused.Add(-1)
+		}
+	}
+	if !lost {
+		s.waitInFlight(states)
+		s.commitStates(states)
+	}
+	var err error
+	if s.coop {
+		err = c.IncrementalUnassign(parts)
+	} else {
+		err = c.Unassign()
+	}
+	if err != nil {
+		s.log.Warn("sluice/kafka: unassign", "err", err)
+	}
+	s.mu.Lock()
+	for _, ps := range states {
+		delete(s.parts, ps.tp)
+	}
+	s.st.assigned.Store(int64(len(s.parts)))
+	s.mu.Unlock()
+	s.log.Info("sluice/kafka: partitions revoked", "partitions", tpList(parts), "lost", lost)
+}
+
+// waitInFlight waits until the partitions have no event in flight, or RevokeTimeout.
+func (s *Source) waitInFlight(states []*partState) {
+	deadline := time.NewTimer(s.cfg.RevokeTimeout)
+	defer deadline.Stop()
+	for {
+		n := 0
+		s.mu.Lock()
+		for _, ps := range states {
+			n += ps.inflight
+		}
+		s.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-s.revokeWake:
+		case <-deadline.C:
+			s.st.revokeTimeouts.Add(1)
+			s.log.Warn("sluice/kafka: revoke timeout: letting partitions go with events in flight (they will be consumed again by the next owner)", "in_flight", n, "timeout", s.cfg.RevokeTimeout)
+			return
+		}
+	}
+}
+
+// commit commits the finished offsets of every assigned partition.
+func (s *Source) commit() {
+	s.lastCommit = time.Now()
+	s.mu.Lock()
+	states := make([]*partState, 0, len(s.parts))
+	for _, ps := range s.parts {
+		states = append(states, ps)
+	}
+	s.mu.Unlock()
+	s.commitStates(states)
+}
+
+// commitStates commits, synchronously, each partition's committable offset that moved.
+func (s *Source) commitStates(states []*partState) {
+	var offs []ckafka.TopicPartition
+	s.mu.Lock()
+	for _, ps := range states {
+		if next := ps.tr.committable(); next > ps.committed {
+			offs = append(offs, ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)})
+		}
+	}
+	s.mu.Unlock()
+	if len(offs) == 0 {
+		return
+	}
+	res, err := s.c.CommitOffsets(offs)
+	if err != nil {
+		s.st.commitErrors.Add(1)
+		s.log.Warn("sluice/kafka: commit failed (retried at the next commit)", "partitions", len(offs), "err", err)
+		return
+	}
+	s.st.commits.Add(1)
+	byKey := make(map[tpKey]*partState, len(states))
+	for _, ps := range states {
+		byKey[ps.tp] = ps
+	}
+	for _, r := range res {
+		ps := byKey[tpKey{*r.Topic, r.Partition}]
+		if r.Error != nil || ps == nil {
+			if r.Error != nil {
+				s.st.commitErrors.Add(1)
+				s.log.Warn("sluice/kafka: commit", "topic", *r.Topic, "partition", r.Partition, "err", r.Error)
+			}
+			continue
+		}
+		ps.committed = int64(r.Offset)
+	}
+}
+
+func tpList(parts []ckafka.TopicPartition) []string {
+	out := make([]string, len(parts))
+	for i, tp := range parts {
+		out[i] = ckafka.TopicPartition{Topic: tp.Topic, Partition: tp.Partition, Offset: ckafka.OffsetInvalid}.String()
+	}
+	return out
+}

@@ -1,0 +1,366 @@
+package kafka
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// Source is a consumer-group source for a pipeline: one librdkafka consumer, polled by one
+// goroutine (the pipeline's source task). Build it with NewSource, pass it to pipeline.New
+// with its PipelineOptions, and let the pipeline run and close it.
+//
+// Backpressure: a message that cannot be emitted now (budget or first edge full, per-partition
+// limit, key or partition already in flight) is held and its partition paused; Poll keeps
+// running (max.poll.interval.ms never expires, rebalances are served); the partition resumes
+// once its held messages are emitted and the budget is below half. librdkafka drops a paused
+// partition's prefetched messages and refetches from the position after the last message it
+// returned, which the held messages cover: nothing is lost.
+//
+// Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
+// CommitInterval, on revoke and on close. A completion from an earlier assignment of a
+// partition (its epoch differs) is ignored, never committed.
+type Source struct {
+	cfg  Config
+	c    *ckafka.Consumer
+	mem  Memory
+	log  *slog.Logger
+	logs chan ckafka.LogEvent
+
+	coop bool // cooperative rebalance protocol: Incremental(Un)Assign
+
+	mu         sync.Mutex // guards parts, epoch and every partState's shared fields
+	parts      map[tpKey]*partState
+	epoch      uint64
+	revokeWake chan struct{} // capacity 1: a revoking partition's last in-flight event finished
+
+	// Owned by the polling goroutine (Run, then Close):
+	emit       *pipeline.Emitter
+	held       int // held messages over all partitions
+	lastCommit time.Time
+	closeOnce  sync.Once
+	closeErr   error
+
+	st sourceCounters
+}
+
+type tpKey struct {
+	topic     string
+	partition int32
+}
+
+// partState is one assigned partition. Fields marked "mu" are guarded by Source.mu; the rest
+// belong to the polling goroutine.
+type partState struct {
+	tp       tpKey
+	epoch    uint64         // mu (immutable after assign)
+	tr       *tracker       // mu
+	inflight int            // mu: events emitted and not completed
+	keys     map[string]int // mu: in-flight count per key (OrderKey)
+	revoking bool           // mu
+
+	held      []*ckafka.Message // messages received but not emitted, in offset order
+	paused    bool
+	committed int64 // last committed offset, -1 none
+}
+
+// NewSource validates cfg and creates the consumer (it connects in the background; it
+// subscribes when the pipeline runs). A configuration error names the field or librdkafka key
+// and nothing is started. Close it if the pipeline never runs.
+func NewSource(cfg Config) (*Source, error) {
+	cfg.setDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	logs := make(chan ckafka.LogEvent, 1024)
+	cm, mem, err := cfg.consumerConfig(logs)
+	if err != nil {
+		return nil, err
+	}
+	c, err := ckafka.NewConsumer(&cm)
+	if err != nil {
+		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
+	}
+	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, revokeWake: make(chan struct{}, 1)}
+	s.coop = c.GetRebalanceProtocol() != "EAGER"
+	return s, nil
+}
+
+// Memory returns the effective split of the budget (overrides included).
+func (s *Source) Memory() Memory { return s.mem }
+
+// PipelineOptions returns the pipeline options that match the source: the in-flight budget
+// (Memory().InFlight) and the largest event.
+func (s *Source) PipelineOptions() []pipeline.Option {
+	return []pipeline.Option{pipeline.WithBudget(s.mem.InFlight), pipeline.WithMaxEventBytes(s.cfg.MaxMessageBytes)}
+}
+
+// Consumer returns the underlying consumer, for metadata queries. Do not poll, assign, pause
+// or commit through it.
+func (s *Source) Consumer() *ckafka.Consumer { return s.c }
+
+// Run implements pipeline.Source: it subscribes and polls until ctx is done.
+func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
+	s.emit = emit
+	if lim := emit.Budget().Limit(); lim != s.mem.InFlight {
+		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (use PipelineOptions)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
+	}
+	if err := s.c.SubscribeTopics(s.cfg.Topics, s.rebalance); err != nil {
+		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)
+	}
+	s.lastCommit = time.Now()
+	for ctx.Err() == nil {
+		timeout := int(DefaultPollInterval / time.Millisecond)
+		if s.held > 0 {
+			timeout = 10 // held messages wait for room: look again soon
+		}
+		switch e := s.c.Poll(timeout).(type) {
+		case *ckafka.Message:
+			if e.TopicPartition.Error != nil {
+				s.onError(ckafka.NewError(ckafka.ErrUnknown, e.TopicPartition.Error.Error(), false))
+				continue
+			}
+			s.onMessage(ctx, e)
+		case ckafka.Error:
+			if err := s.onError(e); err != nil {
+				return err
+			}
+		case *ckafka.Stats:
+			str := e.String()
+			s.st.statsJSON.Store(&str)
+		}
+		s.drainLogs()
+		if s.held > 0 {
+			s.retryHeld(ctx)
+		}
+		s.resumeIfRoom()
+		if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
+			s.commit()
+		}
+	}
+	return nil
+}
+
+func (s *Source) onError(e ckafka.Error) error {
+	s.st.errors.Add(1)
+	if e.IsFatal() {
+		return fmt.Errorf("kafka: fatal consumer error: %w", e)
+	}
+	s.log.Warn("sluice/kafka: consumer error", "code", e.Code().String(), "err", e.Error())
+	return nil
+}
+
+func (s *Source) drainLogs() {
+	for {
+		select {
+		case l := <-s.logs:
+			s.st.logs.Add(1)
+			level := slog.LevelDebug
+			switch {
+			case l.Level <= 3:
+				level = slog.LevelError
+			case l.Level == 4:
+				level = slog.LevelWarn
+			case l.Level <= 6:
+				level = slog.LevelInfo
+			}
+			s.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag)
+		default:
+			return
+		}
+	}
+}
+
+func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
+	k := tpKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}
+	s.mu.Lock()
+	ps := s.parts[k]
+	if ps == nil || ps.revoking {
+		s.mu.Unlock()
+		s.st.stale.Add(1) // fetched before a revoke: the next owner consumes it
+		return
+	}
+	ps.tr.received(int64(m.TopicPartition.Offset))
+	s.mu.Unlock()
+	if len(ps.held) > 0 || s.tryEmit(ctx, ps, m) != emitted {
+		s.hold(ps, m)
+	}
+}
+
+type emitResult int
+
+const (
+	emitted emitResult = iota
+	gated              // ordering or per-partition limit: other partitions may go on
+	full               // budget or first edge full: nothing can go on
+)
+
+// tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.
+func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) emitResult {
+	keyed := s.cfg.Ordering == OrderKey && len(m.Key) > 0
+	s.mu.Lock()
+	switch {
+	case ps.inflight >= s.cfg.MaxInFlightPerPartition,
+		s.cfg.Ordering == OrderPartition && ps.inflight > 0,
+		keyed && ps.keys[string(m.Key)] > 0:
+		s.mu.Unlock()
+		return gated
+	}
+	ps.inflight++
+	if keyed {
+		ps.keys[string(m.Key)]++
+	}
+	s.mu.Unlock()
+
+	ev := stage.GetEvent()
+	ev.Topic, ev.Partition, ev.Offset = ps.tp.topic, ps.tp.partition, int64(m.TopicPartition.Offset)
+	ev.Key, ev.Value, ev.Timestamp, ev.SourceTag = m.Key, m.Value, m.Timestamp, ps.epoch
+	for _, h := range m.Headers {
+		ev.Headers = append(ev.Headers, stage.Header{Key: h.Key, Value: h.Value})
+	}
+	if s.emit.TryEmit(ctx, ev) {
+		return emitted
+	}
+	ev.Key, ev.Value = nil, nil // the message keeps its bytes
+	ev.Release()
+	s.mu.Lock()
+	ps.inflight--
+	if keyed {
+		s.dropKey(ps, m.Key)
+	}
+	s.mu.Unlock()
+	return full
+}
+
+// dropKey ends one in-flight use of key. Caller holds s.mu.
+func (s *Source) dropKey(ps *partState, key []byte) {
+	if n := ps.keys[string(key)]; n > 1 {
+		ps.keys[string(key)] = n - 1
+	} else {
+		delete(ps.keys, string(key))
+	}
+}
+
+// hold keeps m for later and pauses its partition so librdkafka stops fetching it.
+func (s *Source) hold(ps *partState, m *ckafka.Message) {
+	ps.held = append(ps.held, m)
+	s.held++
+	if !ps.paused {
+		if err := s.c.Pause([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+			s.log.Warn("sluice/kafka: pause", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+			return
+		}
+		ps.paused = true
+		s.st.paused.Add(1)
+		s.st.pauses.Add(1)
+	}
+}
+
+// retryHeld emits what it can of the held messages, keeping each partition's order (and, in
+// key mode, each key's order).
+func (s *Source) retryHeld(ctx context.Context) {
+	for _, ps := range s.parts {
+		if len(ps.held) == 0 {
+			continue
+		}
+		keep := ps.held[:0]
+		var blocked map[string]bool // keys with an earlier message still held (key mode)
+		stop := false
+		for _, m := range ps.held {
+			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
+			if !mustWait {
+				switch s.tryEmit(ctx, ps, m) {
+				case emitted:
+					s.held--
+					continue
+				case full:
+					stop = true
+				}
+			}
+			keep = append(keep, m)
+			if s.cfg.Ordering == OrderKey && len(m.Key) > 0 {
+				if blocked == nil {
+					blocked = map[string]bool{}
+				}
+				blocked[string(m.Key)] = true
+			}
+		}
+		clear(ps.held[len(keep):])
+		ps.held = keep
+		if stop {
+			return
+		}
+	}
+}
+
+// resumeIfRoom resumes paused partitions with nothing held once the budget is below half.
+func (s *Source) resumeIfRoom() {
+	if s.st.paused.Load() == 0 {
+		return
+	}
+	b := s.emit.Budget()
+	if b.InFlight()*2 > b.Limit() {
+		return
+	}
+	for _, ps := range s.parts {
+		if ps.paused && len(ps.held) == 0 {
+			if err := s.c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+				s.log.Warn("sluice/kafka: resume", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+				continue
+			}
+			ps.paused = false
+			s.st.paused.Add(-1)
+		}
+	}
+}
+
+// Complete implements pipeline.Source: it records a finished offset (ok) and frees the
+// partition's and key's in-flight slot. Called from any goroutine.
+func (s *Source) Complete(ev *stage.Event, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	ps := s.parts[tpKey{ev.Topic, ev.Partition}]
+	if ps == nil || ps.epoch != ev.SourceTag {
+		ev.Key, ev.Value = nil, nil
+		s.st.late.Add(1) // the partition was revoked: never commit for a partition we lost
+		return
+	}
+	ps.inflight--
+	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
+		s.dropKey(ps, ev.Key)
+	}
+	// The bytes came from the consumer for this event only: do not let the event pool keep
+	// them alive.
+	ev.Key, ev.Value = nil, nil
+	if ok {
+		ps.tr.finished(ev.Offset)
+	} else {
+		s.st.unfinished.Add(1)
+	}
+	if ps.revoking && ps.inflight == 0 {
+		select {
+		case s.revokeWake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Close commits what finished and closes the consumer (leaving the group). The pipeline calls
+// it after the drain; call it yourself only if the pipeline never ran. Idempotent.
+func (s *Source) Close(ctx context.Context) error {
+	s.closeOnce.Do(func() {
+		s.commit()
+		if err := s.c.Close(); err != nil {
+			s.closeErr = fmt.Errorf("kafka: close consumer: %w", err)
+		}
+		s.drainLogs()
+	})
+	return s.closeErr
+}

@@ -1,0 +1,91 @@
+package kafka
+
+import (
+	"encoding/json"
+	"sync/atomic"
+)
+
+type sourceCounters struct {
+	assigned, paused                                          atomic.Int64
+	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
+	late, stale, unfinished, errors, logs                     atomic.Uint64
+	statsJSON                                                 atomic.Pointer[string]
+}
+
+// SourceStats is a snapshot of a Source's counters and of librdkafka's latest statistics.
+type SourceStats struct {
+	Assigned        int64            // partitions assigned now
+	Paused          int64            // partitions paused now (backpressure)
+	Pauses          uint64           // pauses since start
+	Commits         uint64           // successful commit requests
+	CommitErrors    uint64           // failed commits (retried at the next commit)
+	Rebalances      uint64           // assign and revoke callbacks
+	RevokeTimeouts  uint64           // revokes that let go with events in flight
+	LateCompletions uint64           // completions for partitions no longer owned (never committed)
+	Stale           uint64           // messages dropped because their partition was being revoked
+	Unfinished      uint64           // events completed not ok (not committed)
+	Errors          uint64           // librdkafka errors
+	Logs            uint64           // librdkafka log lines forwarded to slog
+	Connections     int              // broker connections up (librdkafka statistics)
+	RxBytes         int64            // bytes received from brokers
+	TxBytes         int64            // bytes sent to brokers
+	Lag             map[string]int64 // consumer lag per "topic/partition" (librdkafka statistics)
+	Raw             string           // the latest librdkafka statistics JSON
+}
+
+// librdkafka statistics, the fields sluice reads.
+type rdStats struct {
+	RxBytes int64 `json:"rx_bytes"`
+	TxBytes int64 `json:"tx_bytes"`
+	Brokers map[string]struct {
+		State  string `json:"state"`
+		NodeID int    `json:"nodeid"`
+	} `json:"brokers"`
+	Topics map[string]struct {
+		Partitions map[string]struct {
+			Partition   int32 `json:"partition"`
+			ConsumerLag int64 `json:"consumer_lag"`
+		} `json:"partitions"`
+	} `json:"topics"`
+}
+
+func parseStats(raw string, st *SourceStats) {
+	var r rdStats
+	if json.Unmarshal([]byte(raw), &r) != nil {
+		return
+	}
+	st.RxBytes, st.TxBytes, st.Raw = r.RxBytes, r.TxBytes, raw
+	for _, b := range r.Brokers {
+		if b.State == "UP" {
+			st.Connections++
+		}
+	}
+	st.Lag = map[string]int64{}
+	for topic, t := range r.Topics {
+		for _, p := range t.Partitions {
+			if p.Partition >= 0 && p.ConsumerLag >= 0 {
+				st.Lag[topic+"/"+itoa(p.Partition)] = p.ConsumerLag
+			}
+		}
+	}
+}
+
+func itoa(p int32) string {
+	b, _ := json.Marshal(p)
+	return string(b)
+}
+
+// Stats returns a snapshot. Safe to call concurrently with Run.
+func (s *Source) Stats() SourceStats {
+	st := SourceStats{
+		Assigned: s.st.assigned.Load(), Paused: s.st.paused.Load(), Pauses: s.st.pauses.Load(),
+		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
+		Rebalances: s.st.rebalances.Load(), RevokeTimeouts: s.st.revokeTimeouts.Load(),
+		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
+		Errors: s.st.errors.Load(), Logs: s.st.logs.Load(),
+	}
+	if raw := s.st.statsJSON.Load(); raw != nil {
+		parseStats(*raw, &st)
+	}
+	return st
+}
