@@ -74,14 +74,14 @@ type Stream[T any] struct {
 
 // Builder assembles a pipeline. Its methods are not safe for concurrent use.
 type Builder struct {
-	src    Source
-	cfg    config
-	nodes  []node
-	errs   []error
-	names  map[string]bool
-	first  *port[*stage.Event]
-	sinks  int
-	built  bool
+	src   Source
+	cfg   config
+	nodes []node
+	errs  []error
+	names map[string]bool
+	first *port[*stage.Event]
+	sinks int
+	built bool
 }
 
 // New starts a pipeline on src. Link stages from Source() with Then and To, then Build.
@@ -97,7 +97,9 @@ func New(src Source, opts ...Option) *Builder {
 }
 
 // Source returns the stream of source events. Consume it with exactly one Then or To.
-func (b *Builder) Source() Stream[*stage.Event] { return Stream[*stage.Event]{b: b, from: "source", p: b.first} }
+func (b *Builder) Source() Stream[*stage.Event] {
+	return Stream[*stage.Event]{b: b, from: "source", p: b.first}
+}
 
 // linked is a stage bound to its input and output ports.
 type linked[In, Out any] struct {

@@ -27,10 +27,10 @@ type Pipeline struct {
 
 	// The source side writes emitted, the completing side finished: kept on separate cache
 	// lines, as the two sides run on different cores. In flight = emitted - finished.
-	emitted  atomic.Int64
-	_        [56]byte
-	finished atomic.Int64
-	_        [56]byte
+	emitted                     atomic.Int64
+	_                           [56]byte
+	finished                    atomic.Int64
+	_                           [56]byte
 	completed, failed, tooLarge atomic.Uint64
 	srcDone                     atomic.Bool   // set once the source's Run returned
 	idle                        chan struct{} // closed when srcDone and nothing is in flight

@@ -116,4 +116,3 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 		}
 	}
 }
-

@@ -117,7 +117,7 @@ type Stats struct {
 
 type counters struct {
 	in, out, errors, retries, handled, panics, busyNanos atomic.Uint64
-	fast atomic.Bool // the last timed attempt took less than sampleBelow
+	fast                                                 atomic.Bool // the last timed attempt took less than sampleBelow
 }
 
 // Stage is a typed processing step from In to Out. Build one with Map, Filter, FlatMap,
