@@ -34,8 +34,6 @@ type Source struct {
 	log  *slog.Logger
 	logs chan ckafka.LogEvent
 
-	coop bool // cooperative rebalance protocol: Incremental(Un)Assign
-
 	mu         sync.Mutex // guards parts, epoch and every partState's shared fields
 	parts      map[tpKey]*partState
 	epoch      uint64
@@ -89,7 +87,6 @@ func NewSource(cfg Config) (*Source, error) {
 		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
 	}
 	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, revokeWake: make(chan struct{}, 1)}
-	s.coop = c.GetRebalanceProtocol() != "EAGER"
 	return s, nil
 }
 
@@ -194,6 +191,12 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	}
 }
 
+// emitWait is how long the polling goroutine waits for the first stage to take a message
+// when the budget has room, before holding it and pausing the partition. Short enough that
+// Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
+// busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
+const emitWait = 50 * time.Millisecond
+
 type emitResult int
 
 const (
@@ -225,7 +228,7 @@ func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) 
 	for _, h := range m.Headers {
 		ev.Headers = append(ev.Headers, stage.Header{Key: h.Key, Value: h.Value})
 	}
-	if s.emit.TryEmit(ctx, ev) {
+	if s.emit.TryEmitWait(ctx, ev, emitWait) {
 		return emitted
 	}
 	ev.Key, ev.Value = nil, nil // the message keeps its bytes

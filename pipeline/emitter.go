@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/sluicehq/sluice/stage"
 )
@@ -49,6 +50,14 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 // does and may try again later (the Kafka source pauses the partition meanwhile). An event
 // larger than the budget is handled as by Emit, and TryEmit returns true.
 func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
+	return e.TryEmitWait(ctx, ev, 0)
+}
+
+// TryEmitWait is TryEmit that, when the budget has room but the first stage's input is full,
+// waits up to wait for that input to take ev. It never waits for the budget. A polling source
+// uses it to pace itself with the first stage (librdkafka's bounded prefetch queue holds the
+// rest) instead of pausing on every burst.
+func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
 	p := e.p
 	size := p.cfg.size(ev)
 	if size > p.budget.Limit() {
@@ -59,7 +68,7 @@ func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
 		return false
 	}
 	e.begin(ev, size)
-	if !stage.TryEmitEvent(p.first, ev) {
+	if !stage.TryEmitEvent(p.first, ev) && (wait <= 0 || !e.emitWithin(ctx, ev, wait)) {
 		// Undo Begin without finishing: the caller keeps the event.
 		p.emitted.Add(-1)
 		p.budget.Release(size)
@@ -67,6 +76,12 @@ func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
 		return false
 	}
 	return true
+}
+
+func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return stage.EmitEvent(ctx, e.p.first, ev) == nil
 }
 
 func (e *Emitter) begin(ev *stage.Event, size int64) {

@@ -16,6 +16,10 @@ type MemSource struct {
 	bad  atomic.Uint64
 	// OnComplete, if set before Run, is called from Complete with each finished event.
 	OnComplete func(ev *stage.Event, ok bool)
+	// borrows is set for Generate, whose fill may point the event's slices at memory the
+	// event does not own: Complete drops them before the event is recycled, or the pool
+	// would hand that memory to later events as their own buffer (to append into).
+	borrows bool
 }
 
 // Generate returns a source of n events (forever when n < 0, until the pipeline's context is
@@ -28,7 +32,7 @@ func Generate(n int64, fill func(i int64, ev *stage.Event)) *MemSource {
 		}
 		fill(i, ev)
 		return true
-	}}
+	}, borrows: true}
 }
 
 // FromSlice returns a source that emits each value once, in order, copied into the pooled
@@ -84,6 +88,9 @@ func (s *MemSource) Complete(ev *stage.Event, ok bool) {
 	}
 	if s.OnComplete != nil {
 		s.OnComplete(ev, ok)
+	}
+	if s.borrows {
+		ev.Key, ev.Value, ev.Headers = nil, nil, nil
 	}
 }
 

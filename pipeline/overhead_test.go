@@ -2,7 +2,6 @@ package pipeline_test
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync/atomic"
@@ -47,10 +46,7 @@ func BenchmarkOverhead(b *testing.B) {
 		}
 		_ = sum
 	})
-	for _, conc := range []int{} {
-		b.Run(fmt.Sprintf("sluice/concurrency=%d", conc), func(b *testing.B) { benchSluice(b, conc) })
-	}
-	// The acceptance name: sluice at concurrency 1.
+	// sluice: concurrency 1, the acceptance shape; sluice-c8: every stage at concurrency 8, ordered.
 	b.Run("sluice", func(b *testing.B) { benchSluice(b, 1) })
 	b.Run("sluice-c8", func(b *testing.B) { benchSluice(b, 8) })
 }

@@ -1,6 +1,7 @@
 package stage
 
 import (
+	"errors"
 	"fmt"
 	"time"
 )
@@ -24,13 +25,15 @@ type BatchConfig[T any] struct {
 // worker; Concurrency other than 1 is a construction error.
 func Batch[T any](name string, bc BatchConfig[T], opts ...Option) *Stage[T, []T] {
 	s := newStage[T, []T](name, KindBatch, opts)
+	// Join with the options' errors: Build reports every problem.
 	switch {
 	case bc.MaxCount < 0 || bc.MaxBytes < 0 || bc.Linger < 0:
-		s.err = fmt.Errorf("stage %q: BatchConfig MaxCount, MaxBytes and Linger must not be negative: %w", name, ErrInvalid)
+		s.err = errors.Join(s.err, fmt.Errorf("stage %q: BatchConfig MaxCount, MaxBytes and Linger must not be negative: %w", name, ErrInvalid))
 	case bc.MaxCount == 0 && bc.MaxBytes == 0:
-		s.err = fmt.Errorf("stage %q: BatchConfig needs MaxCount or MaxBytes: %w", name, ErrInvalid)
-	case s.cfg.concurrency != 1 && s.err == nil:
-		s.err = fmt.Errorf("stage %q: Concurrency must be 1 for a batch stage, got %d: %w", name, s.cfg.concurrency, ErrInvalid)
+		s.err = errors.Join(s.err, fmt.Errorf("stage %q: BatchConfig needs MaxCount or MaxBytes: %w", name, ErrInvalid))
+	}
+	if s.cfg.concurrency > 1 { // below 1 is reported by the options
+		s.err = errors.Join(s.err, fmt.Errorf("stage %q: Concurrency must be 1 for a batch stage, got %d: %w", name, s.cfg.concurrency, ErrInvalid))
 	}
 	s.start = func(s *Stage[T, []T], env *Env, in *Edge[T], out *Edge[[]T]) error {
 		return env.Go(func() { s.batchLoop(env, bc, in, out) })

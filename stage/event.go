@@ -126,14 +126,16 @@ func (ev *Event) addRefs(n int) {
 // reference; a mismatch (the event was recycled) or a count already at zero is a misuse and
 // changes nothing.
 func (ev *Event) done(gen uint32, err error) {
-	if err != nil {
-		ev.failed.Store(true)
-	}
 	for {
 		st := ev.state.Load()
 		if uint32(st>>genShift) != gen || st&liveBit == 0 || st&refsMask == 0 {
 			pool.ReportMisuse("stage.Event: completion of an event that already finished (second Ack?)")
 			return
+		}
+		// Mark the failure only once the reference is known to be current: a stale
+		// completion must not mark the next record that reuses the object.
+		if err != nil {
+			ev.failed.Store(true)
 		}
 		if ev.state.CompareAndSwap(st, st-1) {
 			if (st-1)&refsMask == 0 {

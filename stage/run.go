@@ -30,7 +30,7 @@ func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Ou
 		case err != nil:
 			s.failed(env, m.r, err, attempts)
 		case !keep:
-			s.c.out.Add(1) // filtered out counts as finished by this stage
+			s.c.filtered.Add(1)
 			m.r.done(nil)
 		default:
 			emit(msg[Out]{v: out, r: m.r})

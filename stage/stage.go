@@ -106,6 +106,7 @@ type Stats struct {
 	Concurrency int
 	In          uint64        // messages taken from the input edge
 	Out         uint64        // messages written to the output edge (or finished, for sinks)
+	Filtered    uint64        // messages a Filter dropped (finished without output)
 	Errors      uint64        // attempts that failed (each retry counts)
 	Retries     uint64        // retries made
 	Handled     uint64        // messages handed to the error handler
@@ -116,8 +117,8 @@ type Stats struct {
 }
 
 type counters struct {
-	in, out, errors, retries, handled, panics, busyNanos atomic.Uint64
-	fast                                                 atomic.Bool // the last timed attempt took less than sampleBelow
+	in, out, filtered, errors, retries, handled, panics, busyNanos atomic.Uint64
+	fast                                                           atomic.Bool // the last timed attempt took less than sampleBelow
 }
 
 // Stage is a typed processing step from In to Out. Build one with Map, Filter, FlatMap,
@@ -177,7 +178,7 @@ func (s *Stage[In, Out]) Terminal() bool { return s.kind == KindSink || s.kind =
 func (s *Stage[In, Out]) Stats() Stats {
 	st := Stats{
 		Name: s.name, Kind: s.kind, Concurrency: s.cfg.concurrency,
-		In: s.c.in.Load(), Out: s.c.out.Load(), Errors: s.c.errors.Load(),
+		In: s.c.in.Load(), Out: s.c.out.Load(), Filtered: s.c.filtered.Load(), Errors: s.c.errors.Load(),
 		Retries: s.c.retries.Load(), Handled: s.c.handled.Load(), Panics: s.c.panics.Load(),
 		Busy: time.Duration(s.c.busyNanos.Load()), QueueCap: s.cfg.capacity,
 	}

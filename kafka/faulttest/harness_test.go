@@ -1,0 +1,216 @@
+package faulttest
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+func logger() *slog.Logger {
+	if os.Getenv("SLUICE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+var fastGroup = map[string]any{"heartbeat.interval.ms": 100, "session.timeout.ms": 6000, "fetch.wait.max.ms": 50}
+
+// seen records which values a sink received, and how often.
+type seen struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func newSeen() *seen { return &seen{m: map[string]int{}} }
+
+func (s *seen) add(v string) {
+	s.mu.Lock()
+	s.m[v]++
+	s.mu.Unlock()
+}
+
+func (s *seen) distinct() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.m)
+}
+
+func (s *seen) dups() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := 0
+	for _, n := range s.m {
+		d += n - 1
+	}
+	return d
+}
+
+// missing returns the wanted values never seen.
+func (s *seen) missing(want map[string]bool) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for v := range want {
+		if s.m[v] == 0 {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+func produce(t testing.TB, addr, topic, prefix string, n int) map[string]bool {
+	t.Helper()
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	want := make(map[string]bool, n)
+	reports := make(chan ckafka.Event, n)
+	for i := range n {
+		v := fmt.Sprintf("%s-%d", prefix, i)
+		want[v] = true
+		m := &ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny}, Key: []byte(fmt.Sprintf("k%d", i%37)), Value: []byte(v)}
+		if err := p.Produce(m, reports); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
+			t.Fatal(m.TopicPartition.Error)
+		}
+	}
+	return want
+}
+
+// run is one consumer pipeline: source → work → sink recording values into s.
+type run struct {
+	src  *kafka.Source
+	p    *pipeline.Pipeline
+	done chan error
+	stop context.CancelFunc
+}
+
+type runOpts struct {
+	group   string
+	topic   string
+	work    func(ctx context.Context, ev *stage.Event) error // nil: none
+	conc    int
+	cfg     func(*kafka.Config)
+	pipe    []pipeline.Option
+	handler func(ctx context.Context, f *stage.Failure) error
+}
+
+func start(t testing.TB, addr string, s *seen, o runOpts) *run {
+	t.Helper()
+	cfg := kafka.Config{Brokers: addr, GroupID: o.group, Topics: []string{o.topic}, Overrides: map[string]any{},
+		CommitInterval: 100 * time.Millisecond, Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10}
+	for k, v := range fastGroup {
+		cfg.Overrides[k] = v
+	}
+	if o.cfg != nil {
+		o.cfg(&cfg)
+	}
+	src, err := kafka.NewSource(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := append(src.PipelineOptions(), pipeline.WithLogger(logger()), pipeline.WithDrainTimeout(10*time.Second))
+	if o.handler != nil {
+		opts = append(opts, pipeline.WithErrorHandler(o.handler))
+	}
+	opts = append(opts, o.pipe...)
+	b := pipeline.New(src, opts...)
+	conc := max(o.conc, 1)
+	work := o.work
+	pipeline.To(b.Source(), stage.Sink("work", func(ctx context.Context, ev *stage.Event) error {
+		if work != nil {
+			if err := work(ctx, ev); err != nil {
+				return err
+			}
+		}
+		s.add(string(ev.Value))
+		return nil
+	}, stage.Concurrency(conc)))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &run{src: src, p: p, done: make(chan error, 1), stop: cancel}
+	go func() { r.done <- p.Run(ctx) }()
+	return r
+}
+
+// wait stops the run and returns Run's error.
+func (r *run) wait(t testing.TB) error {
+	t.Helper()
+	r.stop()
+	select {
+	case err := <-r.done:
+		return err
+	case <-time.After(60 * time.Second):
+		t.Fatal("pipeline did not stop within 60s")
+		return nil
+	}
+}
+
+// until polls cond (no signal exists across the broker) until it holds or d passes.
+func until(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	end := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(end) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// committedSum returns the sum of the group's committed offsets over the topic's partitions.
+func committedSum(t testing.TB, addr, group, topic string, partitions int) int64 {
+	t.Helper()
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": group, "log_level": 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tps := make([]ckafka.TopicPartition, partitions)
+	for i := range tps {
+		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
+	}
+	res, err := c.Committed(tps, 5000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum int64
+	for _, r := range res {
+		if r.Offset >= 0 {
+			sum += int64(r.Offset)
+		}
+	}
+	return sum
+}
+
+// checkAll asserts set equality (every wanted value seen at least once) and that commits
+// reached the end of every partition.
+func checkAll(t testing.TB, s *seen, want map[string]bool, addr, group, topic string, parts int) {
+	t.Helper()
+	if miss := s.missing(want); len(miss) > 0 {
+		t.Fatalf("%d of %d values lost, e.g. %v", len(miss), len(want), miss[:min(5, len(miss))])
+	}
+	until(t, 15*time.Second, "commits to reach the end", func() bool {
+		return committedSum(t, addr, group, topic, parts) == int64(len(want))
+	})
+}

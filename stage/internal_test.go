@@ -1,0 +1,55 @@
+package stage
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pool"
+)
+
+func TestBackoffDoublesUpToMax(t *testing.T) {
+	c := defaults()
+	Retry(5, 10*time.Millisecond, 35*time.Millisecond)(&c)
+	want := []time.Duration{10 * time.Millisecond, 20 * time.Millisecond, 35 * time.Millisecond, 35 * time.Millisecond, 35 * time.Millisecond}
+	for i, w := range want {
+		if got := c.backoffFor(i + 1); got != w {
+			t.Errorf("backoffFor(%d) = %v, want %v", i+1, got, w)
+		}
+	}
+	Retry(3, 0, 0)(&c)
+	if got := c.backoffFor(3); got != 0 {
+		t.Errorf("zero backoff: backoffFor(3) = %v", got)
+	}
+}
+
+// recordFinish records completions. It does not release: the test's events are never pooled.
+type recordFinish struct{ oks []bool }
+
+func (r *recordFinish) Finish(_ *Event, ok bool) { r.oks = append(r.oks, ok) }
+
+// A completion that arrives after the event was recycled must change nothing about the next
+// record that reuses the object, not even its failed flag.
+func TestStaleFailedCompletionDoesNotTaintTheNextRecord(t *testing.T) {
+	was := pool.Debug()
+	pool.SetDebug(false)
+	defer pool.SetDebug(was)
+	var fin recordFinish
+	ev := &Event{} // outside the pool, so the test can recycle it by hand
+	ev.state.Store(liveBit)
+	ev.Begin(1, &fin)
+	stale := ev.gen()
+	ev.done(stale, nil)
+	// Recycle it as Release and GetEvent would: next generation, live again.
+	ev.state.Store((uint64(stale)+1)<<genShift | liveBit)
+	ev.Begin(1, &fin)
+	before := pool.DoubleReleases()
+	ev.done(stale, errors.New("late failure of the previous record"))
+	if pool.DoubleReleases() != before+1 {
+		t.Fatal("the stale completion was not reported as a misuse")
+	}
+	ev.done(ev.gen(), nil)
+	if len(fin.oks) != 2 || !fin.oks[0] || !fin.oks[1] {
+		t.Fatalf("completions %v, want [true true]: a stale completion marked the next record failed", fin.oks)
+	}
+}
