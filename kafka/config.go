@@ -160,12 +160,12 @@ func (c *Config) validate() error {
 // checkOverrides rejects settings that would break at-least-once delivery.
 func checkOverrides(o map[string]any) []error {
 	var errs []error
-	for _, key := range []string{"enable.auto.offset.store", "enable.auto.commit"} {
-		if v, ok := o[key]; ok && fmt.Sprint(v) == "true" {
+	for _, key := range []string{"enable.auto.offset.store", "enable.auto.commit", "auto.commit.enable"} {
+		if v, ok := o[key]; ok && isTrue(v) {
 			errs = append(errs, configErr(key, "must not be true: sluice stores and commits offsets itself, only for finished events"))
 		}
 	}
-	for _, key := range []string{"bootstrap.servers", "group.id"} {
+	for _, key := range []string{"bootstrap.servers", "metadata.broker.list", "group.id"} {
 		if _, ok := o[key]; ok {
 			errs = append(errs, configErr(key, "set it with the Config field, not Overrides"))
 		}
@@ -222,6 +222,11 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 		"go.logs.channel":            logs,
 		"log_level":                  5,
 	}
+	if mem.FetchMaxBytes < 1000000 {
+		// librdkafka requires fetch.max.bytes >= message.max.bytes (default 1000000): a
+		// budget below 8 MiB would otherwise be rejected by NewConsumer.
+		cm["message.max.bytes"] = int(max(mem.FetchMaxBytes, 1000))
+	}
 	if c.Eager {
 		cm["partition.assignment.strategy"] = "range"
 	} else {
@@ -255,4 +260,13 @@ func intKey(cm ckafka.ConfigMap, key string) (int64, bool) {
 	var n int64
 	_, err := fmt.Sscan(fmt.Sprint(cm[key]), &n)
 	return n, err == nil
+}
+
+// isTrue reports whether librdkafka parses v as a true boolean ("true", "t", "1", any case).
+func isTrue(v any) bool {
+	switch strings.ToLower(strings.TrimSpace(fmt.Sprint(v))) {
+	case "true", "t", "1":
+		return true
+	}
+	return false
 }

@@ -87,10 +87,12 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if cfg.Budget < 4*cfg.MaxMessageBytes {
 		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*cfg.MaxMessageBytes, cfg.Budget))
 	}
-	if v, ok := cfg.Overrides["acks"]; ok && fmt.Sprint(v) != "all" && fmt.Sprint(v) != "-1" {
-		errs = append(errs, configErr("acks", "must be all (at-least-once), got %v", v))
+	for _, key := range []string{"acks", "request.required.acks"} { // request.required.acks is librdkafka's alias
+		if v, ok := cfg.Overrides[key]; ok && strings.ToLower(fmt.Sprint(v)) != "all" && fmt.Sprint(v) != "-1" {
+			errs = append(errs, configErr(key, "must be all (at-least-once), got %v", v))
+		}
 	}
-	if v, ok := cfg.Overrides["enable.idempotence"]; ok && fmt.Sprint(v) != "true" {
+	if v, ok := cfg.Overrides["enable.idempotence"]; ok && !isTrue(v) {
 		errs = append(errs, configErr("enable.idempotence", "must be true, got %v", v))
 	}
 	if err := errors.Join(errs...); err != nil {

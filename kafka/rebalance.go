@@ -29,7 +29,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
 	var err error
-	if s.coop {
+	if cooperative(c) {
 		err = c.IncrementalAssign(parts)
 	} else {
 		err = c.Assign(parts)
@@ -59,8 +59,16 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.mu.Unlock()
 	for _, ps := range states {
 		s.held -= len(ps.held)
+		for _, m := range ps.held {
+			s.heldBytes -= int64(len(m.Key) + len(m.Value))
+		}
 		ps.held = nil
 		if ps.paused {
+			// librdkafka keeps a partition's pause flag across unassign and reassign: resume
+			// it, or a later assignment of it to this member would never fetch.
+			if err := c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+				s.log.Warn("sluice/kafka: resume on revoke", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+			}
 			ps.paused = false
 			s.st.paused.Add(-1)
 		}
@@ -70,7 +78,7 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		s.commitStates(states)
 	}
 	var err error
-	if s.coop {
+	if cooperative(c) {
 		err = c.IncrementalUnassign(parts)
 	} else {
 		err = c.Unassign()
@@ -159,6 +167,10 @@ func (s *Source) commitStates(states []*partState) {
 		ps.committed = int64(r.Offset)
 	}
 }
+
+// cooperative reports whether the group uses the cooperative protocol (Incremental(Un)Assign).
+// It is asked in the rebalance callback: before the first join librdkafka reports "NONE".
+func cooperative(c *ckafka.Consumer) bool { return c.GetRebalanceProtocol() == "COOPERATIVE" }
 
 func tpList(parts []ckafka.TopicPartition) []string {
 	out := make([]string, len(parts))

@@ -41,7 +41,9 @@ type Source struct {
 
 	// Owned by the polling goroutine (Run, then Close):
 	emit       *pipeline.Emitter
-	held       int // held messages over all partitions
+	held       int    // held messages over all partitions
+	heldBytes  int64  // their key and value bytes
+	retrySeq   uint64 // doneSeq when the held messages were last retried
 	lastCommit time.Time
 	closeOnce  sync.Once
 	closeErr   error
@@ -134,7 +136,10 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			s.st.statsJSON.Store(&str)
 		}
 		s.drainLogs()
-		if s.held > 0 {
+		// Retry held messages only when something finished (a key or slot freed, budget
+		// returned) or the pipeline may have room again: never a scan per polled message.
+		if seq := s.st.doneSeq.Load(); s.held > 0 && (seq != s.retrySeq || s.st.paused.Load() > 0) {
+			s.retrySeq = seq
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
@@ -186,8 +191,15 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	}
 	ps.tr.received(int64(m.TopicPartition.Offset))
 	s.mu.Unlock()
-	if len(ps.held) > 0 || s.tryEmit(ctx, ps, m) != emitted {
-		s.hold(ps, m)
+	if len(ps.held) > 0 {
+		s.hold(ps, m, false)
+		return
+	}
+	switch s.tryEmit(ctx, ps, m) {
+	case gated:
+		s.hold(ps, m, false)
+	case full:
+		s.hold(ps, m, true)
 	}
 }
 
@@ -196,6 +208,10 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 // Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
 // busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
 const emitWait = 50 * time.Millisecond
+
+// maxHeldPerPartition bounds the messages a partition holds back (waiting for their key or
+// partition slot) before it is paused.
+const maxHeldPerPartition = 256
 
 type emitResult int
 
@@ -251,10 +267,17 @@ func (s *Source) dropKey(ps *partState, key []byte) {
 	}
 }
 
-// hold keeps m for later and pauses its partition so librdkafka stops fetching it.
-func (s *Source) hold(ps *partState, m *ckafka.Message) {
+// hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
+// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages,
+// or all partitions hold more than a quarter of the prefetch share: a key or partition that is
+// merely busy (ordering) does not cost a pause, a discarded prefetch and a refetch.
+func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
 	ps.held = append(ps.held, m)
 	s.held++
+	s.heldBytes += int64(len(m.Key) + len(m.Value))
+	if !pause && len(ps.held) < maxHeldPerPartition && s.heldBytes*4 < s.mem.Prefetch {
+		return
+	}
 	if !ps.paused {
 		if err := s.c.Pause([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
 			s.log.Warn("sluice/kafka: pause", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
@@ -282,6 +305,7 @@ func (s *Source) retryHeld(ctx context.Context) {
 				switch s.tryEmit(ctx, ps, m) {
 				case emitted:
 					s.held--
+					s.heldBytes -= int64(len(m.Key) + len(m.Value))
 					continue
 				case full:
 					stop = true
@@ -336,6 +360,7 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 		return
 	}
 	ps.inflight--
+	s.st.doneSeq.Add(1)
 	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
 		s.dropKey(ps, ev.Key)
 	}

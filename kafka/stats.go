@@ -10,6 +10,7 @@ type sourceCounters struct {
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
 	late, stale, unfinished, errors, logs                     atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
+	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
 
 // SourceStats is a snapshot of a Source's counters and of librdkafka's latest statistics.

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"encoding/json"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"testing"
+	"time"
+)
+
+// TestMain lets the test binary act as a re-executed bench child (worker, produce).
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		main()
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func keys(t *testing.T, raw json.RawMessage) []string {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatal(err)
+	}
+	var ks []string
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func hasAll(t *testing.T, what string, got []string, want ...string) {
+	t.Helper()
+	set := map[string]bool{}
+	for _, k := range got {
+		set[k] = true
+	}
+	for _, w := range want {
+		if !set[w] {
+			t.Errorf("%s: missing field %q (have %v)", what, w, got)
+		}
+	}
+}
+
+func roundTrip[T any](t *testing.T, dir, scenario string, v T) json.RawMessage {
+	t.Helper()
+	p, err := writeJSON(dir, scenario, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back T
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(back, v) {
+		t.Fatalf("%s round trip:\n got %+v\nwant %+v", scenario, back, v)
+	}
+	return b
+}
+
+func TestJSONContract(t *testing.T) {
+	dir := t.TempDir()
+	seed := SeedResult{Scenario: "seed", Duration: 60, InputRate: 980, MessageBytes: 40960, SinkCapacityPerS: 500,
+		Runs: []SeedRun{{Name: "naive", PeakRSS: 1 << 30, RSSSlope: 1.5, Processed: 10, Throughput: 5, Lost: 3, Duplicates: 1, FinalLag: 7,
+			Samples: []Sample{{T: 0.5, RSS: 100, Processed: 1}}}, {Name: "sluice", BudgetBytes: 64 << 20}}}
+	raw := roundTrip(t, dir, "seed", seed)
+	hasAll(t, "seed", keys(t, raw), "scenario", "duration_s", "input_rate", "message_bytes", "sink_capacity_per_s", "runs")
+	var top struct{ Runs []json.RawMessage }
+	if err := json.Unmarshal(raw, &top); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range top.Runs {
+		hasAll(t, "seed run", keys(t, r), "name", "budget_bytes", "peak_rss_bytes", "rss_slope_bytes_per_s", "processed",
+			"throughput_per_s", "lost", "duplicates", "final_lag")
+	}
+
+	e2e := E2EResult{Scenario: "e2e", Results: []E2ERow{{MessageBytes: 100, BareMsgsPerS: 2, SluiceMsgsPS: 1, Ratio: 0.5, BareRounds: []float64{2}, SluiceRounds: []float64{1}}}}
+	raw = roundTrip(t, dir, "e2e", e2e)
+	hasAll(t, "e2e", keys(t, raw), "scenario", "results")
+	var e struct{ Results []json.RawMessage }
+	_ = json.Unmarshal(raw, &e)
+	hasAll(t, "e2e row", keys(t, e.Results[0]), "message_bytes", "bare_msgs_per_s", "sluice_msgs_per_s", "ratio")
+
+	sw := SweepResult{Scenario: "sweep", Results: []SweepRow{{MessageBytes: 1024, BudgetBytes: 8 << 20, MsgsPerS: 3, PeakRSS: 4}}}
+	raw = roundTrip(t, dir, "sweep", sw)
+	hasAll(t, "sweep", keys(t, raw), "scenario", "results")
+	var s struct{ Results []json.RawMessage }
+	_ = json.Unmarshal(raw, &s)
+	hasAll(t, "sweep row", keys(t, s.Results[0]), "message_bytes", "budget_bytes", "msgs_per_s", "peak_rss_bytes")
+
+	// The plots render from these structs.
+	if err := plotSeed(seed, filepath.Join(dir, "seed.svg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := plotE2E(e2e, filepath.Join(dir, "e2e.svg")); err != nil {
+		t.Fatal(err)
+	}
+	if err := plotSweep(sw, filepath.Join(dir, "sweep.svg")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSlope(t *testing.T) {
+	var x, y []float64
+	for i := range 100 {
+		x = append(x, float64(i)/2)
+		y = append(y, 3e6*float64(i)/2+42)
+	}
+	if got := slope(x, y); math.Abs(got-3e6) > 1e-3 {
+		t.Fatalf("slope = %v, want 3e6", got)
+	}
+	// Second half only: flat then rising at 1 MB/s.
+	var ss []Sample
+	for i := range 40 {
+		tt := float64(i) / 2
+		rss := int64(50e6)
+		if tt >= 10 {
+			rss += int64((tt - 10) * 1e6)
+		}
+		ss = append(ss, Sample{T: tt, RSS: rss})
+	}
+	if got := rssSlopeSecondHalf(ss); math.Abs(got-1e6) > 1 {
+		t.Fatalf("second-half slope = %v, want 1e6", got)
+	}
+	if slope([]float64{1}, []float64{1}) != 0 || peakRSS(ss) != int64(50e6+9.5e6) {
+		t.Fatal("degenerate slope or peak")
+	}
+}
+
+func TestRSSSampler(t *testing.T) {
+	if _, err := os.Stat("/proc/self/status"); err != nil {
+		t.Skip("no /proc")
+	}
+	self, err := readRSS(os.Getpid())
+	if err != nil || self <= 0 {
+		t.Fatalf("own RSS = %d, %v", self, err)
+	}
+	cmd := exec.Command("sleep", "2")
+	if err := cmd.Start(); err != nil {
+		t.Skip("no sleep command:", err)
+	}
+	defer cmd.Wait()
+	s := StartSampler(cmd.Process.Pid, 100*time.Millisecond, func() int64 { return 7 }, nil)
+	time.Sleep(600 * time.Millisecond)
+	ss := s.Stop()
+	if len(ss) < 3 {
+		t.Fatalf("%d samples", len(ss))
+	}
+	for _, sm := range ss {
+		if sm.RSS <= 0 || sm.Processed != 7 {
+			t.Fatalf("bad sample %+v", sm)
+		}
+	}
+	for i := 1; i < len(ss); i++ {
+		if ss[i].T <= ss[i-1].T {
+			t.Fatalf("times not increasing: %+v", ss)
+		}
+	}
+}
+
+// TestSeedShort runs the seed scenario end to end on the embedded broker for a few seconds.
+func TestSeedShort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("short")
+	}
+	dir := t.TempDir()
+	if err := run([]string{"seed", "--duration", "6s", "--out", dir}, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "seed.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "seed.svg")); err != nil || st.Size() == 0 {
+		t.Fatalf("seed.svg: %v", err)
+	}
+	var r SeedResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Runs) != 2 || r.Runs[0].Name != "naive" || r.Runs[1].Name != "sluice" {
+		t.Fatalf("runs: %+v", r.Runs)
+	}
+	sl := r.Runs[1]
+	if sl.Lost != 0 {
+		t.Fatalf("sluice lost %d", sl.Lost)
+	}
+	if sl.Processed == 0 || sl.PeakRSS == 0 || len(sl.Samples) < 5 {
+		t.Fatalf("sluice run looks empty: processed=%d peak=%d samples=%d", sl.Processed, sl.PeakRSS, len(sl.Samples))
+	}
+	t.Logf("naive: peak %.0f MiB processed %d lost %d; sluice: peak %.0f MiB processed %d lost %d",
+		mib(r.Runs[0].PeakRSS), r.Runs[0].Processed, r.Runs[0].Lost, mib(sl.PeakRSS), sl.Processed, sl.Lost)
+}

@@ -1,0 +1,91 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+)
+
+// Sample is one RSS (and progress) sample of a measured process.
+type Sample struct {
+	T         float64 `json:"t_s"`
+	RSS       int64   `json:"rss_bytes"`
+	Processed int64   `json:"processed"`
+}
+
+// SeedRun is one consumer run of the seed scenario.
+type SeedRun struct {
+	Name           string   `json:"name"`
+	BudgetBytes    int64    `json:"budget_bytes"`
+	PeakRSS        int64    `json:"peak_rss_bytes"`
+	RSSSlope       float64  `json:"rss_slope_bytes_per_s"`
+	Processed      int64    `json:"processed"`
+	Throughput     float64  `json:"throughput_per_s"`
+	Lost           int64    `json:"lost"`
+	Duplicates     int64    `json:"duplicates"`
+	FinalLag       int64    `json:"final_lag"`
+	Committed      int64    `json:"committed"`
+	Produced       int64    `json:"produced"`
+	KilledByRSSCap bool     `json:"killed_by_rss_cap"`
+	RunSeconds     float64  `json:"run_s"`
+	Samples        []Sample `json:"samples"`
+}
+
+// SeedResult is seed.json.
+type SeedResult struct {
+	Scenario         string    `json:"scenario"`
+	Duration         float64   `json:"duration_s"`
+	InputRate        float64   `json:"input_rate"`
+	MessageBytes     int       `json:"message_bytes"`
+	SinkCapacityPerS float64   `json:"sink_capacity_per_s"`
+	Partitions       int       `json:"partitions"`
+	RSSCapBytes      int64     `json:"rss_cap_bytes"`
+	Runs             []SeedRun `json:"runs"`
+}
+
+// E2ERow is one message size of e2e.json.
+type E2ERow struct {
+	MessageBytes int       `json:"message_bytes"`
+	BareMsgsPerS float64   `json:"bare_msgs_per_s"`
+	SluiceMsgsPS float64   `json:"sluice_msgs_per_s"`
+	Ratio        float64   `json:"ratio"`
+	BareMBPerS   float64   `json:"bare_mb_per_s"`
+	SluiceMBPerS float64   `json:"sluice_mb_per_s"`
+	Messages     int64     `json:"messages"`
+	BareRounds   []float64 `json:"bare_rounds_msgs_per_s"`
+	SluiceRounds []float64 `json:"sluice_rounds_msgs_per_s"`
+}
+
+// E2EResult is e2e.json.
+type E2EResult struct {
+	Scenario string   `json:"scenario"`
+	Results  []E2ERow `json:"results"`
+}
+
+// SweepRow is one point of sweep.json.
+type SweepRow struct {
+	MessageBytes int     `json:"message_bytes"`
+	BudgetBytes  int64   `json:"budget_bytes"`
+	MsgsPerS     float64 `json:"msgs_per_s"`
+	PeakRSS      int64   `json:"peak_rss_bytes"`
+	MBPerS       float64 `json:"mb_per_s"`
+	Messages     int64   `json:"messages"`
+}
+
+// SweepResult is sweep.json.
+type SweepResult struct {
+	Scenario string     `json:"scenario"`
+	Results  []SweepRow `json:"results"`
+}
+
+func writeJSON(dir, scenario string, v any) (string, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return "", err
+	}
+	p := filepath.Join(dir, scenario+".json")
+	return p, os.WriteFile(p, append(b, '\n'), 0o644)
+}

@@ -1,0 +1,164 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+)
+
+type seedOpts struct {
+	brokers    string
+	duration   time.Duration
+	out        string
+	rate       float64
+	size       int
+	partitions int
+	budget     int64
+	rssCap     int64
+	slots      int
+	sleep      time.Duration
+	trim       time.Duration
+	runs       string
+	capacity   int
+}
+
+func runSeed(args []string) error {
+	var o seedOpts
+	fs := flag.NewFlagSet("seed", flag.ContinueOnError)
+	fs.StringVar(&o.brokers, "brokers", "", "bootstrap servers (default: embedded kfakebroker process)")
+	fs.DurationVar(&o.duration, "duration", 120*time.Second, "length of each consumer run")
+	fs.StringVar(&o.out, "out", "bench/results", "output directory")
+	fs.Float64Var(&o.rate, "rate", 980, "input messages per second")
+	fs.IntVar(&o.size, "size", 40<<10, "message bytes")
+	fs.IntVar(&o.partitions, "partitions", 8, "topic partitions")
+	fs.Int64Var(&o.budget, "budget", 64<<20, "sluice budget bytes")
+	fs.Int64Var(&o.rssCap, "rss-cap", 3<<30, "kill a run whose RSS exceeds this")
+	fs.IntVar(&o.slots, "slots", 10, "sink concurrency")
+	fs.DurationVar(&o.sleep, "sleep", 20*time.Millisecond, "sink time per message")
+	fs.DurationVar(&o.trim, "trim-interval", 0, "kfakebroker --trim-interval (0: off; trimming to the high watermark deletes unread records)")
+	fs.IntVar(&o.capacity, "sink-capacity", 0, "sluice sink input edge capacity (0: stage default)")
+	fs.StringVar(&o.runs, "runs", "naive,sluice", "runs, in order")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	res := SeedResult{Scenario: "seed", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
+		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
+	for _, name := range strings.Split(o.runs, ",") {
+		r, err := seedRun(o, name)
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return fmt.Errorf("seed %s: %w", name, err)
+		}
+		fmt.Fprintf(os.Stderr, "seed %-6s peak RSS %.0f MiB, slope %.2f MiB/s, processed %d (%.1f/s), lost %d, duplicates %d, final lag %d, killed=%v\n",
+			r.Name, mib(r.PeakRSS), r.RSSSlope/(1<<20), r.Processed, r.Throughput, r.Lost, r.Duplicates, r.FinalLag, r.KilledByRSSCap)
+		res.Runs = append(res.Runs, r)
+	}
+	p, err := writeJSON(o.out, "seed", res)
+	if err != nil {
+		return err
+	}
+	if err := plotSeed(res, filepath.Join(o.out, "seed.svg")); err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "wrote", p, "and seed.svg")
+	return nil
+}
+
+func seedRun(o seedOpts, name string) (SeedRun, error) {
+	run := SeedRun{Name: name}
+	if name == "sluice" {
+		run.BudgetBytes = o.budget
+	}
+	topic := fmt.Sprintf("seed-%s-%d", name, time.Now().UnixNano())
+	group := topic + "-g"
+	// A fresh broker per run: each run starts from the same empty state.
+	br, err := startBroker(o.brokers, o.trim, fmt.Sprintf("%s:%d", topic, o.partitions))
+	if err != nil {
+		return run, err
+	}
+	defer br.stop()
+	dir, err := os.MkdirTemp("", "sluice-bench-")
+	if err != nil {
+		return run, err
+	}
+	defer os.RemoveAll(dir)
+	sinkPath := filepath.Join(dir, "sunk.bin")
+	mode := name
+	w, err := startChild(true, "worker", "--mode", mode, "--brokers", br.addr, "--topic", topic, "--group", group,
+		"--budget", fmt.Sprint(o.budget), "--capacity", fmt.Sprint(o.capacity), "--slots", fmt.Sprint(o.slots), "--sleep", o.sleep.String(), "--sink-file", sinkPath)
+	if err != nil {
+		return run, err
+	}
+	prod, err := startChild(false, "produce", "--brokers", br.addr, "--topic", topic, "--rate", fmt.Sprint(o.rate),
+		"--size", fmt.Sprint(o.size), "--duration", o.duration.String())
+	if err != nil {
+		w.kill()
+		return run, err
+	}
+	var over atomic.Bool
+	progress := func() int64 {
+		st, err := os.Stat(sinkPath)
+		if err != nil {
+			return 0
+		}
+		return st.Size() / 12
+	}
+	start := time.Now()
+	s := StartSampler(w.pid(), 500*time.Millisecond, progress, func(sm Sample) {
+		progressLine("[seed %s] %4.0fs/%.0fs  RSS %7.1f MiB  processed %7d", name, sm.T, o.duration.Seconds(), mib(sm.RSS), sm.Processed)
+		if sm.RSS > o.rssCap && over.CompareAndSwap(false, true) {
+			w.kill()
+		}
+	})
+	select {
+	case <-w.done:
+	case <-time.After(o.duration):
+	}
+	run.Samples = s.Stop()
+	run.RunSeconds = time.Since(start).Seconds()
+	run.KilledByRSSCap = over.Load()
+	w.stop(60 * time.Second)
+	if _, err := w.result(); err != nil && !run.KilledByRSSCap {
+		return run, err
+	}
+	select { // the producer stops on its own at duration
+	case <-prod.done:
+	case <-time.After(30 * time.Second):
+		prod.stop(10 * time.Second)
+	}
+	if pr, err := prod.result(); err == nil {
+		run.Produced = pr.Produced
+	}
+	committed, hwm, err := offsets(br.addr, group, topic, o.partitions)
+	if err != nil {
+		return run, err
+	}
+	sunk, total, err := readSinkLog(sinkPath)
+	if err != nil {
+		return run, err
+	}
+	run.Processed = total
+	run.Throughput = float64(total) / run.RunSeconds
+	for p := range o.partitions {
+		c := max(committed[p], 0) // no commit: nothing below it
+		run.Committed += c
+		run.FinalLag += hwm[p] - c
+		for off := int64(0); off < c; off++ {
+			if sunk[int32(p)][off] == 0 {
+				run.Lost++
+			}
+		}
+	}
+	for _, offs := range sunk {
+		for _, n := range offs {
+			run.Duplicates += int64(n - 1)
+		}
+	}
+	run.PeakRSS = peakRSS(run.Samples)
+	run.RSSSlope = rssSlopeSecondHalf(run.Samples)
+	return run, nil
+}

@@ -1,0 +1,324 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// WorkerResult is what a worker prints as its last stdout line.
+type WorkerResult struct {
+	Mode     string  `json:"mode"`
+	Count    int64   `json:"count"`
+	Elapsed  float64 `json:"elapsed_s"` // first to last message
+	Bytes    int64   `json:"bytes"`
+	Produced int64   `json:"produced,omitempty"`
+}
+
+func quietLogger() *slog.Logger {
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
+}
+
+// sinkLog appends (partition int32, offset int64) records, one write per record, so a
+// SIGKILLed worker leaves exactly what its sink received.
+type sinkLog struct {
+	mu sync.Mutex
+	f  *os.File
+}
+
+func (s *sinkLog) record(p int32, off int64) {
+	if s == nil {
+		return
+	}
+	var b [12]byte
+	binary.LittleEndian.PutUint32(b[:4], uint32(p))
+	binary.LittleEndian.PutUint64(b[4:], uint64(off))
+	s.mu.Lock()
+	_, _ = s.f.Write(b[:])
+	s.mu.Unlock()
+}
+
+// counter measures count and first..last elapsed time.
+type counter struct {
+	n, bytes    atomic.Int64
+	first, last atomic.Int64 // unix nanos
+}
+
+func (c *counter) add(b int) int64 {
+	now := time.Now().UnixNano()
+	c.first.CompareAndSwap(0, now)
+	c.last.Store(now)
+	c.bytes.Add(int64(b))
+	return c.n.Add(1)
+}
+
+func (c *counter) result(mode string) WorkerResult {
+	el := float64(c.last.Load()-c.first.Load()) / 1e9
+	return WorkerResult{Mode: mode, Count: c.n.Load(), Elapsed: el, Bytes: c.bytes.Load()}
+}
+
+func runWorker(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	mode := fs.String("mode", "sluice", "naive | sluice | bare | sluice-fast")
+	brokers := fs.String("brokers", "", "bootstrap servers")
+	topic := fs.String("topic", "", "topic")
+	group := fs.String("group", "", "group id")
+	budget := fs.Int64("budget", 64<<20, "sluice budget bytes")
+	slots := fs.Int("slots", 10, "sink concurrency")
+	sleep := fs.Duration("sleep", 20*time.Millisecond, "sink time per message")
+	sinkFile := fs.String("sink-file", "", "append sunk (partition, offset) here")
+	expect := fs.Int64("expect", 0, "stop after this many messages (0: until SIGTERM)")
+	maxDur := fs.Duration("max-duration", 0, "stop this long after the first message (0: no limit)")
+	capacity := fs.Int("capacity", 0, "sink input edge capacity (0: stage default)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var sl *sinkLog
+	if *sinkFile != "" {
+		f, err := os.OpenFile(*sinkFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sl = &sinkLog{f: f}
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var c counter
+	done := func() {
+		n := c.n.Load()
+		if *expect > 0 && n >= *expect {
+			cancel()
+		}
+	}
+	if *maxDur > 0 {
+		go func() {
+			for c.first.Load() == 0 && ctx.Err() == nil {
+				time.Sleep(time.Millisecond)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(*maxDur):
+				cancel()
+			}
+		}()
+	}
+	var err error
+	switch *mode {
+	case "naive":
+		err = naive(ctx, *brokers, *topic, *group, *slots, *sleep, sl, &c)
+	case "bare":
+		err = bare(ctx, *brokers, *topic, *group, &c, done)
+	case "sluice", "sluice-fast":
+		fast := *mode == "sluice-fast"
+		err = sluice(ctx, *brokers, *topic, *group, *budget, *slots, *capacity, *sleep, fast, sl, &c, done)
+	default:
+		err = fmt.Errorf("unknown mode %q", *mode)
+	}
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(c.result(*mode))
+}
+
+// naive is what the seed did: auto-commit, a goroutine per message waiting on a 10-slot
+// semaphore. No pushback: messages pile up in memory. On SIGTERM it closes the consumer
+// (which commits the auto-stored offsets) without waiting for the pending goroutines.
+func naive(ctx context.Context, brokers, topic, group string, slots int, sleep time.Duration, sl *sinkLog, c *counter) error {
+	cons, err := ckafka.NewConsumer(&ckafka.ConfigMap{
+		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": true,
+		"auto.offset.reset": "earliest", "log_level": 3,
+	})
+	if err != nil {
+		return err
+	}
+	if err := cons.SubscribeTopics([]string{topic}, nil); err != nil {
+		return err
+	}
+	sem := make(chan struct{}, slots)
+	for ctx.Err() == nil {
+		m, ok := cons.Poll(100).(*ckafka.Message)
+		if !ok || m.TopicPartition.Error != nil {
+			continue
+		}
+		go func(m *ckafka.Message) {
+			sem <- struct{}{}
+			time.Sleep(sleep)
+			_ = m.Value // the goroutine keeps the message alive
+			<-sem
+			sl.record(m.TopicPartition.Partition, int64(m.TopicPartition.Offset))
+			c.add(len(m.Value))
+		}(m)
+	}
+	return cons.Close()
+}
+
+// bare is a plain confluent-kafka-go Poll loop (auto-commit, no framework).
+func bare(ctx context.Context, brokers, topic, group string, c *counter, done func()) error {
+	cons, err := ckafka.NewConsumer(&ckafka.ConfigMap{
+		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": true,
+		"auto.offset.reset": "earliest", "log_level": 3,
+	})
+	if err != nil {
+		return err
+	}
+	if err := cons.SubscribeTopics([]string{topic}, nil); err != nil {
+		return err
+	}
+	for ctx.Err() == nil {
+		m, ok := cons.Poll(100).(*ckafka.Message)
+		if !ok || m.TopicPartition.Error != nil {
+			continue
+		}
+		c.add(len(m.Key) + len(m.Value))
+		done()
+	}
+	return cons.Close()
+}
+
+// sluice: kafka.Source → (fast: no-op Map) → Sink.
+func sluice(ctx context.Context, brokers, topic, group string, budget int64, slots, capacity int, sleep time.Duration, fast bool, sl *sinkLog, c *counter, done func()) error {
+	src, err := kafka.NewSource(kafka.Config{
+		Brokers: brokers, GroupID: group, Topics: []string{topic}, Budget: budget,
+		CommitInterval: time.Second, Logger: quietLogger(),
+	})
+	if err != nil {
+		return err
+	}
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(quietLogger()))...)
+	slow := func(ctx context.Context, ev *stage.Event) error {
+		time.Sleep(sleep)
+		sl.record(ev.Partition, ev.Offset)
+		c.add(len(ev.Key) + len(ev.Value))
+		done()
+		return nil
+	}
+	if fast {
+		sizes := pipeline.Then(b.Source(), stage.Map("noop", func(_ context.Context, ev *stage.Event) (int, error) { return len(ev.Key) + len(ev.Value), nil }))
+		pipeline.To(sizes, stage.Sink("sink", func(_ context.Context, n int) error {
+			c.add(n)
+			done()
+			return nil
+		}))
+	} else {
+		opts := []stage.Option{stage.Concurrency(slots)}
+		if capacity > 0 {
+			opts = append(opts, stage.Capacity(capacity))
+		}
+		pipeline.To(b.Source(), stage.Sink("sink", slow, opts...))
+	}
+	p, err := b.Build()
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	err = p.Run(ctx)
+	st := src.Stats()
+	ps := p.Stats()
+	fmt.Fprintf(os.Stderr, "\nsluice worker: source pauses=%d commits=%d errors=%d stale=%d; pipeline emitted=%d completed=%d high_water=%d/%d bytes\n",
+		st.Pauses, st.Commits, st.Errors, st.Stale, ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes)
+	return err
+}
+
+// runProduce is the paced load generator.
+func runProduce(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("produce", flag.ContinueOnError)
+	brokers := fs.String("brokers", "", "bootstrap servers")
+	topic := fs.String("topic", "", "topic")
+	rate := fs.Float64("rate", 980, "messages per second (0: as fast as possible)")
+	size := fs.Int("size", 40<<10, "message bytes")
+	count := fs.Int64("count", 0, "stop after this many (0: until duration)")
+	dur := fs.Duration("duration", 0, "stop after this long (0: until count)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	n, err := produce(*brokers, *topic, *rate, *size, *count, *dur)
+	if err != nil {
+		return err
+	}
+	return json.NewEncoder(stdout).Encode(WorkerResult{Mode: "produce", Produced: n})
+}
+
+func produce(brokers, topic string, rate float64, size int, count int64, dur time.Duration) (int64, error) {
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{
+		"bootstrap.servers": brokers, "linger.ms": 5, "log_level": 3,
+		"queue.buffering.max.kbytes": 256 << 10, "message.max.bytes": max(size+(64<<10), 1000000),
+		"go.delivery.reports": true, "go.delivery.report.fields": "none",
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer p.Close()
+	var failed atomic.Int64
+	go func() {
+		for e := range p.Events() {
+			if m, ok := e.(*ckafka.Message); ok && m.TopicPartition.Error != nil {
+				failed.Add(1)
+			}
+		}
+	}()
+	val := make([]byte, size)
+	for i := range val {
+		val[i] = byte(i * 7)
+	}
+	start := time.Now()
+	var n int64
+	send := func() error {
+		for {
+			err := p.Produce(&ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny}, Value: val}, nil)
+			if err == nil {
+				n++
+				return nil
+			}
+			if ke, ok := err.(ckafka.Error); ok && ke.Code() == ckafka.ErrQueueFull {
+				p.Flush(10)
+				continue
+			}
+			return err
+		}
+	}
+	for {
+		el := time.Since(start)
+		if (dur > 0 && el >= dur) || (count > 0 && n >= count) {
+			break
+		}
+		target := count
+		if rate > 0 {
+			target = int64(el.Seconds() * rate)
+			if count > 0 {
+				target = min(target, count)
+			}
+		} else if target == 0 {
+			target = n + 1000
+		}
+		for n < target {
+			if err := send(); err != nil {
+				return n, err
+			}
+		}
+		if rate > 0 {
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	for p.Flush(1000) > 0 {
+	}
+	return n - failed.Load(), nil
+}

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/sluicehq/sluice/internal/service/servicetest"
+)
+
+// chromium finds the browser: $SLUICE_CHROMIUM, /usr/bin/chromium, or chromium on PATH.
+func chromium() (string, error) {
+	for _, p := range []string{os.Getenv("SLUICE_CHROMIUM"), "/usr/bin/chromium", "/usr/bin/chromium-browser"} {
+		if p != "" {
+			if _, err := os.Stat(p); err == nil {
+				return p, nil
+			}
+		}
+	}
+	return exec.LookPath("chromium")
+}
+
+// TestPipelinePageInBrowser loads /debug/pipeline in headless Chromium: every stage has its
+// box, exactly one box is marked as the bottleneck, and a screenshot is saved next to this
+// file (pipeline.png). It fails (never skips) without Chromium: CI installs it.
+func TestPipelinePageInBrowser(t *testing.T) {
+	bin, err := chromium()
+	if err != nil {
+		t.Fatalf("chromium not found (apt-get install -y chromium, or set SLUICE_CHROMIUM): %v", err)
+	}
+	base, cancel, code := servicetest.Start(t, run, nil)
+	servicetest.WaitReady(t, base)
+
+	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1400, 420),
+		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true)}
+	actx, acancel := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer acancel()
+	bctx, bcancel := chromedp.NewContext(actx)
+	defer bcancel()
+	ctx, stop := context.WithTimeout(bctx, 60*time.Second)
+	defer stop()
+
+	// Wait for a sample with traffic, so the page shows live numbers.
+	if err := servicetest.Eventually(ctx, 200*time.Millisecond, func() error {
+		resp, err := http.Get(base + "/debug/pipeline.json")
+		if err != nil {
+			return err
+		}
+		defer resp.Body.Close()
+		var v struct{ Source struct{ Rate float64 } }
+		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
+			return err
+		}
+		if v.Source.Rate <= 0 {
+			return fmt.Errorf("no traffic sampled yet")
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	err = chromedp.Do(ctx, chromedp.Navigate(base+"/debug/pipeline"),
+		chromedp.WaitVisible(`body[data-ready="1"] [data-stage="produce"]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	boxes, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('[data-stage]')).map(e => e.dataset.stage)`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marks, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.bottleneck').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, b := range boxes {
+		have[b] = true
+	}
+	for _, s := range stages {
+		if !have[s] {
+			t.Errorf("no box for stage %q (boxes %v)", s, boxes)
+		}
+	}
+	if marks != 1 {
+		t.Errorf("%d .bottleneck marks, want exactly 1", marks)
+	}
+	if err := os.WriteFile(filepath.Join(".", "pipeline.png"), png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	servicetest.WaitExit(t, cancel, code)
+}

@@ -1,0 +1,173 @@
+package kafka_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// TestBlockedSinkPausesWithinBudget: with the sink blocked and the topic holding over ten
+// budgets, the source pauses its partitions and in-flight bytes never pass the budget; once
+// released, everything completes and is committed.
+func TestBlockedSinkPausesWithinBudget(t *testing.T) {
+	const n, parts, budget = 1100, 2, 4 << 20
+	cl := startCluster(t, kafkatest.Topic("in", parts))
+	keys, vals := make([][]byte, n), make([][]byte, n)
+	want := map[string]bool{}
+	var total int
+	for i := range n {
+		v := make([]byte, 16<<10+(i*7919)%(48<<10))
+		copy(v, fmt.Sprintf("v-%d-", i))
+		keys[i], vals[i] = []byte(fmt.Sprintf("k-%d", i)), v
+		want[string(v)] = true
+		total += len(v)
+	}
+	if total <= 10*budget {
+		t.Fatalf("topic holds %d bytes, want over %d", total, 10*budget)
+	}
+	produceValues(t, cl.Addr(), "in", keys, vals)
+	cfg := sourceConfig(cl.Addr(), "g-bp", "in")
+	cfg.Budget, cfg.MaxMessageBytes = budget, 256<<10
+	src := newSource(t, cfg)
+	release := make(chan struct{})
+	var got seen
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(b.Source(), got.sink("blocked", func(*stage.Event) { <-release }))
+	})
+	waitFor(t, 60*time.Second, "a partition to pause", func() bool { return src.Stats().Paused > 0 })
+	inFlight := src.Memory().InFlight
+	if s := r.p.Stats(); s.HighWaterBytes > inFlight || s.BudgetBytes != inFlight || s.Completed > 0 {
+		t.Fatalf("blocked: %+v; budget %d", s, inFlight)
+	}
+	close(release)
+	waitFor(t, 120*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+	requireCommittedAtEnd(t, cl.Addr(), "g-bp", "in", parts)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if s := r.p.Stats(); s.HighWaterBytes > inFlight {
+		t.Fatalf("high water %d over the in-flight budget %d", s.HighWaterBytes, inFlight)
+	}
+	if src.Stats().Pauses == 0 {
+		t.Fatal("no pause recorded")
+	}
+	requireSet(t, want, values(got.all()))
+}
+
+// TestProducerQueueFullBackpressure: a tiny producer queue makes Produce meet ErrQueueFull;
+// the sink waits instead of dropping.
+func TestProducerQueueFullBackpressure(t *testing.T) {
+	const n, parts = 1000, 4
+	cl := startCluster(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
+	want := produceN(t, cl.Addr(), "in", "v", n, 50)
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: quiet(), Budget: 16 << 20,
+		Overrides: map[string]any{"queue.buffering.max.messages": 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-qf", "in")), pipeToProducer(prod, 4))
+	waitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	requireSet(t, want, readAll(t, cl.Addr(), "out", n, 30*time.Second))
+	if st := prod.Stats(); st.QueueFull == 0 || st.Outstanding != 0 || st.DeliveryErrors != 0 {
+		t.Fatalf("producer stats %+v: want QueueFull > 0, nothing outstanding", st)
+	}
+}
+
+func pipeToProducer(prod *kafka.Producer, conc int) func(b *pipeline.Builder) {
+	return func(b *pipeline.Builder) {
+		recs := pipeline.Then(b.Source(), stage.Map("to-record", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
+			return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
+		}, stage.Concurrency(conc)))
+		pipeline.To(recs, prod.Sink("produce", stage.Concurrency(conc)))
+	}
+}
+
+// TestConnectionsDoNotGrowWithConcurrency: the pipeline's stage concurrency does not open
+// connections: one consumer and one producer serve any concurrency.
+func TestConnectionsDoNotGrowWithConcurrency(t *testing.T) {
+	const n, parts = 300, 4
+	cl := startCluster(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
+	produceN(t, cl.Addr(), "in", "v", n, 50)
+	ports := map[int]bool{}
+	for _, a := range strings.Split(cl.Addr(), ",") {
+		p, err := strconv.Atoi(a[strings.LastIndex(a, ":")+1:])
+		if err != nil {
+			t.Fatal(err)
+		}
+		ports[p] = true
+	}
+	measure := func(conc int) (tcp, stats int) {
+		cfg := sourceConfig(cl.Addr(), fmt.Sprintf("g-conn-%d", conc), "in")
+		cfg.StatsInterval = 200 * time.Millisecond
+		src := newSource(t, cfg)
+		prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: quiet(), Budget: 16 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := start(t, src, pipeToProducer(prod, conc))
+		waitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+		waitFor(t, 10*time.Second, "librdkafka statistics", func() bool { return src.Stats().Connections > 0 })
+		for range 5 {
+			tcp = max(tcp, brokerConnections(t, ports))
+			time.Sleep(50 * time.Millisecond)
+		}
+		stats = src.Stats().Connections
+		if err := r.stop(); err != nil {
+			t.Fatal(err)
+		}
+		return tcp, stats
+	}
+	tcp1, st1 := measure(1)
+	tcp64, st64 := measure(64)
+	t.Logf("established connections to the broker: concurrency 1: %d (stats %d), concurrency 64: %d (stats %d)", tcp1, st1, tcp64, st64)
+	if tcp1 == 0 || st1 == 0 || st64 == 0 {
+		t.Fatal("no connection counted")
+	}
+	if tcp64 > tcp1 {
+		t.Fatalf("connections grew with concurrency: %d at 1, %d at 64", tcp1, tcp64)
+	}
+}
+
+// brokerConnections counts established TCP connections (state 01) to the broker ports, from
+// /proc/net/tcp and /proc/net/tcp6 (addresses are hex "IP:PORT").
+func brokerConnections(t testing.TB, ports map[int]bool) int {
+	t.Helper()
+	n := 0
+	for _, f := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		fh, err := os.Open(f)
+		if err != nil {
+			if f == "/proc/net/tcp6" {
+				continue
+			}
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Scan() // header
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			if len(fields) < 4 || fields[3] != "01" {
+				continue
+			}
+			rem := fields[2]
+			port, err := strconv.ParseInt(rem[strings.LastIndex(rem, ":")+1:], 16, 32)
+			if err == nil && ports[int(port)] {
+				n++
+			}
+		}
+		fh.Close()
+	}
+	return n
+}

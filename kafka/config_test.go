@@ -1,0 +1,156 @@
+package kafka_test
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+func TestConfigErrorsNameTheKey(t *testing.T) {
+	ok := func() kafka.Config {
+		return kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: quiet()}
+	}
+	cases := []struct {
+		name string
+		mod  func(c *kafka.Config)
+		key  string
+	}{
+		{"brokers", func(c *kafka.Config) { c.Brokers = " " }, "Brokers"},
+		{"group", func(c *kafka.Config) { c.GroupID = "" }, "GroupID"},
+		{"topics", func(c *kafka.Config) { c.Topics = nil }, "Topics"},
+		{"budget", func(c *kafka.Config) { c.Budget, c.MaxMessageBytes = 3<<20, 1<<20 }, "Budget"},
+		{"auto-offset-store", func(c *kafka.Config) { c.Overrides = map[string]any{"enable.auto.offset.store": true} }, "enable.auto.offset.store"},
+		{"auto-commit", func(c *kafka.Config) { c.Overrides = map[string]any{"enable.auto.commit": "true"} }, "enable.auto.commit"},
+		{"auto-commit-as-1", func(c *kafka.Config) { c.Overrides = map[string]any{"enable.auto.commit": 1} }, "enable.auto.commit"},
+		{"auto-commit-as-T", func(c *kafka.Config) { c.Overrides = map[string]any{"enable.auto.commit": "True"} }, "enable.auto.commit"},
+		{"group-in-overrides", func(c *kafka.Config) { c.Overrides = map[string]any{"group.id": "x"} }, "group.id"},
+		{"unknown-property", func(c *kafka.Config) { c.Overrides = map[string]any{"no.such.property": 1} }, "no.such.property"},
+		{"ordering", func(c *kafka.Config) { c.Ordering = kafka.Ordering(9) }, "Ordering"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok()
+			tc.mod(&c)
+			src, err := kafka.NewSource(c)
+			if err == nil {
+				_ = src.Close(context.Background())
+				t.Fatal("no error")
+			}
+			if src != nil {
+				t.Fatal("a source was returned with an error")
+			}
+			if !errors.Is(err, kafka.ErrConfig) {
+				t.Fatalf("error does not wrap ErrConfig: %v", err)
+			}
+			if !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("error does not name %q: %v", tc.key, err)
+			}
+		})
+	}
+	// All problems at once are all reported.
+	_, err := kafka.NewSource(kafka.Config{})
+	for _, key := range []string{"Brokers", "GroupID", "Topics"} {
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Fatalf("joined error does not name %s: %v", key, err)
+		}
+	}
+}
+
+func TestProducerConfigErrorsNameTheKey(t *testing.T) {
+	cases := []struct {
+		name string
+		cfg  kafka.ProducerConfig
+		key  string
+	}{
+		{"brokers", kafka.ProducerConfig{}, "Brokers"},
+		{"acks", kafka.ProducerConfig{Brokers: "127.0.0.1:1", Overrides: map[string]any{"acks": 1}}, "acks"},
+		{"acks-alias", kafka.ProducerConfig{Brokers: "127.0.0.1:1", Overrides: map[string]any{"request.required.acks": "1"}}, "request.required.acks"},
+		{"idempotence", kafka.ProducerConfig{Brokers: "127.0.0.1:1", Overrides: map[string]any{"enable.idempotence": false}}, "enable.idempotence"},
+		{"budget", kafka.ProducerConfig{Brokers: "127.0.0.1:1", Budget: 1 << 20, MaxMessageBytes: 1 << 20}, "Budget"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.cfg.Logger = quiet()
+			p, err := kafka.NewProducer(tc.cfg)
+			if err == nil {
+				_ = p.Close(context.Background())
+				t.Fatal("no error")
+			}
+			if p != nil || !errors.Is(err, kafka.ErrConfig) || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("producer %v, error %v: want ErrConfig naming %q", p, err, tc.key)
+			}
+		})
+	}
+	// acks=all spelled as -1 and idempotence as 1 are accepted.
+	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: "127.0.0.1:1", Logger: quiet(), Overrides: map[string]any{"acks": -1, "enable.idempotence": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestMemoryPlan: Plan follows the documented formula and Source.Memory reports overrides;
+// the pipeline options carry the in-flight share.
+func TestMemoryPlan(t *testing.T) {
+	for _, tc := range []struct {
+		budget, maxMsg int64
+		want           kafka.Memory
+	}{
+		{16 << 20, 1 << 20, kafka.Memory{Budget: 16 << 20, InFlight: 8 << 20, Prefetch: 4 << 20, FetchMaxBytes: 2 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 4 << 20}},
+		{4 << 20, 256 << 10, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Prefetch: 1 << 20, FetchMaxBytes: 512 << 10, PartitionFetchBytes: 512 << 10, ProducerQueue: 1 << 20}},
+		{4 << 20, 1 << 20, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Prefetch: 1 << 20, FetchMaxBytes: 1 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 1 << 20}},
+		{1 << 30, 1 << 20, kafka.Memory{Budget: 1 << 30, InFlight: 512 << 20, Prefetch: 256 << 20, FetchMaxBytes: 50 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 256 << 20}},
+	} {
+		if got := kafka.Plan(tc.budget, tc.maxMsg); got != tc.want {
+			t.Errorf("Plan(%d, %d) = %+v, want %+v", tc.budget, tc.maxMsg, got, tc.want)
+		}
+	}
+	cfg := kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: quiet(), Budget: 32 << 20, MaxMessageBytes: 1 << 20,
+		Overrides: map[string]any{"fetch.max.bytes": 3 << 20, "queued.max.messages.kbytes": 1024}}
+	src := newSource(t, cfg)
+	defer src.Close(context.Background())
+	mem := src.Memory()
+	want := kafka.Plan(32<<20, 1<<20)
+	want.FetchMaxBytes, want.Prefetch = 3<<20, 1<<20
+	if mem != want {
+		t.Fatalf("Memory() = %+v, want %+v", mem, want)
+	}
+	b := pipeline.New(src, src.PipelineOptions()...)
+	pipeline.To(b.Source(), stage.Sink("discard", func(context.Context, *stage.Event) error { return nil }))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Budget().Limit() != mem.InFlight {
+		t.Fatalf("pipeline budget %d, want InFlight %d", p.Budget().Limit(), mem.InFlight)
+	}
+}
+
+// TestLibraryDoesNotImportKfake: the embedded broker stays a test dependency.
+func TestLibraryDoesNotImportKfake(t *testing.T) {
+	goBin := filepath.Join(runtime.GOROOT(), "bin", "go")
+	out, err := exec.Command(goBin, "list", "-deps",
+		"github.com/sluicehq/sluice/kafka", "github.com/sluicehq/sluice/pipeline",
+		"github.com/sluicehq/sluice/stage", "github.com/sluicehq/sluice/pool").CombinedOutput()
+	if err != nil {
+		t.Fatalf("go list: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "github.com/confluentinc/confluent-kafka-go") {
+		t.Fatalf("go list output looks wrong:\n%s", out)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.Contains(line, "kfake") || strings.Contains(line, "kafkatest") {
+			t.Errorf("library dependency on the test broker: %s", line)
+		}
+	}
+}
