@@ -69,6 +69,29 @@ func prefill(addr, topic string, size, n int) error {
 	return err
 }
 
+// prefilledTopics starts (or connects to) the broker with one topic per size and fills each
+// with its count of messages. It returns the broker and the topic names, in sc's order.
+func prefilledTopics(prefix, brokers string, sc [][2]int, parts int) (*brokerHandle, []string, error) {
+	suffix := time.Now().UnixNano()
+	names := make([]string, len(sc))
+	specs := make([]string, len(sc))
+	for i, s := range sc {
+		names[i] = fmt.Sprintf("%s-%d-%d", prefix, s[0], suffix)
+		specs[i] = fmt.Sprintf("%s:%d", names[i], parts)
+	}
+	br, err := startBroker(brokers, 0, specs...)
+	if err != nil {
+		return nil, nil, err
+	}
+	for i, s := range sc {
+		if err := prefill(br.addr, names[i], s[0], s[1]); err != nil {
+			br.stop()
+			return nil, nil, err
+		}
+	}
+	return br, names, nil
+}
+
 func runE2E(args []string) error {
 	fs := flag.NewFlagSet("e2e", flag.ContinueOnError)
 	brokers := fs.String("brokers", "", "bootstrap servers (default: embedded kfakebroker process)")
@@ -85,21 +108,13 @@ func runE2E(args []string) error {
 		return err
 	}
 	res := E2EResult{Scenario: "e2e"}
-	var topics []string
-	suffix := time.Now().UnixNano()
-	for _, s := range sc {
-		topics = append(topics, fmt.Sprintf("e2e-%d-%d:%d", s[0], suffix, *parts))
-	}
-	br, err := startBroker(*brokers, 0, topics...)
+	br, topics, err := prefilledTopics("e2e", *brokers, sc, *parts)
 	if err != nil {
 		return err
 	}
 	defer br.stop()
 	for i, s := range sc {
-		topic, _, _ := strings.Cut(topics[i], ":")
-		if err := prefill(br.addr, topic, s[0], s[1]); err != nil {
-			return err
-		}
+		topic := topics[i]
 		row := E2ERow{MessageBytes: s[0], Messages: int64(s[1])}
 		var bb, sb []float64
 		for r := range *rounds {
@@ -158,21 +173,13 @@ func runSweep(args []string) error {
 		return err
 	}
 	res := SweepResult{Scenario: "sweep"}
-	var topics []string
-	suffix := time.Now().UnixNano()
-	for _, s := range sc {
-		topics = append(topics, fmt.Sprintf("sweep-%d-%d:%d", s[0], suffix, *parts))
-	}
-	br, err := startBroker(*brokers, 0, topics...)
+	br, topics, err := prefilledTopics("sweep", *brokers, sc, *parts)
 	if err != nil {
 		return err
 	}
 	defer br.stop()
 	for i, s := range sc {
-		topic, _, _ := strings.Cut(topics[i], ":")
-		if err := prefill(br.addr, topic, s[0], s[1]); err != nil {
-			return err
-		}
+		topic := topics[i]
 		for _, bs := range strings.Split(*budgets, ",") {
 			b, err := strconv.ParseInt(strings.TrimSpace(bs), 10, 64)
 			if err != nil {

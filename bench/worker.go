@@ -139,18 +139,28 @@ func runWorker(args []string, stdout io.Writer) error {
 	return json.NewEncoder(stdout).Encode(c.result(*mode))
 }
 
-// naive is what the seed did: auto-commit, a goroutine per message waiting on a 10-slot
-// semaphore. No pushback: messages pile up in memory. On SIGTERM it closes the consumer
-// (which commits the auto-stored offsets) without waiting for the pending goroutines.
-func naive(ctx context.Context, brokers, topic, group string, slots int, sleep time.Duration, sl *sinkLog, c *counter) error {
+// autoCommitConsumer is a plain librdkafka consumer with auto-commit, subscribed to topic.
+func autoCommitConsumer(brokers, topic, group string) (*ckafka.Consumer, error) {
 	cons, err := ckafka.NewConsumer(&ckafka.ConfigMap{
 		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": true,
 		"auto.offset.reset": "earliest", "log_level": 3,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if err := cons.SubscribeTopics([]string{topic}, nil); err != nil {
+		cons.Close()
+		return nil, err
+	}
+	return cons, nil
+}
+
+// naive is what the seed did: auto-commit, a goroutine per message waiting on a 10-slot
+// semaphore. No pushback: messages pile up in memory. On SIGTERM it closes the consumer
+// (which commits the auto-stored offsets) without waiting for the pending goroutines.
+func naive(ctx context.Context, brokers, topic, group string, slots int, sleep time.Duration, sl *sinkLog, c *counter) error {
+	cons, err := autoCommitConsumer(brokers, topic, group)
+	if err != nil {
 		return err
 	}
 	sem := make(chan struct{}, slots)
@@ -173,14 +183,8 @@ func naive(ctx context.Context, brokers, topic, group string, slots int, sleep t
 
 // bare is a plain confluent-kafka-go Poll loop (auto-commit, no framework).
 func bare(ctx context.Context, brokers, topic, group string, c *counter, done func()) error {
-	cons, err := ckafka.NewConsumer(&ckafka.ConfigMap{
-		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": true,
-		"auto.offset.reset": "earliest", "log_level": 3,
-	})
+	cons, err := autoCommitConsumer(brokers, topic, group)
 	if err != nil {
-		return err
-	}
-	if err := cons.SubscribeTopics([]string{topic}, nil); err != nil {
 		return err
 	}
 	for ctx.Err() == nil {

@@ -127,22 +127,29 @@ func configErr(key, format string, args ...any) error {
 	return fmt.Errorf("kafka: %s: %s: %w", key, fmt.Sprintf(format, args...), ErrConfig)
 }
 
-func (c *Config) validate() error {
+// checkClient holds the checks the Source and the Producer share: brokers, and a budget that
+// holds four of the largest message (in flight gets half of it).
+func checkClient(brokers string, budget, maxMessage int64) []error {
 	var errs []error
-	if strings.TrimSpace(c.Brokers) == "" {
+	if strings.TrimSpace(brokers) == "" {
 		errs = append(errs, configErr("Brokers (bootstrap.servers)", "is required"))
 	}
+	if maxMessage < 1 {
+		errs = append(errs, configErr("MaxMessageBytes", "must be positive, got %d", maxMessage))
+	}
+	if budget < 4*maxMessage {
+		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*maxMessage, budget))
+	}
+	return errs
+}
+
+func (c *Config) validate() error {
+	errs := checkClient(c.Brokers, c.Budget, c.MaxMessageBytes)
 	if c.GroupID == "" {
 		errs = append(errs, configErr("GroupID (group.id)", "is required"))
 	}
 	if len(c.Topics) == 0 {
 		errs = append(errs, configErr("Topics", "at least one topic is required"))
-	}
-	if c.MaxMessageBytes < 1 {
-		errs = append(errs, configErr("MaxMessageBytes", "must be positive, got %d", c.MaxMessageBytes))
-	}
-	if c.Budget < 4*c.MaxMessageBytes {
-		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*c.MaxMessageBytes, c.Budget))
 	}
 	if c.Ordering < OrderKey || c.Ordering > OrderNone {
 		errs = append(errs, configErr("Ordering", "unknown value %d", int(c.Ordering)))

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -26,6 +27,9 @@ const (
 // headers naming the error, the stage and the original topic/partition/offset, and waits for
 // the delivery. Only then does the event complete (and get committed), so a poison message
 // never blocks its partition and is never lost.
+//
+// A record the broker can never accept (too large, invalid) is a fatal error at once: retrying
+// it would block its partition forever.
 //
 // A dead-letter topic that is unavailable is retried with backoff until it accepts the record
 // or ctx (the pipeline's hard-stop context) ends: the pipeline slows down (backpressure)
@@ -70,7 +74,7 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 				err = ctx.Err()
 			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || permanent(err) {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, ev.Topic, ev.Partition, ev.Offset, err)
 		}
 		p.log.Warn("sluice/kafka: dead-letter produce failed, retrying", "topic", topic, "attempt", attempt, "err", err)
@@ -82,4 +86,17 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// permanent reports whether a produce error can never succeed on retry.
+func permanent(err error) bool {
+	var ke ckafka.Error
+	if !errors.As(err, &ke) {
+		return false
+	}
+	switch ke.Code() {
+	case ckafka.ErrMsgSizeTooLarge, ckafka.ErrInvalidMsgSize, ckafka.ErrInvalidMsg, ckafka.ErrRecordListTooLarge, ckafka.ErrTopicException:
+		return true
+	}
+	return false
 }

@@ -2,7 +2,6 @@ package kafka_test
 
 import (
 	"context"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -27,7 +26,6 @@ func TestConsumeProcessProduceSetEquality(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var sunk atomic.Int64
 	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(quiet()))...)
 	recs := pipeline.Then(b.Source(), stage.Map("to-record", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
@@ -48,7 +46,6 @@ func TestConsumeProcessProduceSetEquality(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	_ = sunk.Load()
 	got := readAll(t, cl.Addr(), "out", n, 30*time.Second)
 	for v := range want {
 		if got[v] == 0 {

@@ -1,7 +1,6 @@
 package kafka_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"log/slog"
@@ -62,23 +61,9 @@ func produceN(t testing.TB, addr, topic, prefix string, n, keys int) map[string]
 // the deadline), and returns how often each value was seen.
 func readAll(t testing.TB, addr, topic string, want int, deadline time.Duration) map[string]int {
 	t.Helper()
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": fmt.Sprintf("reader-%d", time.Now().UnixNano()),
-		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Subscribe(topic, nil); err != nil {
-		t.Fatal(err)
-	}
 	got := map[string]int{}
-	n := 0
-	end := time.Now().Add(deadline)
-	for n < want && time.Now().Before(end) {
-		if m, ok := c.Poll(100).(*ckafka.Message); ok && m.TopicPartition.Error == nil {
-			got[string(m.Value)]++
-			n++
-		}
+	for _, m := range readMessages(t, addr, topic, want, deadline) {
+		got[string(m.Value)]++
 	}
 	return got
 }
@@ -86,30 +71,13 @@ func readAll(t testing.TB, addr, topic string, want int, deadline time.Duration)
 // committed returns the group's committed offsets per partition of topic.
 func committed(t testing.TB, addr, group, topic string, partitions int) []int64 {
 	t.Helper()
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": group, "log_level": 3})
+	out, err := kafkatest.Committed(addr, group, topic, partitions)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	tps := make([]ckafka.TopicPartition, partitions)
-	for i := range tps {
-		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
-	}
-	res, err := c.Committed(tps, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := make([]int64, partitions)
-	for _, r := range res {
-		out[r.Partition] = int64(r.Offset)
 	}
 	return out
 }
 
 func startCluster(t testing.TB, opts ...kafkatest.Option) *kafkatest.Cluster {
 	return kafkatest.StartT(t, opts...)
-}
-
-func runCtx(t testing.TB, d time.Duration) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), d)
 }

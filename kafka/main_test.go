@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
@@ -181,21 +182,9 @@ func produceValues(t testing.TB, addr, topic string, keys, vals [][]byte) []ckaf
 // readMessages consumes topic from the beginning until n messages (or the deadline).
 func readMessages(t testing.TB, addr, topic string, n int, d time.Duration) []*ckafka.Message {
 	t.Helper()
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": fmt.Sprintf("reader-%d", time.Now().UnixNano()),
-		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50})
+	out, err := kafkatest.ReadMessages(addr, topic, n, d)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	if err := c.Subscribe(topic, nil); err != nil {
-		t.Fatal(err)
-	}
-	var out []*ckafka.Message
-	end := time.Now().Add(d)
-	for len(out) < n && time.Now().Before(end) {
-		if m, ok := c.Poll(100).(*ckafka.Message); ok && m.TopicPartition.Error == nil {
-			out = append(out, m)
-		}
 	}
 	return out
 }

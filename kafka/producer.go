@@ -80,13 +80,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	var errs []error
-	if strings.TrimSpace(cfg.Brokers) == "" {
-		errs = append(errs, configErr("Brokers (bootstrap.servers)", "is required"))
-	}
-	if cfg.Budget < 4*cfg.MaxMessageBytes {
-		errs = append(errs, configErr("Budget", "must be at least 4 × MaxMessageBytes (%d), got %d", 4*cfg.MaxMessageBytes, cfg.Budget))
-	}
+	errs := checkClient(cfg.Brokers, cfg.Budget, cfg.MaxMessageBytes)
 	for _, key := range []string{"acks", "request.required.acks"} { // request.required.acks is librdkafka's alias
 		if v, ok := cfg.Overrides[key]; ok && strings.ToLower(fmt.Sprint(v)) != "all" && fmt.Sprint(v) != "-1" {
 			errs = append(errs, configErr(key, "must be all (at-least-once), got %v", v))

@@ -122,8 +122,14 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		}
 		switch e := s.c.Poll(timeout).(type) {
 		case *ckafka.Message:
-			if e.TopicPartition.Error != nil {
-				s.onError(ckafka.NewError(ckafka.ErrUnknown, e.TopicPartition.Error.Error(), false))
+			if err := e.TopicPartition.Error; err != nil {
+				ke, ok := err.(ckafka.Error)
+				if !ok {
+					ke = ckafka.NewError(ckafka.ErrUnknown, err.Error(), false)
+				}
+				if err := s.onError(ke); err != nil {
+					return err
+				}
 				continue
 			}
 			s.onMessage(ctx, e)

@@ -64,6 +64,7 @@ const (
 var events = pool.New(func(ev *Event) {
 	st := ev.state.Load()
 	gen := st >> genShift
+	clear(ev.Headers) // keep the slice, not the header values of the last record
 	*ev = Event{Key: ev.Key[:0], Value: ev.Value[:0], Headers: ev.Headers[:0]}
 	ev.state.Store(gen << genShift)
 })

@@ -12,68 +12,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/service"
 	"github.com/sluicehq/sluice/internal/service/servicetest"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 )
 
 var stages = []string{"decode", "enrich", "batch", "to-records", "produce"}
 
-// started runs the service in process with args and returns its HTTP base URL, a cancel
-// (the in-process SIGTERM) and the exit code channel. afterDrain, if set, runs with the
-// embedded broker's address once the pipeline drained.
-func started(t *testing.T, afterDrain func(brokers string), args ...string) (string, context.CancelFunc, <-chan int) {
-	t.Helper()
-	addrs := make(chan string, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	ctx = service.WithHooks(ctx, service.Hooks{Listening: func(a string) { addrs <- a }, AfterDrain: afterDrain})
-	code := make(chan int, 1)
-	done := make(chan struct{})
-	go func() { defer close(done); code <- run(ctx, append([]string{"--http", "127.0.0.1:0"}, args...)) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(60 * time.Second):
-			t.Error("run did not return after cancel")
-		}
-	})
-	select {
-	case a := <-addrs:
-		return "http://" + a, cancel, code
-	case c := <-code:
-		t.Fatalf("run exited early with %d", c)
-	case <-time.After(30 * time.Second):
-		t.Fatal("no HTTP address reported")
-	}
-	return "", nil, nil
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := servicetest.Eventually(ctx, 50*time.Millisecond, func() error {
-		code, err := servicetest.Status(ctx, base+"/readyz")
-		if err == nil && code != 200 {
-			err = fmt.Errorf("/readyz %d", code)
-		}
-		return err
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
 func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 	committed := make(chan int64, 1)
-	base, cancel, code := started(t, func(brokers string) {
-		n, err := servicetest.Committed(brokers, "orders-enricher", "orders", 8)
+	base, cancel, code := servicetest.Start(t, run, func(brokers string) {
+		n, err := kafkatest.CommittedSum(brokers, "orders-enricher", "orders", 8)
 		if err != nil {
 			t.Errorf("committed: %v", err)
 		}
 		committed <- n
 	})
-	waitReady(t, base)
+	servicetest.WaitReady(t, base)
 	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stop()
 	if c, err := servicetest.Status(ctx, base+"/healthz"); err != nil || c != 200 {
@@ -180,7 +134,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no listen address logged:\n%s", logs.String())
 	}
-	waitReady(t, base)
+	servicetest.WaitReady(t, base)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/service/servicetest"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 )
 
 func TestRouteByKind(t *testing.T) {
@@ -22,7 +23,7 @@ func TestRouteByKind(t *testing.T) {
 func TestRouterSmoke(t *testing.T) {
 	committed := make(chan int64, 1)
 	base, cancel, code := servicetest.Start(t, run, func(brokers string) {
-		n, err := servicetest.Committed(brokers, "router", "events", 4)
+		n, err := kafkatest.CommittedSum(brokers, "router", "events", 4)
 		if err != nil {
 			t.Errorf("committed: %v", err)
 		}

@@ -13,6 +13,7 @@ import (
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
@@ -181,24 +182,9 @@ func until(t testing.TB, d time.Duration, what string, cond func() bool) {
 // committedSum returns the sum of the group's committed offsets over the topic's partitions.
 func committedSum(t testing.TB, addr, group, topic string, partitions int) int64 {
 	t.Helper()
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": group, "log_level": 3})
+	sum, err := kafkatest.CommittedSum(addr, group, topic, partitions)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer c.Close()
-	tps := make([]ckafka.TopicPartition, partitions)
-	for i := range tps {
-		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
-	}
-	res, err := c.Committed(tps, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum int64
-	for _, r := range res {
-		if r.Offset >= 0 {
-			sum += int64(r.Offset)
-		}
 	}
 	return sum
 }

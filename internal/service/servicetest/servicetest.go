@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
@@ -94,30 +93,6 @@ func Eventually(ctx context.Context, interval time.Duration, cond func() error) 
 		case <-t.C:
 		}
 	}
-}
-
-// Committed returns the sum of group's committed offsets over topic's partitions.
-func Committed(brokers, group, topic string, partitions int) (int64, error) {
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "log_level": 3})
-	if err != nil {
-		return 0, err
-	}
-	defer c.Close()
-	tps := make([]ckafka.TopicPartition, partitions)
-	for i := range tps {
-		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
-	}
-	res, err := c.Committed(tps, 5000)
-	if err != nil {
-		return 0, err
-	}
-	var sum int64
-	for _, r := range res {
-		if r.Offset >= 0 {
-			sum += int64(r.Offset)
-		}
-	}
-	return sum, nil
 }
 
 var listenRE = regexp.MustCompile(`msg="http listening" .*addr=(\S+)`)

@@ -1,0 +1,65 @@
+package kafkatest
+
+import (
+	"fmt"
+	"time"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
+
+// Committed returns group's committed offset of each partition of topic (index = partition),
+// read with a short-lived librdkafka consumer. A partition with no commit has a negative
+// offset (librdkafka's OffsetInvalid).
+func Committed(brokers, group, topic string, partitions int) ([]int64, error) {
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "log_level": 3})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	tps := make([]ckafka.TopicPartition, partitions)
+	for i := range tps {
+		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
+	}
+	res, err := c.Committed(tps, 5000)
+	if err != nil {
+		return nil, fmt.Errorf("kafkatest: committed offsets of %s for %s: %w", group, topic, err)
+	}
+	out := make([]int64, partitions)
+	for _, r := range res {
+		out[r.Partition] = int64(r.Offset)
+	}
+	return out, nil
+}
+
+// CommittedSum returns the sum of group's committed offsets over topic's partitions (partitions
+// with no commit count 0): with every partition starting at offset 0, the number of records
+// committed.
+func CommittedSum(brokers, group, topic string, partitions int) (int64, error) {
+	offs, err := Committed(brokers, group, topic, partitions)
+	var sum int64
+	for _, o := range offs {
+		sum += max(o, 0)
+	}
+	return sum, err
+}
+
+// ReadMessages consumes topic from the beginning with a fresh group until n messages were read
+// or d passed, and returns them in the order received.
+func ReadMessages(brokers, topic string, n int, d time.Duration) ([]*ckafka.Message, error) {
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": fmt.Sprintf("kafkatest-reader-%d", time.Now().UnixNano()),
+		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50})
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	if err := c.Subscribe(topic, nil); err != nil {
+		return nil, err
+	}
+	var out []*ckafka.Message
+	for end := time.Now().Add(d); len(out) < n && time.Now().Before(end); {
+		if m, ok := c.Poll(100).(*ckafka.Message); ok && m.TopicPartition.Error == nil {
+			out = append(out, m)
+		}
+	}
+	return out, nil
+}
