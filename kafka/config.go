@@ -225,9 +225,15 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 		"fetch.max.bytes":            int(mem.FetchMaxBytes),
 		"max.partition.fetch.bytes":  int(mem.PartitionFetchBytes),
 		"receive.message.max.bytes":  int(mem.FetchMaxBytes + 1<<20),
-		"go.logs.channel.enable":     true,
-		"go.logs.channel":            logs,
-		"log_level":                  5,
+		// Prefetch is bounded by queued.max.messages.kbytes; when a partition's fetch queue
+		// reaches it, librdkafka postpones that partition's next fetch by this much. Its
+		// default (1000 ms) stalls a consumer whose prefetch is small but drained quickly:
+		// measured against the embedded broker, 1 KiB records at a 64 MiB budget went from
+		// 23 k to 535 k msgs/s with 10 ms.
+		"fetch.queue.backoff.ms": 10,
+		"go.logs.channel.enable": true,
+		"go.logs.channel":        logs,
+		"log_level":              5,
 	}
 	if mem.FetchMaxBytes < 1000000 {
 		// librdkafka requires fetch.max.bytes >= message.max.bytes (default 1000000): a
