@@ -28,8 +28,11 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	}
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
+	// The protocol is known once the group assigned (before the first join librdkafka says
+	// "NONE"); ask here, not in revoke, which may run inside Close, where the query blocks.
+	s.coop = c.GetRebalanceProtocol() == "COOPERATIVE"
 	var err error
-	if cooperative(c) {
+	if s.coop {
 		err = c.IncrementalAssign(parts)
 	} else {
 		err = c.Assign(parts)
@@ -39,7 +42,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		s.log.Error("sluice/kafka: assign", "partitions", len(parts), "err", err)
 		return
 	}
-	s.log.Info("sluice/kafka: partitions assigned", "partitions", tpList(parts), "protocol", c.GetRebalanceProtocol())
+	s.log.Info("sluice/kafka: partitions assigned", "partitions", tpList(parts), "cooperative", s.coop)
 }
 
 // revoke stops emitting the revoked partitions, drops their held messages, waits (bounded)
@@ -73,12 +76,14 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 			s.st.paused.Add(-1)
 		}
 	}
-	if !lost {
+	// Inside Close the pipeline has drained and Close has just committed: nothing to wait for,
+	// and a synchronous commit from this callback would block the consumer's close.
+	if !lost && !s.closing {
 		s.waitInFlight(states)
 		s.commitStates(states)
 	}
 	var err error
-	if cooperative(c) {
+	if s.coop {
 		err = c.IncrementalUnassign(parts)
 	} else {
 		err = c.Unassign()
@@ -167,10 +172,6 @@ func (s *Source) commitStates(states []*partState) {
 		ps.committed = int64(r.Offset)
 	}
 }
-
-// cooperative reports whether the group uses the cooperative protocol (Incremental(Un)Assign).
-// It is asked in the rebalance callback: before the first join librdkafka reports "NONE".
-func cooperative(c *ckafka.Consumer) bool { return c.GetRebalanceProtocol() == "COOPERATIVE" }
 
 func tpList(parts []ckafka.TopicPartition) []string {
 	out := make([]string, len(parts))

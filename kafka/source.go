@@ -45,6 +45,8 @@ type Source struct {
 	heldBytes  int64  // their key and value bytes
 	retrySeq   uint64 // doneSeq when the held messages were last retried
 	lastCommit time.Time
+	coop       bool // cooperative protocol (Incremental(Un)Assign); set on each assign
+	closing    bool // Close is closing the consumer: its revoke neither waits nor commits
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -386,11 +388,30 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 	}
 }
 
+// leaveGroup unsubscribes and polls (dropping messages: nothing more is emitted) until the
+// revoke has run and nothing is assigned, or ctx ends. Closing a consumer in the middle of a
+// cooperative rebalance can hang librdkafka (confluentinc/librdkafka#4527, seen here with
+// 2.11.1 inside Close's revoke callback); leaving the group first, outside Close, does not.
+func (s *Source) leaveGroup(ctx context.Context) {
+	if err := s.c.Unsubscribe(); err != nil {
+		s.log.Warn("sluice/kafka: unsubscribe", "err", err)
+		return
+	}
+	for ctx.Err() == nil {
+		if parts, err := s.c.Assignment(); err != nil || len(parts) == 0 {
+			return
+		}
+		s.c.Poll(50)
+	}
+}
+
 // Close commits what finished and closes the consumer (leaving the group). The pipeline calls
 // it after the drain; call it yourself only if the pipeline never ran. Idempotent.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.commit()
+		s.closing = true
+		s.leaveGroup(ctx)
 		if err := s.c.Close(); err != nil {
 			s.closeErr = fmt.Errorf("kafka: close consumer: %w", err)
 		}

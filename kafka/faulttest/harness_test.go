@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +116,15 @@ type runOpts struct {
 
 func start(t testing.TB, addr string, s *seen, o runOpts) *run {
 	t.Helper()
+	r, err := startRun(addr, s, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// startRun builds and starts the pipeline of start, returning construction errors.
+func startRun(addr string, s *seen, o runOpts) (*run, error) {
 	cfg := kafka.Config{Brokers: addr, GroupID: o.group, Topics: []string{o.topic}, Overrides: map[string]any{},
 		CommitInterval: 100 * time.Millisecond, Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10}
 	for k, v := range fastGroup {
@@ -125,7 +135,7 @@ func start(t testing.TB, addr string, s *seen, o runOpts) *run {
 	}
 	src, err := kafka.NewSource(cfg)
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	opts := append(src.PipelineOptions(), pipeline.WithLogger(logger()), pipeline.WithDrainTimeout(10*time.Second))
 	if o.handler != nil {
@@ -146,12 +156,12 @@ func start(t testing.TB, addr string, s *seen, o runOpts) *run {
 	}, stage.Concurrency(conc)))
 	p, err := b.Build()
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &run{src: src, p: p, done: make(chan error, 1), stop: cancel}
 	go func() { r.done <- p.Run(ctx) }()
-	return r
+	return r, nil
 }
 
 // wait stops the run and returns Run's error.
@@ -162,6 +172,7 @@ func (r *run) wait(t testing.TB) error {
 	case err := <-r.done:
 		return err
 	case <-time.After(60 * time.Second):
+		_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2) // where it is stuck
 		t.Fatal("pipeline did not stop within 60s")
 		return nil
 	}

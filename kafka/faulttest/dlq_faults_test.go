@@ -1,0 +1,109 @@
+package faulttest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// TestFaultDeadLetterTopicUnavailable: the dead-letter topic refuses every produce while a
+// poison message fails. The dead-letter handler keeps retrying (backpressure): the poison is
+// neither committed past nor lost. Once the topic accepts records again the poison lands in it
+// and the commits reach the end.
+func TestFaultDeadLetterTopicUnavailable(t *testing.T) {
+	const n = 200
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("dlq", 1))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	const poison = "v-100" // offset 100 of the single partition
+	refuse := cl.Kfake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "dlq", Err: kerr.NotLeaderForPartition, Count: -1})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10,
+		Overrides: map[string]any{"message.timeout.ms": 1000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close(context.Background())
+	s := newSeen()
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, handler: prod.DeadLetter("dlq"),
+		work: func(_ context.Context, ev *stage.Event) error {
+			if string(ev.Value) == poison {
+				return errors.New("undecodable")
+			}
+			return nil
+		}})
+	// Everything but the poison and the two later records of its key (k26: v-137, v-174; the
+	// default OrderKey keeps them behind it) is processed; the DLQ keeps refusing the poison for
+	// several delivery timeouts, and meanwhile the commit never passes it.
+	until(t, 30*time.Second, "all but the poison's key processed", func() bool { return s.distinct() == n-3 })
+	if err := refuse.Wait(context.Background(), 20); err != nil {
+		t.Fatal(err)
+	}
+	if c := committedSum(t, cl.Addr(), "g", "in", 1); c > 100 {
+		t.Fatalf("committed %d while the poison (offset 100) is not dead-lettered", c)
+	}
+	refuse.Remove()
+	s.add(poison) // it goes to the DLQ now, and its key's later records follow
+	until(t, 30*time.Second, "the poison's key to go on", func() bool { return s.distinct() == n })
+	checkAll(t, s, want, cl.Addr(), "g", "in", 1)
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	dl, err := kafkatest.ReadMessages(cl.Addr(), "dlq", 1, 30*time.Second)
+	if err != nil || len(dl) != 1 || string(dl[0].Value) != poison {
+		t.Fatalf("dead-letter topic: %d records (%v), want the poison", len(dl), err)
+	}
+}
+
+// TestFaultCloseDuringRebalance: a second member joins and the first is stopped while the group
+// rebalances; the first drains and returns nil, the second finishes, nothing is lost.
+func TestFaultCloseDuringRebalance(t *testing.T) {
+	const n, parts = 3000, 4
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	s := newSeen()
+	slow := func(context.Context, *stage.Event) error { time.Sleep(200 * time.Microsecond); return nil }
+	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slow})
+	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slow})
+	until(t, 30*time.Second, "the rebalance to start", func() bool { return a.src.Stats().Rebalances > 1 })
+	if err := a.wait(t); err != nil {
+		t.Fatalf("closing during the rebalance: %v", err)
+	}
+	until(t, 60*time.Second, "the rest processed", func() bool { return s.distinct() == n })
+	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
+	if err := b.wait(t); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFaultKIP848Group: the same consume with the KIP-848 consumer group protocol
+// (group.protocol=consumer, supported by librdkafka 2.11 and the embedded broker), two members,
+// the second joining mid-stream: nothing is lost.
+func TestFaultKIP848Group(t *testing.T) {
+	const n, parts = 2000, 4
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	s := newSeen()
+	kip848 := func(c *kafka.Config) {
+		// KIP-848 refuses the classic session and heartbeat settings.
+		c.Overrides = map[string]any{"group.protocol": "consumer", "fetch.wait.max.ms": 50}
+	}
+	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
+	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
+	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
+	for _, r := range []*run{a, b} {
+		if err := r.wait(t); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
