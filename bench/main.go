@@ -4,6 +4,7 @@
 //	go run ./bench seed  [--brokers ...] [--duration 120s] [--out DIR]
 //	go run ./bench e2e   [--brokers ...] [--out DIR]
 //	go run ./bench sweep [--brokers ...] [--duration 8s] [--out DIR]
+//	go run ./bench chaos [--duration 5m] [--out DIR]
 package main
 
 import (
@@ -38,7 +39,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: bench seed|e2e|sweep [--brokers ADDR] [--duration D] [--out DIR]")
+	return errors.New("usage: bench seed|e2e|sweep|chaos [--brokers ADDR] [--duration D] [--out DIR]")
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -56,6 +57,8 @@ func run(args []string, stdout io.Writer) error {
 		return runE2E(args[1:])
 	case "sweep":
 		return runSweep(args[1:])
+	case "chaos":
+		return runChaos(args[1:])
 	}
 	return usage()
 }

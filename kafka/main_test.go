@@ -3,6 +3,8 @@ package kafka_test
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
@@ -38,6 +40,7 @@ func (r *running) stop() error {
 		select {
 		case r.err = <-r.done:
 		case <-time.After(60 * time.Second):
+			_ = pprof.Lookup("goroutine").WriteTo(os.Stderr, 2) // where it is stuck
 			r.err = fmt.Errorf("pipeline did not stop within 60s")
 		}
 	})

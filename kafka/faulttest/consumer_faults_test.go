@@ -23,10 +23,7 @@ func TestFaultCancelMidStream(t *testing.T) {
 	// final commit covers all of it. (Under OrderKey a message held for its busy key may be
 	// passed by later keys; a stop then leaves those above it uncommitted: at-least-once
 	// duplicates, bounded by the held window.)
-	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, cfg: func(c *kafka.Config) { c.Ordering = kafka.OrderNone }, work: func(ctx context.Context, _ *stage.Event) error {
-		time.Sleep(100 * time.Microsecond)
-		return nil
-	}})
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, cfg: func(c *kafka.Config) { c.Ordering = kafka.OrderNone }, work: slowWork})
 	until(t, 30*time.Second, "a third processed", func() bool { return s.distinct() >= n/3 })
 	if err := r.wait(t); err != nil {
 		t.Fatalf("Run after cancel: %v", err)

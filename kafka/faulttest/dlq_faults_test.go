@@ -69,10 +69,9 @@ func TestFaultCloseDuringRebalance(t *testing.T) {
 	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
 	want := produce(t, cl.Addr(), "in", "v", n)
 	s := newSeen()
-	slow := func(context.Context, *stage.Event) error { time.Sleep(200 * time.Microsecond); return nil }
-	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slow})
+	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slowWork})
 	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
-	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slow})
+	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slowWork})
 	until(t, 30*time.Second, "the rebalance to start", func() bool { return a.src.Stats().Rebalances > 1 })
 	if err := a.wait(t); err != nil {
 		t.Fatalf("closing during the rebalance: %v", err)

@@ -96,6 +96,12 @@ func produce(t testing.TB, addr, topic, prefix string, n int) map[string]bool {
 	return want
 }
 
+// slowWork makes a stage take a little time per record, so a fault lands mid-stream.
+func slowWork(context.Context, *stage.Event) error {
+	time.Sleep(200 * time.Microsecond)
+	return nil
+}
+
 // run is one consumer pipeline: source → work → sink recording values into s.
 type run struct {
 	src  *kafka.Source
