@@ -73,7 +73,7 @@ func genOrder(i int64) (key, value []byte) {
 func build(env *service.Env, outTopic, dlqTopic string) (*pipeline.Pipeline, error) {
 	prod := env.Producer
 	b := pipeline.New(env.Source, env.Options(pipeline.WithName("orders"), pipeline.WithErrorHandler(prod.DeadLetter(dlqTopic)))...)
-	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2), stage.Capacity(4096)))
+	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2)))
 	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.Concurrency(8), stage.Timeout(time.Second)))
 	batches := pipeline.Then(enriched, stage.Batch("batch", stage.BatchConfig[Enriched]{MaxCount: 50, Linger: 50 * time.Millisecond}))
 	records := pipeline.Then(batches, stage.FlatMap("to-records", func(_ context.Context, batch []Enriched) ([]kafka.Record, error) {

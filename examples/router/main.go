@@ -59,7 +59,7 @@ func run(ctx context.Context, args []string) int {
 func build(env *service.Env, payments, other, dlq string) (*pipeline.Pipeline, error) {
 	prod := env.Producer
 	b := pipeline.New(env.Source, env.Options(pipeline.WithName("router"), pipeline.WithErrorHandler(prod.DeadLetter(dlq)))...)
-	events := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2), stage.Capacity(1024)))
+	events := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2)))
 	kept := pipeline.Then(events, stage.Filter("drop-heartbeats", func(_ context.Context, e Event) (bool, error) {
 		return e.Kind != "heartbeat", nil
 	}))
