@@ -118,6 +118,8 @@ type runOpts struct {
 	cfg     func(*kafka.Config)
 	pipe    []pipeline.Option
 	handler func(ctx context.Context, f *stage.Failure) error
+	batch   int            // > 0: batch the events (this many, or 100 ms) before the sink
+	sinkOpt []stage.Option // extra options of the sink stage (retries, error policy)
 }
 
 func start(t testing.TB, addr string, s *seen, o runOpts) *run {
@@ -151,7 +153,8 @@ func startRun(addr string, s *seen, o runOpts) (*run, error) {
 	b := pipeline.New(src, opts...)
 	conc := max(o.conc, 1)
 	work := o.work
-	pipeline.To(b.Source(), stage.Sink("work", func(ctx context.Context, ev *stage.Event) error {
+	sinkOpts := append([]stage.Option{stage.Concurrency(conc)}, o.sinkOpt...)
+	sink := func(ctx context.Context, ev *stage.Event) error {
 		if work != nil {
 			if err := work(ctx, ev); err != nil {
 				return err
@@ -159,7 +162,22 @@ func startRun(addr string, s *seen, o runOpts) (*run, error) {
 		}
 		s.add(string(ev.Value))
 		return nil
-	}, stage.Concurrency(conc)))
+	}
+	if o.batch > 0 {
+		// A batch holds its events until the sink returned: the events complete (and are
+		// committed) only then.
+		batches := pipeline.Then(b.Source(), stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: o.batch, Linger: 100 * time.Millisecond}))
+		pipeline.To(batches, stage.Sink("work", func(ctx context.Context, evs []*stage.Event) error {
+			for _, ev := range evs {
+				if err := sink(ctx, ev); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, sinkOpts...))
+	} else {
+		pipeline.To(b.Source(), stage.Sink("work", sink, sinkOpts...))
+	}
 	p, err := b.Build()
 	if err != nil {
 		return nil, err
