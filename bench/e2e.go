@@ -39,11 +39,11 @@ func median(v []float64) float64 {
 }
 
 // consumeOnce runs one measured worker over a pre-filled topic and samples its RSS.
-func consumeOnce(addr, topic string, expect int64, maxDur time.Duration, label string, args ...string) (WorkerResult, int64, error) {
+func consumeOnce(addr, topic string, pin bool, expect int64, maxDur time.Duration, label string, args ...string) (WorkerResult, int64, error) {
 	group := fmt.Sprintf("%s-%s-%d", topic, label, time.Now().UnixNano())
 	a := append([]string{"worker", "--brokers", addr, "--topic", topic, "--group", group,
 		"--expect", fmt.Sprint(expect), "--max-duration", maxDur.String()}, args...)
-	w, err := startChild(true, a...)
+	w, err := startChild(pin, a...)
 	if err != nil {
 		return WorkerResult{}, 0, err
 	}
@@ -100,6 +100,8 @@ func runE2E(args []string) error {
 	rounds := fs.Int("rounds", 2, "alternating rounds (bare, sluice) per size")
 	parts := fs.Int("partitions", 8, "partitions per topic")
 	maxDur := fs.Duration("duration", 30*time.Second, "cap of one consumption run")
+	profile := fs.String("profile", "", "write each run's CPU profile into this directory")
+	pin := fs.Bool("pin", true, "pin each measured consumer to CPU 0 with GOMAXPROCS=1, away from the broker process (false: all CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -119,7 +121,11 @@ func runE2E(args []string) error {
 		var bb, sb []float64
 		for r := range *rounds {
 			for _, mode := range []string{"bare", "sluice-fast"} {
-				wr, _, err := consumeOnce(br.addr, topic, int64(s[1]), *maxDur, fmt.Sprintf("e2e %dB %s #%d", s[0], mode, r+1), "--mode", mode)
+				args := []string{"--mode", mode}
+				if *profile != "" {
+					args = append(args, "--cpuprofile", filepath.Join(*profile, fmt.Sprintf("e2e-%d-%s-%d.pprof", s[0], mode, r+1)))
+				}
+				wr, _, err := consumeOnce(br.addr, topic, *pin, int64(s[1]), *maxDur, fmt.Sprintf("e2e %dB %s #%d", s[0], mode, r+1), args...)
 				if err != nil {
 					return err
 				}
@@ -185,7 +191,7 @@ func runSweep(args []string) error {
 			if err != nil {
 				return err
 			}
-			wr, peak, err := consumeOnce(br.addr, topic, int64(s[1]), *dur, fmt.Sprintf("sweep %dB budget %dMiB", s[0], b), "--mode", "sluice-fast", "--budget", fmt.Sprint(b<<20))
+			wr, peak, err := consumeOnce(br.addr, topic, true, int64(s[1]), *dur, fmt.Sprintf("sweep %dB budget %dMiB", s[0], b), "--mode", "sluice-fast", "--budget", fmt.Sprint(b<<20))
 			if err != nil {
 				return err
 			}

@@ -24,8 +24,14 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	for _, tp := range parts {
 		s.epoch++
 		k := tpKey{*tp.Topic, tp.Partition}
-		s.parts[k] = &partState{tp: k, epoch: s.epoch, tr: newTracker(), keys: map[string]int{}, committed: -1}
+		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), keys: map[string]int{}, committed: -1}
+		if old := s.parts[k]; old != nil { // assigned again without a revoke: forget the old one
+			delete(s.byEpoch, old.epoch)
+		}
+		s.parts[k] = ps
+		s.byEpoch[ps.epoch] = ps
 	}
+	s.last = nil
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
 	// The protocol is known once the group assigned (before the first join librdkafka says
@@ -94,7 +100,9 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.mu.Lock()
 	for _, ps := range states {
 		delete(s.parts, ps.tp)
+		delete(s.byEpoch, ps.epoch)
 	}
+	s.last = nil
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
 	s.log.Info("sluice/kafka: partitions revoked", "partitions", tpList(parts), "lost", lost)

@@ -34,8 +34,12 @@ type Source struct {
 	log  *slog.Logger
 	logs chan ckafka.LogEvent
 
-	mu         sync.Mutex // guards parts, epoch and every partState's shared fields
+	// mu guards parts, byEpoch, epoch and every partState's shared fields. parts, byEpoch and
+	// partState.revoking are written only by the polling goroutine (in the rebalance
+	// callbacks), which therefore reads them without mu; every other goroutine takes mu.
+	mu         sync.Mutex
 	parts      map[tpKey]*partState
+	byEpoch    map[uint64]*partState // the same partitions by assignment epoch, for Complete
 	epoch      uint64
 	revokeWake chan struct{} // capacity 1: a revoking partition's last in-flight event finished
 
@@ -44,6 +48,8 @@ type Source struct {
 	held       int    // held messages over all partitions
 	heldBytes  int64  // their key and value bytes
 	retrySeq   uint64 // doneSeq when the held messages were last retried
+	last       *partState // the partition of the previous message (nil after a rebalance)
+	polls      uint32     // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
 	coop       bool // cooperative protocol (Incremental(Un)Assign); set on each assign
 	closing    bool // Close is closing the consumer: its revoke neither waits nor commits
@@ -66,7 +72,7 @@ type partState struct {
 	tr       *tracker       // mu
 	inflight int            // mu: events emitted and not completed
 	keys     map[string]int // mu: in-flight count per key (OrderKey)
-	revoking bool           // mu
+	revoking bool           // mu (written by the polling goroutine only)
 
 	held      []*ckafka.Message // messages received but not emitted, in offset order
 	paused    bool
@@ -90,7 +96,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
 	}
-	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, revokeWake: make(chan struct{}, 1)}
+	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, revokeWake: make(chan struct{}, 1)}
 	return s, nil
 }
 
@@ -122,8 +128,11 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		if s.held > 0 {
 			timeout = 10 // held messages wait for room: look again soon
 		}
+		s.polls++
+		idle := true // anything but a message: do the periodic work now
 		switch e := s.c.Poll(timeout).(type) {
 		case *ckafka.Message:
+			idle = false
 			if err := e.TopicPartition.Error; err != nil {
 				ke, ok := err.(ckafka.Error)
 				if !ok {
@@ -143,7 +152,12 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			str := e.String()
 			s.st.statsJSON.Store(&str)
 		}
-		s.drainLogs()
+		if idle || s.polls%housekeepEvery == 0 {
+			s.drainLogs()
+			if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
+				s.commit()
+			}
+		}
 		// Retry held messages only when something finished (a key or slot freed, budget
 		// returned) or the pipeline may have room again: never a scan per polled message.
 		if seq := s.st.doneSeq.Load(); s.held > 0 && (seq != s.retrySeq || s.st.paused.Load() > 0) {
@@ -151,12 +165,15 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
-		if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
-			s.commit()
-		}
 	}
 	return nil
 }
+
+// housekeepEvery is how many consecutive messages the polling loop handles between its
+// periodic work (log forwarding, the commit-interval check): at a million messages a second
+// that is every quarter millisecond, and reading the clock per message would cost more than
+// a tenth of the loop.
+const housekeepEvery = 256
 
 func (s *Source) onError(e ckafka.Error) error {
 	s.st.errors.Add(1)
@@ -189,21 +206,25 @@ func (s *Source) drainLogs() {
 }
 
 func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
-	k := tpKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}
-	s.mu.Lock()
-	ps := s.parts[k]
+	// parts and revoking change only on this goroutine: no lock to find the partition, and
+	// runs of messages from one partition skip the map.
+	ps := s.last
+	if ps == nil || ps.tp.partition != m.TopicPartition.Partition || ps.tp.topic != *m.TopicPartition.Topic {
+		ps = s.parts[tpKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}]
+		s.last = ps
+	}
 	if ps == nil || ps.revoking {
-		s.mu.Unlock()
 		s.st.stale.Add(1) // fetched before a revoke: the next owner consumes it
 		return
 	}
-	ps.tr.received(int64(m.TopicPartition.Offset))
-	s.mu.Unlock()
 	if len(ps.held) > 0 {
+		s.mu.Lock()
+		ps.tr.received(int64(m.TopicPartition.Offset))
+		s.mu.Unlock()
 		s.hold(ps, m, false)
 		return
 	}
-	switch s.tryEmit(ctx, ps, m) {
+	switch s.tryEmit(ctx, ps, m, true) {
 	case gated:
 		s.hold(ps, m, false)
 	case full:
@@ -230,9 +251,14 @@ const (
 )
 
 // tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.
-func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) emitResult {
+// first is true when m has just been polled: its offset is recorded in the tracker (under the
+// same lock), whatever the outcome.
+func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message, first bool) emitResult {
 	keyed := s.cfg.Ordering == OrderKey && len(m.Key) > 0
 	s.mu.Lock()
+	if first {
+		ps.tr.received(int64(m.TopicPartition.Offset))
+	}
 	switch {
 	case ps.inflight >= s.cfg.MaxInFlightPerPartition,
 		s.cfg.Ordering == OrderPartition && ps.inflight > 0,
@@ -310,7 +336,7 @@ func (s *Source) retryHeld(ctx context.Context) {
 		for _, m := range ps.held {
 			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
 			if !mustWait {
-				switch s.tryEmit(ctx, ps, m) {
+				switch s.tryEmit(ctx, ps, m, false) {
 				case emitted:
 					s.held--
 					s.heldBytes -= int64(len(m.Key) + len(m.Value))
@@ -361,8 +387,8 @@ func (s *Source) resumeIfRoom() {
 func (s *Source) Complete(ev *stage.Event, ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	ps := s.parts[tpKey{ev.Topic, ev.Partition}]
-	if ps == nil || ps.epoch != ev.SourceTag {
+	ps := s.byEpoch[ev.SourceTag]
+	if ps == nil {
 		ev.Key, ev.Value = nil, nil
 		s.st.late.Add(1) // the partition was revoked: never commit for a partition we lost
 		return

@@ -31,7 +31,10 @@ func (t *tracker) pending() int { return len(t.offs) - t.head }
 // off was not received (a late completion from an earlier assignment).
 func (t *tracker) finished(off int64) bool {
 	win := t.offs[t.head:]
-	i := sort.Search(len(win), func(i int) bool { return win[i] >= off })
+	i := 0 // completions mostly arrive in order: the oldest pending offset first
+	if len(win) == 0 || win[0] != off {
+		i = sort.Search(len(win), func(i int) bool { return win[i] >= off })
+	}
 	if i == len(win) || win[i] != off {
 		return false
 	}

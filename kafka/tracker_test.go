@@ -122,10 +122,10 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 // TestLateCompletionNotCommitted: a completion carrying an earlier assignment's epoch (the
 // partition was revoked and assigned again) is counted late and never reaches the tracker.
 func TestLateCompletionNotCommitted(t *testing.T) {
-	s := &Source{cfg: Config{Ordering: OrderKey}, parts: map[tpKey]*partState{}, revokeWake: make(chan struct{}, 1)}
+	s := &Source{cfg: Config{Ordering: OrderKey}, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, revokeWake: make(chan struct{}, 1)}
 	k := tpKey{"t", 0}
 	ps := &partState{tp: k, epoch: 2, tr: newTracker(), keys: map[string]int{}, committed: -1}
-	s.parts[k] = ps
+	s.parts[k], s.byEpoch[ps.epoch] = ps, ps
 	ps.tr.received(7)
 	ps.inflight, ps.keys["a"] = 1, 1
 
