@@ -45,9 +45,9 @@ type Source struct {
 
 	// Owned by the polling goroutine (Run, then Close):
 	emit       *pipeline.Emitter
-	held       int    // held messages over all partitions
-	heldBytes  int64  // their key and value bytes
-	retrySeq   uint64 // doneSeq when the held messages were last retried
+	held       int        // held messages over all partitions
+	heldBytes  int64      // their key and value bytes
+	retrySeq   uint64     // doneSeq when the held messages were last retried
 	last       *partState // the partition of the previous message (nil after a rebalance)
 	polls      uint32     // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
