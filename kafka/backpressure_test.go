@@ -16,11 +16,12 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-// TestBlockedSinkPausesWithinBudget: with the sink blocked and the topic holding over ten
-// budgets, the source pauses its partitions and in-flight bytes never pass the budget; once
-// released, everything completes and is committed.
-func TestBlockedSinkPausesWithinBudget(t *testing.T) {
-	const n, parts, budget = 1100, 2, 4 << 20
+// TestFaultSlowSinkWithinBudget (fault scenario 16): with the sink blocked and the topic
+// holding over twenty budgets, the source pauses its partitions and in-flight bytes never pass
+// the budget (the high-water mark covers the whole run); once released, everything completes
+// and is committed.
+func TestFaultSlowSinkWithinBudget(t *testing.T) {
+	const n, parts, budget = 2200, 2, 4 << 20
 	cl := startCluster(t, kafkatest.Topic("in", parts))
 	keys, vals := make([][]byte, n), make([][]byte, n)
 	want := map[string]bool{}
@@ -32,8 +33,8 @@ func TestBlockedSinkPausesWithinBudget(t *testing.T) {
 		want[string(v)] = true
 		total += len(v)
 	}
-	if total <= 10*budget {
-		t.Fatalf("topic holds %d bytes, want over %d", total, 10*budget)
+	if total <= 20*budget {
+		t.Fatalf("topic holds %d bytes, want over %d", total, 20*budget)
 	}
 	produceValues(t, cl.Addr(), "in", keys, vals)
 	cfg := sourceConfig(cl.Addr(), "g-bp", "in")
@@ -64,9 +65,9 @@ func TestBlockedSinkPausesWithinBudget(t *testing.T) {
 	requireSet(t, want, values(got.all()))
 }
 
-// TestProducerQueueFullBackpressure: a tiny producer queue makes Produce meet ErrQueueFull;
+// TestFaultProducerQueueFullStorm: a tiny producer queue makes Produce meet ErrQueueFull;
 // the sink waits instead of dropping.
-func TestProducerQueueFullBackpressure(t *testing.T) {
+func TestFaultProducerQueueFullStorm(t *testing.T) {
 	const n, parts = 1000, 4
 	cl := startCluster(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
 	want := produceN(t, cl.Addr(), "in", "v", n, 50)

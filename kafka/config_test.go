@@ -14,7 +14,7 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-func TestConfigErrorsNameTheKey(t *testing.T) {
+func TestFaultInvalidConfigMatrix(t *testing.T) {
 	ok := func() kafka.Config {
 		return kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: quiet()}
 	}
@@ -64,7 +64,7 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 	}
 }
 
-func TestProducerConfigErrorsNameTheKey(t *testing.T) {
+func TestFaultInvalidProducerConfigMatrix(t *testing.T) {
 	cases := []struct {
 		name string
 		cfg  kafka.ProducerConfig

@@ -28,8 +28,8 @@ const (
 // the delivery. Only then does the event complete (and get committed), so a poison message
 // never blocks its partition and is never lost.
 //
-// A record the broker can never accept (too large, invalid) is a fatal error at once: retrying
-// it would block its partition forever.
+// A record the broker can never accept (too large, invalid), or a fatal producer error, is a
+// fatal error at once: retrying would block its partition forever.
 //
 // A dead-letter topic that is unavailable is retried with backoff until it accepts the record
 // or ctx (the pipeline's hard-stop context) ends: the pipeline slows down (backpressure)
@@ -93,6 +93,9 @@ func permanent(err error) bool {
 	var ke ckafka.Error
 	if !errors.As(err, &ke) {
 		return false
+	}
+	if isFatal(err) {
+		return true
 	}
 	switch ke.Code() {
 	case ckafka.ErrMsgSizeTooLarge, ckafka.ErrInvalidMsgSize, ckafka.ErrInvalidMsg, ckafka.ErrRecordListTooLarge, ckafka.ErrTopicException:

@@ -15,8 +15,8 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-func TestDeadLetterPoisonMessage(t *testing.T) { deadLetterScenario(t, false) }
-func TestPanicGoesToDeadLetter(t *testing.T)   { deadLetterScenario(t, true) }
+func TestFaultPoisonMessageToDeadLetter(t *testing.T) { deadLetterScenario(t, false) }
+func TestFaultPanicInStageToDeadLetter(t *testing.T)  { deadLetterScenario(t, true) }
 
 // deadLetterScenario: a decode stage fails (or panics) on one record: the record lands in the
 // dead-letter topic with the sluice headers, the records after it are processed and the

@@ -117,10 +117,10 @@ func rebalanceScenario(t *testing.T, eager bool) {
 	t.Logf("processed %d for %d records (at-least-once duplicates %d)", len(all), n, len(all)-n)
 }
 
-// TestRevokeWaitsForInFlight: a member joins while the first one has slow events in flight:
+// TestFaultRevokeWhileInFlight: a member joins while the first one has slow events in flight:
 // the revoke waits for them and commits them, so nothing is lost, nothing completes late and
 // nothing is processed twice.
-func TestRevokeWaitsForInFlight(t *testing.T) {
+func TestFaultRevokeWhileInFlight(t *testing.T) {
 	const n, parts = 400, 4
 	cl := startCluster(t, kafkatest.Topic("in", parts))
 	want := produceN(t, cl.Addr(), "in", "v", n, 40)

@@ -135,6 +135,13 @@ func (p *Producer) readReports() {
 				done.Ack()
 			case isPurged(err):
 				done.Abandon()
+			case isFatal(err) || p.p.GetFatalError() != nil:
+				// The failed batch itself carries the broker's error (OUT_OF_ORDER_SEQUENCE_NUMBER,
+				// say); the producer's fatal state is what says no retry can follow.
+				// librdkafka fails every later record too: stop the pipeline instead of letting
+				// a skip or dead-letter policy commit records that were never written.
+				p.deliveryErrors.Add(1)
+				done.Fail(fmt.Errorf("kafka: deliver to %s: fatal producer error: %w", ev.TopicPartition, err))
 			default:
 				p.deliveryErrors.Add(1)
 				done.Nack(fmt.Errorf("kafka: deliver to %s: %w", ev.TopicPartition, err))
@@ -149,6 +156,13 @@ func (p *Producer) readReports() {
 		}
 		p.drainLogs()
 	}
+}
+
+// isFatal reports whether err is (or follows) a fatal producer error: the producer can
+// deliver nothing more.
+func isFatal(err error) bool {
+	var ke ckafka.Error
+	return errors.As(err, &ke) && (ke.IsFatal() || ke.Code() == ckafka.ErrFatal)
 }
 
 func isPurged(err error) bool {
@@ -215,13 +229,19 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 
 // Sink returns the producing sink stage: each Record is produced and its events complete only
 // when the delivery report succeeds. A failed delivery (after librdkafka's own retries) goes
-// through the stage's error policy. At the end of the pipeline's Run the stage closes the
+// through the stage's error policy, except a fatal producer error (librdkafka raises one when
+// idempotence can no longer be guaranteed, and the producer then delivers nothing more): it
+// stops the pipeline with that error, whatever the policy, and its events are not committed. At the end of the pipeline's Run the stage closes the
 // producer (flush within FlushTimeout; what is left is purged and not committed).
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
 		p.outstanding.Add(1)
 		if err := p.produce(ctx, p.message(rec, done), nil); err != nil {
 			p.outstanding.Add(-1)
+			if isFatal(err) {
+				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w", err))
+				return nil
+			}
 			return fmt.Errorf("kafka: produce: %w", err)
 		}
 		return nil

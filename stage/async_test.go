@@ -204,3 +204,84 @@ func TestAsyncSinkUnfinishedDoneFailsRunAfterCloseTimeout(t *testing.T) {
 		t.Fatalf("after the late acks: %+v", st)
 	}
 }
+
+// TestAsyncSinkFailStopsThePipelineWhateverThePolicy: Done.Fail skips the Handle policy's
+// error handler; Run returns the error and the failed event does not complete ok.
+func TestAsyncSinkFailStopsThePipelineWhateverThePolicy(t *testing.T) {
+	const n = 50
+	errFatal := errors.New("producer is dead")
+	a := newAcker(func(d delivery) {
+		if d.v == 7 {
+			d.done.Fail(errFatal)
+			return
+		}
+		d.done.Ack()
+	})
+	var fs failures
+	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close))
+	if !errors.Is(err, errFatal) || !strings.Contains(err.Error(), `"produce"`) {
+		t.Fatalf("Run = %v, want %v naming the stage", err, errFatal)
+	}
+	if len(fs.all()) != 0 {
+		t.Fatalf("the error handler ran for a Fail: %+v", fs.all())
+	}
+	done.mu.Lock()
+	defer done.mu.Unlock()
+	if done.ok[7] != 0 || done.bad[7] != 1 {
+		t.Fatalf("offset 7 completed ok %d, not ok %d times; want not ok once", done.ok[7], done.bad[7])
+	}
+}
+
+// TestFaultPoolReuseStress (fault scenario 22): under -race, every Done of a run is finished
+// twice by two goroutines at once, and then once more, stale, while a second run reuses the
+// same pooled tickets and events. Exactly one finish per message takes effect; every other is
+// counted by pool.DoubleReleases; the second run's events each complete exactly once.
+func TestFaultPoolReuseStress(t *testing.T) {
+	setDebug(t, false)
+	const n = 3000
+	before := pool.DoubleReleases()
+	var mu sync.Mutex
+	var stale []stage.Done
+	a := newAcker(func(d delivery) {
+		var wg sync.WaitGroup
+		for range 2 {
+			wg.Add(1)
+			go func() { defer wg.Done(); d.done.Ack() }()
+		}
+		wg.Wait()
+		mu.Lock()
+		stale = append(stale, d.done)
+		mu.Unlock()
+	})
+	var fs failures
+	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close, stage.Concurrency(8)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.exactlyOnceOK(t, n)
+	if got := pool.DoubleReleases() - before; got != n {
+		t.Fatalf("DoubleReleases grew by %d after %d racing double Acks, want %d", got, n, n)
+	}
+
+	before = pool.DoubleReleases()
+	lateDone := make(chan struct{})
+	go func() { // stale Acks while the second run recycles the same tickets and events
+		defer close(lateDone)
+		for _, d := range stale {
+			d.Ack()
+		}
+	}()
+	b := newAcker(func(d delivery) { d.done.Ack() })
+	_, done2, err := runAsync(t, n, &fs, stage.AsyncSink("produce", b.produce, b.close, stage.Concurrency(8)))
+	<-lateDone
+	if err != nil {
+		t.Fatal(err)
+	}
+	done2.exactlyOnceOK(t, n)
+	if got := pool.DoubleReleases() - before; got != n {
+		t.Fatalf("DoubleReleases grew by %d after %d stale Acks, want %d", got, n, n)
+	}
+	if len(fs.all()) != 0 {
+		t.Fatalf("unexpected failures %+v", fs.all())
+	}
+}

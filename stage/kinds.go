@@ -52,8 +52,8 @@ func Sink[In any](name string, fn func(ctx context.Context, in In) error, opts .
 }
 
 // Done finishes one message of an AsyncSink. It is a small value: copy it freely, but call
-// exactly one of Ack or Nack, once. A second call is detected (pool.DoubleReleases, a panic
-// in debug mode) and ignored.
+// exactly one of Ack, Nack, Abandon or Fail, once. A second call is detected
+// (pool.DoubleReleases, a panic in debug mode) and ignored.
 type Done struct {
 	t   *ticket
 	gen uint64
@@ -77,6 +77,24 @@ func (d Done) Nack(err error) {
 // Abandon finishes the message as not done, without the error handler: its events are not
 // committed and will be consumed again (for a send that was purged at shutdown).
 func (d Done) Abandon() { d.fin(d.t, d.gen, errAborted) }
+
+// Fail finishes the message as not done and stops the pipeline with err, whatever the stage's
+// error policy: for a failure that no retry, dead letter or skip may paper over (a producer
+// that librdkafka declared fatal fails every later record too; skipping them would commit
+// records that were never written). The events are not committed and are consumed again after
+// a restart.
+func (d Done) Fail(err error) {
+	if err == nil {
+		err = errNackNil
+	}
+	d.fin(d.t, d.gen, fatalError{err})
+}
+
+// fatalError marks an error given to Done.Fail.
+type fatalError struct{ err error }
+
+func (e fatalError) Error() string { return e.err.Error() }
+func (e fatalError) Unwrap() error { return e.err }
 
 // AsyncSink returns a terminal stage whose fn hands each input to something that finishes
 // later (a producer awaiting its delivery report) and calls done.Ack or done.Nack then. If fn

@@ -104,6 +104,11 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 			return
 		}
 		s.c.errors.Add(1)
+		if fe, ok := err.(fatalError); ok {
+			env.Fail(&Failure{Stage: s.name, Err: fe.err, Attempts: 1, Events: r.appendEvents(nil)})
+			r.done(fe.err)
+			return
+		}
 		s.failed(env, r, err, 1)
 	}
 	return func(env *Env, m msg[In], _ func(msg[None])) {

@@ -2,9 +2,12 @@ package faulttest
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -20,19 +23,99 @@ import (
 // retries, every source event completes only after its record is delivered, and the output
 // holds every input value.
 func TestFaultProduceErrors(t *testing.T) {
-	const n, parts = 1000, 2
-	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
-	want := produce(t, cl.Addr(), "in", "v", n)
-	cl.Kfake().Fault(
-		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "out", Err: kerr.NotLeaderForPartition, Count: 5},
-		kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "out", Err: kerr.RequestTimedOut, Count: 5},
-	)
-	src, err := kafka.NewSource(kafka.Config{Brokers: cl.Addr(), GroupID: "g", Topics: []string{"in"}, Overrides: fastGroup,
+	const n, parts = produceFaultRecords, produceFaultPartitions
+	cl, want := produceFaultCluster(t, produceFault(kerr.NotLeaderForPartition, 5), produceFault(kerr.RequestTimedOut, 5))
+	p, prod := copyPipeline(t, cl.Addr(), "g")
+	runUntil(t, p, "all delivered and completed", func() bool { return p.Stats().Completed == n })
+	if ps := prod.Stats(); ps.DeliveryErrors != 0 {
+		t.Fatalf("delivery errors %d: librdkafka should have retried the retriable faults", ps.DeliveryErrors)
+	}
+	checkAll(t, outValues(t, cl.Addr(), want), want, cl.Addr(), "g", "in", parts)
+}
+
+// TestFaultProduceErrorsThenFatal: retriable produce errors, then one librdkafka's idempotent
+// producer treats as fatal (OUT_OF_ORDER_SEQUENCE_NUMBER). The producer can deliver nothing
+// more, so the pipeline stops with that error even though its error policy would skip
+// failures (the default handler): no offset is committed past a record that was not written.
+// A restart with a new producer delivers the rest: every input value reaches the output.
+func TestFaultProduceErrorsThenFatal(t *testing.T) {
+	const n, parts = produceFaultRecords, produceFaultPartitions
+	cl, want := produceFaultCluster(t, produceFault(kerr.NotLeaderForPartition, 3), produceFault(kerr.RequestTimedOut, 3),
+		produceFault(fatalProduceErr, 1))
+	p, _ := copyPipeline(t, cl.Addr(), "g")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second) // a pipeline that skips the failures never stops by itself
+	defer cancel()
+	err := p.Run(ctx)
+	if err == nil || !strings.Contains(err.Error(), "fatal") {
+		t.Fatalf("Run = %v, want the fatal producer error", err)
+	}
+	t.Logf("first run stopped: %v", err)
+	// Nothing committed past an unwritten record.
+	out := outValues(t, cl.Addr(), nil)
+	committed, cerr := kafkatest.Committed(cl.Addr(), "g", "in", parts)
+	if cerr != nil {
+		t.Fatal(cerr)
+	}
+	in, rerr := kafkatest.ReadMessages(cl.Addr(), "in", n, 30*time.Second)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	for _, m := range in {
+		if int64(m.TopicPartition.Offset) < committed[m.TopicPartition.Partition] && out.m[string(m.Value)] == 0 {
+			t.Fatalf("%s committed (partition %d committed %d) but never written", m.Value, m.TopicPartition.Partition, committed[m.TopicPartition.Partition])
+		}
+	}
+	// Restart: a new pipeline and producer finish the rest.
+	p2, _ := copyPipeline(t, cl.Addr(), "g")
+	runUntil(t, p2, "commits to reach the end", func() bool { return committedSum(t, cl.Addr(), "g", "in", parts) == n })
+	checkAll(t, outValues(t, cl.Addr(), want), want, cl.Addr(), "g", "in", parts)
+}
+
+// fatalProduceErr is a produce error that librdkafka's idempotent producer raises as fatal
+// ("sequence desynchronization"); CLUSTER_AUTHORIZATION_FAILED, PRODUCER_FENCED and
+// INVALID_PRODUCER_EPOCH are not (probed against librdkafka 2.11.1).
+var fatalProduceErr = kerr.OutOfOrderSequenceNumber
+
+const produceFaultRecords, produceFaultPartitions = 1000, 2
+
+// produceFaultCluster starts a broker with topics "in" and "out", fills "in" and injects the
+// faults; it returns the cluster and the values of "in".
+func produceFaultCluster(t *testing.T, faults ...kfake.Fault) (*kafkatest.Cluster, map[string]bool) {
+	t.Helper()
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", produceFaultPartitions), kafkatest.Topic("out", produceFaultPartitions))
+	want := produce(t, cl.Addr(), "in", "v", produceFaultRecords)
+	cl.Kfake().Fault(faults...)
+	return cl, want
+}
+
+// produceFault fails count produce requests to "out" with err.
+func produceFault(err *kerr.Error, count int) kfake.Fault {
+	return kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "out", Err: err, Count: count}
+}
+
+// runUntil runs p until cond holds (60 s at most), then stops it; Run must return nil.
+func runUntil(t *testing.T, p *pipeline.Pipeline, what string, cond func() bool) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	until(t, 60*time.Second, what, cond)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// copyPipeline is source "in" (group) → copy → idempotent producer to "out", with the default
+// error handler (log and skip).
+func copyPipeline(t *testing.T, addr, group string) (*pipeline.Pipeline, *kafka.Producer) {
+	t.Helper()
+	src, err := kafka.NewSource(kafka.Config{Brokers: addr, GroupID: group, Topics: []string{"in"}, Overrides: fastGroup,
 		CommitInterval: 100 * time.Millisecond, Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,24 +128,31 @@ func TestFaultProduceErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	until(t, 60*time.Second, "all delivered and completed", func() bool { return p.Stats().Completed == n })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
-	if ps := prod.Stats(); ps.DeliveryErrors != 0 {
-		t.Fatalf("delivery errors %d: librdkafka should have retried the retriable faults", ps.DeliveryErrors)
-	}
-	out, err := kafkatest.ReadMessages(cl.Addr(), "out", n, 30*time.Second)
+	return p, prod
+}
+
+// outValues reads the output topic until every wanted value was seen (want nil: for 3 s,
+// whatever is there), or 30 s passed. Duplicates are counted, not mistaken for progress.
+func outValues(t *testing.T, addr string, want map[string]bool) *seen {
+	t.Helper()
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": fmt.Sprintf("reader-%d", time.Now().UnixNano()),
+		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newSeen()
-	for _, m := range out {
-		s.add(string(m.Value))
+	defer c.Close()
+	if err := c.Subscribe("out", nil); err != nil {
+		t.Fatal(err)
 	}
-	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
+	s := newSeen()
+	d := 30 * time.Second
+	if want == nil {
+		d = 3 * time.Second
+	}
+	for end := time.Now().Add(d); time.Now().Before(end) && (want == nil || len(s.missing(want)) > 0); {
+		if m, ok := c.Poll(100).(*ckafka.Message); ok && m.TopicPartition.Error == nil {
+			s.add(string(m.Value))
+		}
+	}
+	return s
 }
