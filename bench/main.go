@@ -18,6 +18,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -96,7 +97,22 @@ func startBroker(addr string, trim time.Duration, topics ...string) (*brokerHand
 	if err != nil {
 		return nil, err
 	}
+	keepOffMeasuredCPU(p.Pid())
 	return &brokerHandle{addr: p.Addr(), proc: p}, nil
+}
+
+// keepOffMeasuredCPU moves every thread of pid (the embedded broker) to the CPUs other than 0,
+// where measured consumers are pinned, so the two do not take turns on one CPU. A machine with
+// one CPU, or without taskset, shares it.
+func keepOffMeasuredCPU(pid int) {
+	ts, err := exec.LookPath("taskset")
+	if err != nil || runtime.NumCPU() < 2 {
+		return
+	}
+	cpus := fmt.Sprintf("1-%d", runtime.NumCPU()-1)
+	if out, err := exec.Command(ts, "-a", "-p", "-c", cpus, strconv.Itoa(pid)).CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "taskset the broker to CPUs %s: %v: %s\n", cpus, err, out)
+	}
 }
 
 func createTopics(addr string, topics []string) error {

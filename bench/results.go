@@ -54,6 +54,7 @@ type E2ERow struct {
 	Messages     int64     `json:"messages"`
 	BareRounds   []float64 `json:"bare_rounds_msgs_per_s"`
 	SluiceRounds []float64 `json:"sluice_rounds_msgs_per_s"`
+	RoundRatios  []float64 `json:"round_ratios"` // sluice / bare, per round; Ratio is their median
 }
 
 // E2EResult is e2e.json.

@@ -99,6 +99,11 @@ func TestBottleneckNamesTheBlockedStage(t *testing.T) {
 	if name, _ := pipeline.Bottleneck(prev, cur, time.Since(began)); name != "slow" {
 		t.Fatalf("Bottleneck = %q, want %q", name, "slow")
 	}
+	// The slow stage's only call has not returned: its busy time counts it as it runs.
+	busy := stageStats(t, cur, "slow").Busy
+	if later := stageStats(t, p.Stats(), "slow").Busy; busy <= 0 || later <= busy {
+		t.Fatalf("the stage stuck in its function shows busy %v, then %v: want > 0 and growing", busy, later)
+	}
 
 	g.open()
 	if err := wait(); err != nil {

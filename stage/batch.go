@@ -64,7 +64,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 			timer.Stop()
 			armed = false
 		}
-		s.c.busyNanos.Add(uint64(time.Since(start)))
+		s.c.busy.add(int64(time.Since(start)))
 		send(out, batch)
 		s.c.out.Add(1)
 	}

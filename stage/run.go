@@ -165,9 +165,13 @@ const (
 func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context) error) (err error) {
 	var start int64
 	// The input counter (already maintained) picks the sampled calls: no extra atomic write.
-	timed := !s.c.fast.Load() || s.c.in.Load()%sampleEvery == 0
+	wasFast := s.c.fast.Load()
+	timed := !wasFast || s.c.in.Load()%sampleEvery == 0
 	if timed {
 		start = clock.Nanotime()
+		if !wasFast {
+			s.c.busy.begin(start)
+		}
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -176,12 +180,12 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context)
 		}
 		if timed {
 			d := clock.Nanotime() - start
-			fast := d < sampleBelow
-			if s.c.fast.Load() {
-				d *= sampleEvery
+			if wasFast {
+				s.c.busy.add(d * sampleEvery)
+			} else {
+				s.c.busy.end(start, d)
 			}
-			s.c.busyNanos.Add(uint64(d))
-			if fast != s.c.fast.Load() {
+			if fast := d < sampleBelow; fast != wasFast {
 				s.c.fast.Store(fast)
 			}
 		}

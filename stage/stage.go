@@ -20,6 +20,8 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/clock"
 )
 
 // None is the output type of terminal stages (sinks).
@@ -111,14 +113,15 @@ type Stats struct {
 	Retries     uint64        // retries made
 	Handled     uint64        // messages handed to the error handler
 	Panics      uint64        // panics recovered
-	Busy        time.Duration // total time spent in the user function, over all workers
+	Busy        time.Duration // total time spent in the user function, over all workers, calls still running included
 	QueueLen    int           // messages waiting on the input edge now
 	QueueCap    int           // capacity of the input edge
 }
 
 type counters struct {
-	in, out, filtered, errors, retries, handled, panics, busyNanos atomic.Uint64
-	fast                                                           atomic.Bool // the last timed attempt took less than sampleBelow
+	in, out, filtered, errors, retries, handled, panics atomic.Uint64
+	fast                                                atomic.Bool // the last timed attempt took less than sampleBelow
+	busy                                                busyClock
 }
 
 // Stage is a typed processing step from In to Out. Build one with Map, Filter, FlatMap,
@@ -180,7 +183,7 @@ func (s *Stage[In, Out]) Stats() Stats {
 		Name: s.name, Kind: s.kind, Concurrency: s.cfg.concurrency,
 		In: s.c.in.Load(), Out: s.c.out.Load(), Filtered: s.c.filtered.Load(), Errors: s.c.errors.Load(),
 		Retries: s.c.retries.Load(), Handled: s.c.handled.Load(), Panics: s.c.panics.Load(),
-		Busy: time.Duration(s.c.busyNanos.Load()), QueueCap: s.cfg.capacity,
+		Busy: time.Duration(s.c.busy.total(clock.Nanotime())), QueueCap: s.cfg.capacity,
 	}
 	if q := s.queue.Load(); q != nil {
 		st.QueueLen = q.Len()
