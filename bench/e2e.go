@@ -101,6 +101,7 @@ func runE2E(args []string) error {
 	parts := fs.Int("partitions", 8, "partitions per topic")
 	maxDur := fs.Duration("duration", 30*time.Second, "cap of one consumption run")
 	profile := fs.String("profile", "", "write each run's CPU profile into this directory")
+	warmup := fs.Bool("warmup", true, "read each topic once, unmeasured, before the rounds")
 	pin := fs.Bool("pin", true, "pin each measured consumer to CPU 0 with GOMAXPROCS=1, away from the broker process (false: all CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -119,6 +120,13 @@ func runE2E(args []string) error {
 		topic := topics[i]
 		row := E2ERow{MessageBytes: s[0], Messages: int64(s[1])}
 		var bb, sb []float64
+		if *warmup {
+			// The first read of a freshly written topic is sometimes several times slower (the
+			// broker's first pass over it): read it once, unmeasured, before the rounds.
+			if _, _, err := consumeOnce(br.addr, topic, *pin, int64(s[1]), *maxDur, fmt.Sprintf("e2e %dB warm-up", s[0]), "--mode", "bare"); err != nil {
+				return err
+			}
+		}
 		for r := range *rounds {
 			for _, mode := range []string{"bare", "sluice-fast"} {
 				args := []string{"--mode", mode}

@@ -245,19 +245,19 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 		done()
 		return nil
 	}
+	var opts []stage.Option
+	if capacity > 0 {
+		opts = append(opts, stage.Capacity(capacity))
+	}
 	if fast {
 		// One no-op stage that counts, as the bare loop counts; commits follow completion.
 		pipeline.To(b.Source(), stage.Sink("noop", func(_ context.Context, ev *stage.Event) error {
 			c.add(len(ev.Key) + len(ev.Value))
 			done()
 			return nil
-		}, stage.Capacity(max(capacity, stage.DefaultCapacity))))
+		}, opts...))
 	} else {
-		opts := []stage.Option{stage.Concurrency(slots)}
-		if capacity > 0 {
-			opts = append(opts, stage.Capacity(capacity))
-		}
-		pipeline.To(b.Source(), stage.Sink("sink", slow, opts...))
+		pipeline.To(b.Source(), stage.Sink("sink", slow, append(opts, stage.Concurrency(slots))...))
 	}
 	p, err := b.Build()
 	if err != nil {

@@ -74,7 +74,7 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 				err = ctx.Err()
 			}
 		}
-		if ctx.Err() != nil || permanent(err) {
+		if ctx.Err() != nil || permanent(err) || p.p.GetFatalError() != nil {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, ev.Topic, ev.Partition, ev.Offset, err)
 		}
 		p.log.Warn("sluice/kafka: dead-letter produce failed, retrying", "topic", topic, "attempt", attempt, "err", err)

@@ -136,10 +136,10 @@ func (p *Producer) readReports() {
 			case isPurged(err):
 				done.Abandon()
 			case isFatal(err) || p.p.GetFatalError() != nil:
-				// The failed batch itself carries the broker's error (OUT_OF_ORDER_SEQUENCE_NUMBER,
-				// say); the producer's fatal state is what says no retry can follow.
-				// librdkafka fails every later record too: stop the pipeline instead of letting
-				// a skip or dead-letter policy commit records that were never written.
+				// A fatal producer error: librdkafka fails every later record too, so stop the
+				// pipeline instead of letting a skip or dead-letter policy commit records that
+				// were never written. The batch that caused it carries the broker's error
+				// (OUT_OF_ORDER_SEQUENCE_NUMBER, say), not ErrFatal: the producer's state tells.
 				p.deliveryErrors.Add(1)
 				done.Fail(fmt.Errorf("kafka: deliver to %s: fatal producer error: %w", ev.TopicPartition, err))
 			default:
@@ -231,8 +231,9 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 // when the delivery report succeeds. A failed delivery (after librdkafka's own retries) goes
 // through the stage's error policy, except a fatal producer error (librdkafka raises one when
 // idempotence can no longer be guaranteed, and the producer then delivers nothing more): it
-// stops the pipeline with that error, whatever the policy, and its events are not committed. At the end of the pipeline's Run the stage closes the
-// producer (flush within FlushTimeout; what is left is purged and not committed).
+// stops the pipeline with that error, whatever the policy, and its events are not committed.
+// At the end of the pipeline's Run the stage closes the producer (flush within FlushTimeout;
+// what is left is purged and not committed).
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
 		p.outstanding.Add(1)

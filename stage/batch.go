@@ -76,7 +76,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 				return
 			}
 			s.c.in.Add(1)
-			if halted(env) {
+			if halted(env.Ctx.Done()) {
 				m.r.done(errAborted)
 				continue
 			}

@@ -168,9 +168,10 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context)
 	wasFast := s.c.fast.Load()
 	timed := !wasFast || s.c.in.Load()%sampleEvery == 0
 	if timed {
-		start = clock.Nanotime()
-		if !wasFast {
-			s.c.busy.begin(start)
+		if wasFast {
+			start = clock.Nanotime()
+		} else {
+			start = s.c.busy.begin()
 		}
 	}
 	defer func() {
@@ -179,11 +180,12 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context)
 			err = &PanicError{Stage: s.name, Value: r, Stack: debug.Stack()}
 		}
 		if timed {
-			d := clock.Nanotime() - start
+			var d int64
 			if wasFast {
+				d = clock.Nanotime() - start
 				s.c.busy.add(d * sampleEvery)
 			} else {
-				s.c.busy.end(start, d)
+				d = s.c.busy.end(start)
 			}
 			if fast := d < sampleBelow; fast != wasFast {
 				s.c.fast.Store(fast)
@@ -227,10 +229,11 @@ func send[T any](e *Edge[T], m msg[T]) {
 	e.ch <- m
 }
 
-// halted reports whether the pipeline stopped hard; a cheap non-blocking check.
-func halted(env *Env) bool {
+// halted reports whether the pipeline stopped hard; a cheap non-blocking check of the
+// hard-stop context's Done channel (taken once per worker, not per message).
+func halted(done <-chan struct{}) bool {
 	select {
-	case <-env.Ctx.Done():
+	case <-done:
 		return true
 	default:
 		return false
@@ -240,9 +243,10 @@ func halted(env *Env) bool {
 // loop feeds every message of in to h until in is closed. After a hard stop it abandons the
 // rest instead of processing it, so the cascade of closing edges ends quickly.
 func (s *Stage[In, Out]) loop(env *Env, in <-chan msg[In], h handler[In, Out], emit func(msg[Out])) {
+	stopped := env.Ctx.Done()
 	for m := range in {
 		s.c.in.Add(1)
-		if halted(env) {
+		if halted(stopped) {
 			m.r.done(errAborted)
 			continue
 		}

@@ -20,8 +20,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"time"
-
-	"github.com/sluicehq/sluice/internal/clock"
 )
 
 // None is the output type of terminal stages (sinks).
@@ -183,7 +181,7 @@ func (s *Stage[In, Out]) Stats() Stats {
 		Name: s.name, Kind: s.kind, Concurrency: s.cfg.concurrency,
 		In: s.c.in.Load(), Out: s.c.out.Load(), Filtered: s.c.filtered.Load(), Errors: s.c.errors.Load(),
 		Retries: s.c.retries.Load(), Handled: s.c.handled.Load(), Panics: s.c.panics.Load(),
-		Busy: time.Duration(s.c.busy.total(clock.Nanotime())), QueueCap: s.cfg.capacity,
+		Busy: time.Duration(s.c.busy.total()), QueueCap: s.cfg.capacity,
 	}
 	if q := s.queue.Load(); q != nil {
 		st.QueueLen = q.Len()

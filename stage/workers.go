@@ -86,8 +86,9 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 		emit := func(m msg[Out]) { sl.out <- item[Out]{m: m} }
 		err := env.Go(func() {
 			defer close(sl.out)
+			stopped := env.Ctx.Done()
 			for m := range sl.in {
-				if halted(env) {
+				if halted(stopped) {
 					m.r.done(errAborted)
 				} else {
 					h(env, m, emit)

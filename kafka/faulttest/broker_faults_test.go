@@ -13,10 +13,10 @@ import (
 
 // faultWhileConsuming consumes n records from a 4-partition topic, injecting the faults once
 // a quarter has been processed; every record must come out and commits must reach the end.
-func faultWhileConsuming(t *testing.T, brokers int, inject func(c *kafkatest.Cluster), opts ...kafkatest.Option) *run {
+func faultWhileConsuming(t *testing.T, brokers int, inject func(c *kafkatest.Cluster)) *run {
 	t.Helper()
 	const n, parts = 2000, 4
-	cl := kafkatest.StartT(t, append([]kafkatest.Option{kafkatest.Brokers(brokers), kafkatest.Topic("in", parts)}, opts...)...)
+	cl := kafkatest.StartT(t, kafkatest.Brokers(brokers), kafkatest.Topic("in", parts))
 	want := produce(t, cl.Addr(), "in", "v", n)
 	s := newSeen()
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4})

@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"context"
 	"net"
 	"sync"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/stage"
 )
 
 // TestFaultOneBrokerRestarted (fault scenario 5): with three brokers, one broker goes down
@@ -18,13 +20,29 @@ import (
 // closes the listener but keeps serving the open connections. Nothing is lost and commits
 // reach the end.
 func TestFaultOneBrokerRestarted(t *testing.T) {
+	const n, parts = 2000, 4
 	var nodes restartableListeners
-	r := faultWhileConsuming(t, 3, func(c *kafkatest.Cluster) {
-		victim := c.Kfake().LeaderFor("in", 0)
-		nodes.down(int(victim))
-		time.Sleep(5 * time.Second) // the outage itself: nothing to wait for
-		nodes.up(int(victim))
-	}, kafkatest.KfakeOption(kfake.ListenFn(nodes.listen)))
+	cl := kafkatest.StartT(t, kafkatest.Brokers(3), kafkatest.Topic("in", parts), kafkatest.KfakeOption(kfake.ListenFn(nodes.listen)))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	s := newSeen()
+	// 2 ms a record over 4 workers: the run lasts about a second, the outage falls inside it.
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, work: func(ctx context.Context, _ *stage.Event) error {
+		time.Sleep(2 * time.Millisecond)
+		return nil
+	}})
+	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	if s.distinct() == n {
+		t.Fatal("everything was processed before the restart: the fault would test nothing")
+	}
+	victim := int(cl.Kfake().LeaderFor("in", 0))
+	nodes.down(victim)
+	time.Sleep(5 * time.Second) // the outage itself: nothing to wait for
+	nodes.up(victim)
+	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
 	reset, refused := nodes.counts()
 	if reset == 0 {
 		t.Fatal("the restart reset no connection")
