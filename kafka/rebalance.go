@@ -27,6 +27,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), keys: map[string]int{}, committed: -1}
 		if old := s.parts[k]; old != nil { // assigned again without a revoke: forget the old one
 			delete(s.byEpoch, old.epoch)
+			s.letGo(c, old)
 		}
 		s.parts[k] = ps
 		s.byEpoch[ps.epoch] = ps
@@ -67,20 +68,7 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	}
 	s.mu.Unlock()
 	for _, ps := range states {
-		s.held -= len(ps.held)
-		for _, m := range ps.held {
-			s.heldBytes -= int64(len(m.Key) + len(m.Value))
-		}
-		ps.held = nil
-		if ps.paused {
-			// librdkafka keeps a partition's pause flag across unassign and reassign: resume
-			// it, or a later assignment of it to this member would never fetch.
-			if err := c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
-				s.log.Warn("sluice/kafka: resume on revoke", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
-			}
-			ps.paused = false
-			s.st.paused.Add(-1)
-		}
+		s.letGo(c, ps)
 	}
 	// Inside Close the pipeline has drained and Close has just committed: nothing to wait for,
 	// and a synchronous commit from this callback would block the consumer's close.
@@ -106,6 +94,24 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
 	s.log.Info("sluice/kafka: partitions revoked", "partitions", tpList(parts), "lost", lost)
+}
+
+// letGo drops a partition's held messages (the next owner fetches them again) and resumes it
+// if it was paused: librdkafka keeps a partition's pause flag across unassign and reassign, so
+// a later assignment of it to this member would otherwise never fetch. Polling goroutine only.
+func (s *Source) letGo(c *ckafka.Consumer, ps *partState) {
+	s.held -= len(ps.held)
+	for _, m := range ps.held {
+		s.heldBytes -= int64(len(m.Key) + len(m.Value))
+	}
+	ps.held = nil
+	if ps.paused {
+		if err := c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+			s.log.Warn("sluice/kafka: resume on revoke", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+		}
+		ps.paused = false
+		s.st.paused.Add(-1)
+	}
 }
 
 // waitInFlight waits until the partitions have no event in flight, or RevokeTimeout.
