@@ -29,8 +29,9 @@ func chromium() (string, error) {
 }
 
 // TestPipelinePageInBrowser loads /debug/pipeline in headless Chromium: every stage has its
-// box, exactly one box is marked as the bottleneck, and a screenshot is saved next to this
-// file (pipeline.png). It fails (never skips) without Chromium: CI installs it.
+// box, exactly one box is marked as the bottleneck, and a screenshot is taken (saved next to
+// this file as pipeline.png, the README's picture, only with SLUICE_UPDATE_SCREENSHOT=1, so a
+// test run leaves the checkout clean). It fails (never skips) without Chromium: CI installs it.
 func TestPipelinePageInBrowser(t *testing.T) {
 	bin, err := chromium()
 	if err != nil {
@@ -98,7 +99,14 @@ func TestPipelinePageInBrowser(t *testing.T) {
 	if marks != 1 {
 		t.Errorf("%d .bottleneck marks, want exactly 1", marks)
 	}
-	if err := os.WriteFile(filepath.Join(".", "pipeline.png"), png, 0o644); err != nil {
+	if len(png) == 0 {
+		t.Error("empty screenshot")
+	}
+	dir := t.TempDir()
+	if os.Getenv("SLUICE_UPDATE_SCREENSHOT") == "1" {
+		dir = "."
+	}
+	if err := os.WriteFile(filepath.Join(dir, "pipeline.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	servicetest.WaitExit(t, cancel, code)
