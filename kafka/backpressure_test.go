@@ -45,13 +45,13 @@ func TestFaultSlowSinkWithinBudget(t *testing.T) {
 	r := start(t, src, func(b *pipeline.Builder) {
 		pipeline.To(b.Source(), got.sink("blocked", func(*stage.Event) { <-release }))
 	})
-	waitFor(t, 60*time.Second, "a partition to pause", func() bool { return src.Stats().Paused > 0 })
+	kafkatest.WaitFor(t, 60*time.Second, "a partition to pause", func() bool { return src.Stats().Paused > 0 })
 	inFlight := src.Memory().InFlight
 	if s := r.p.Stats(); s.HighWaterBytes > inFlight || s.BudgetBytes != inFlight || s.Completed > 0 {
 		t.Fatalf("blocked: %+v; budget %d", s, inFlight)
 	}
 	close(release)
-	waitFor(t, 120*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+	kafkatest.WaitFor(t, 120*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
 	requireCommittedAtEnd(t, cl.Addr(), "g-bp", "in", parts)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -71,13 +71,13 @@ func TestFaultProducerQueueFullStorm(t *testing.T) {
 	const n, parts = 1000, 4
 	cl := startCluster(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
 	want := produceN(t, cl.Addr(), "in", "v", n, 50)
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: quiet(), Budget: 16 << 20,
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 16 << 20,
 		Overrides: map[string]any{"queue.buffering.max.messages": 10}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-qf", "in")), pipeToProducer(prod, 4))
-	waitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+	kafkatest.WaitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -114,13 +114,13 @@ func TestConnectionsDoNotGrowWithConcurrency(t *testing.T) {
 		cfg := sourceConfig(cl.Addr(), fmt.Sprintf("g-conn-%d", conc), "in")
 		cfg.StatsInterval = 200 * time.Millisecond
 		src := newSource(t, cfg)
-		prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: quiet(), Budget: 16 << 20})
+		prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 16 << 20})
 		if err != nil {
 			t.Fatal(err)
 		}
 		r := start(t, src, pipeToProducer(prod, conc))
-		waitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
-		waitFor(t, 10*time.Second, "librdkafka statistics", func() bool { return src.Stats().Connections > 0 })
+		kafkatest.WaitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
+		kafkatest.WaitFor(t, 10*time.Second, "librdkafka statistics", func() bool { return src.Stats().Connections > 0 })
 		for range 5 {
 			tcp = max(tcp, brokerConnections(t, ports))
 			time.Sleep(50 * time.Millisecond)

@@ -10,13 +10,14 @@ import (
 	"testing"
 
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
 
 func TestFaultInvalidConfigMatrix(t *testing.T) {
 	ok := func() kafka.Config {
-		return kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: quiet()}
+		return kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: kafkatest.Logger()}
 	}
 	cases := []struct {
 		name string
@@ -78,7 +79,7 @@ func TestFaultInvalidProducerConfigMatrix(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			tc.cfg.Logger = quiet()
+			tc.cfg.Logger = kafkatest.Logger()
 			p, err := kafka.NewProducer(tc.cfg)
 			if err == nil {
 				_ = p.Close(context.Background())
@@ -90,7 +91,7 @@ func TestFaultInvalidProducerConfigMatrix(t *testing.T) {
 		})
 	}
 	// acks=all spelled as -1 and idempotence as 1 are accepted.
-	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: "127.0.0.1:1", Logger: quiet(), Overrides: map[string]any{"acks": -1, "enable.idempotence": 1}})
+	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: "127.0.0.1:1", Logger: kafkatest.Logger(), Overrides: map[string]any{"acks": -1, "enable.idempotence": 1}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestMemoryPlan(t *testing.T) {
 			t.Errorf("Plan(%d, %d) = %+v, want %+v", tc.budget, tc.maxMsg, got, tc.want)
 		}
 	}
-	cfg := kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: quiet(), Budget: 32 << 20, MaxMessageBytes: 1 << 20,
+	cfg := kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: kafkatest.Logger(), Budget: 32 << 20, MaxMessageBytes: 1 << 20,
 		Overrides: map[string]any{"fetch.max.bytes": 3 << 20, "queued.max.messages.kbytes": 1024}}
 	src := newSource(t, cfg)
 	defer src.Close(context.Background())

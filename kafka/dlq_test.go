@@ -37,7 +37,7 @@ func deadLetterScenario(t *testing.T, panics bool) {
 	}
 	tps := produceValues(t, cl.Addr(), "in", keys, vals)
 	poison := tps[poisonAt]
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: quiet(), Budget: 16 << 20})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func deadLetterScenario(t *testing.T, panics bool) {
 		}, stage.Retry(2, time.Millisecond, 5*time.Millisecond), stage.Concurrency(2)))
 		pipeline.To(dec, got.sink("collect", nil))
 	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
-	waitFor(t, 60*time.Second, "every record to complete", func() bool { return r.p.Stats().Completed >= n+1 })
+	kafkatest.WaitFor(t, 60*time.Second, "every record to complete", func() bool { return r.p.Stats().Completed >= n+1 })
 	requireCommittedAtEnd(t, cl.Addr(), "g-dlq", "in", parts)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)

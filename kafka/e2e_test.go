@@ -22,11 +22,11 @@ func TestConsumeProcessProduceSetEquality(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: quiet(), Budget: 16 << 20})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 16 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(quiet()))...)
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
 	recs := pipeline.Then(b.Source(), stage.Map("to-record", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
 	}, stage.Concurrency(4)))

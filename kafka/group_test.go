@@ -23,7 +23,7 @@ func TestRestartResumesFromCommittedOffsets(t *testing.T) {
 	r1 := start(t, newSource(t, sourceConfig(cl.Addr(), "g-restart", "in")), func(b *pipeline.Builder) {
 		pipeline.To(b.Source(), first.sink("collect", slow))
 	})
-	waitFor(t, 60*time.Second, "the first run to process some", func() bool { return r1.p.Stats().Completed >= n/4 })
+	kafkatest.WaitFor(t, 60*time.Second, "the first run to process some", func() bool { return r1.p.Stats().Completed >= n/4 })
 	if err := r1.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -52,7 +52,7 @@ func TestRestartResumesFromCommittedOffsets(t *testing.T) {
 	r2 := start(t, newSource(t, sourceConfig(cl.Addr(), "g-restart", "in")), func(b *pipeline.Builder) {
 		pipeline.To(b.Source(), second.sink("collect", nil))
 	})
-	waitFor(t, 60*time.Second, "the second run to finish the rest", func() bool { return r2.p.Stats().Completed >= uint64(n-sum) })
+	kafkatest.WaitFor(t, 60*time.Second, "the second run to finish the rest", func() bool { return r2.p.Stats().Completed >= uint64(n-sum) })
 	requireCommittedAtEnd(t, cl.Addr(), "g-restart", "in", parts)
 	if err := r2.stop(); err != nil {
 		t.Fatal(err)
@@ -92,15 +92,15 @@ func rebalanceScenario(t *testing.T, eager bool) {
 	}
 	distinct := func() int { return len(values(got.all())) }
 	a := startMember()
-	waitFor(t, 60*time.Second, "A to process a fifth", func() bool { return distinct() >= n/5 })
+	kafkatest.WaitFor(t, 60*time.Second, "A to process a fifth", func() bool { return distinct() >= n/5 })
 	b := startMember()
-	waitFor(t, 60*time.Second, "two fifths", func() bool { return distinct() >= 2*n/5 })
+	kafkatest.WaitFor(t, 60*time.Second, "two fifths", func() bool { return distinct() >= 2*n/5 })
 	c := startMember()
-	waitFor(t, 60*time.Second, "three fifths", func() bool { return distinct() >= 3*n/5 })
+	kafkatest.WaitFor(t, 60*time.Second, "three fifths", func() bool { return distinct() >= 3*n/5 })
 	if err := a.stop(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 90*time.Second, "every record", func() bool { return distinct() >= n })
+	kafkatest.WaitFor(t, 90*time.Second, "every record", func() bool { return distinct() >= n })
 	requireCommittedAtEnd(t, cl.Addr(), "g-rebal", "in", parts)
 	for _, r := range []*running{b, c} {
 		if err := r.stop(); err != nil {
@@ -140,13 +140,13 @@ func TestFaultRevokeWhileInFlight(t *testing.T) {
 		})
 	}
 	a := member()
-	waitFor(t, 30*time.Second, "A to have events in flight", func() bool {
+	kafkatest.WaitFor(t, 30*time.Second, "A to have events in flight", func() bool {
 		s := a.p.Stats()
 		return s.Completed >= 20 && s.InFlightEvents >= 8
 	})
 	b := member()
-	waitFor(t, 30*time.Second, "B to be assigned", func() bool { return b.src.Stats().Assigned > 0 })
-	waitFor(t, 60*time.Second, "every record", func() bool { return len(got.all()) >= n })
+	kafkatest.WaitFor(t, 30*time.Second, "B to be assigned", func() bool { return b.src.Stats().Assigned > 0 })
+	kafkatest.WaitFor(t, 60*time.Second, "every record", func() bool { return len(got.all()) >= n })
 	requireCommittedAtEnd(t, cl.Addr(), "g-revoke", "in", parts)
 	for _, r := range []*running{a, b} {
 		if err := r.stop(); err != nil {

@@ -51,7 +51,7 @@ func (r *running) stop() error {
 // background and stops it at the end of the test.
 func start(t testing.TB, src *kafka.Source, wire func(b *pipeline.Builder), opts ...pipeline.Option) *running {
 	t.Helper()
-	b := pipeline.New(src, append(append(src.PipelineOptions(), pipeline.WithLogger(quiet())), opts...)...)
+	b := pipeline.New(src, append(append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger())), opts...)...)
 	wire(b)
 	p, err := b.Build()
 	if err != nil {
@@ -72,18 +72,6 @@ func newSource(t testing.TB, cfg kafka.Config) *kafka.Source {
 		t.Fatal(err)
 	}
 	return src
-}
-
-// waitFor polls cond (no signal exists across the pipeline and the broker) until deadline.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // rec identifies a consumed record.
@@ -216,7 +204,7 @@ func requireCommittedAtEnd(t testing.TB, addr, group, topic string, partitions i
 	t.Helper()
 	hw := highWatermarks(t, addr, topic, partitions)
 	var got []int64
-	waitFor(t, 10*time.Second, "committed offsets to reach the high watermarks", func() bool {
+	kafkatest.WaitFor(t, 10*time.Second, "committed offsets to reach the high watermarks", func() bool {
 		got = committed(t, addr, group, topic, partitions)
 		for i := range hw {
 			if got[i] != hw[i] {

@@ -43,8 +43,8 @@ func TestOutOfOrderCompletionCommitsContiguous(t *testing.T) {
 		}, stage.Concurrency(8), stage.Unordered()))
 		pipeline.To(work, got.sink("collect", nil))
 	})
-	waitFor(t, 60*time.Second, "all but the held-back event to complete", func() bool { return r.p.Stats().Completed >= n-1 })
-	waitFor(t, 10*time.Second, "the commit to reach the held-back offset", func() bool {
+	kafkatest.WaitFor(t, 60*time.Second, "all but the held-back event to complete", func() bool { return r.p.Stats().Completed >= n-1 })
+	kafkatest.WaitFor(t, 10*time.Second, "the commit to reach the held-back offset", func() bool {
 		return committed(t, cl.Addr(), "g-ooo", "in", 1)[0] == heldOff
 	})
 	// Several commit intervals pass; the commit must never pass the unfinished offset.
@@ -58,7 +58,7 @@ func TestOutOfOrderCompletionCommitsContiguous(t *testing.T) {
 		t.Fatalf("completed %d, want %d", s.Completed, n-1)
 	}
 	close(release)
-	waitFor(t, 30*time.Second, "all events to complete", func() bool { return r.p.Stats().Completed == n })
+	kafkatest.WaitFor(t, 30*time.Second, "all events to complete", func() bool { return r.p.Stats().Completed == n })
 	requireCommittedAtEnd(t, cl.Addr(), "g-ooo", "in", 1)
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -94,7 +94,7 @@ func TestKeyOrderUnderConcurrency(t *testing.T) {
 			return nil
 		}, stage.Concurrency(4)))
 	})
-	waitFor(t, 60*time.Second, "all events", func() bool { return r.p.Stats().Completed >= n })
+	kafkatest.WaitFor(t, 60*time.Second, "all events", func() bool { return r.p.Stats().Completed >= n })
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +154,7 @@ func TestOrderPartitionOneInFlight(t *testing.T) {
 			inflight[ev.Partition].Add(-1) // the event completes when the sink returns
 		}))
 	})
-	waitFor(t, 60*time.Second, "all events", func() bool { return r.p.Stats().Completed >= n })
+	kafkatest.WaitFor(t, 60*time.Second, "all events", func() bool { return r.p.Stats().Completed >= n })
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}

@@ -235,7 +235,7 @@ func (h *harness) produce(ctx context.Context) error {
 func (h *harness) addMember() error {
 	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: h.cfg.Logger,
 		Budget: 8 << 20, MaxMessageBytes: 256 << 10, CommitInterval: 200 * time.Millisecond,
-		Overrides: map[string]any{"heartbeat.interval.ms": 100, "session.timeout.ms": 6000, "fetch.wait.max.ms": 50}})
+		Overrides: kafkatest.FastGroup()})
 	if err != nil {
 		return err
 	}

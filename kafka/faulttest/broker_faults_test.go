@@ -20,9 +20,9 @@ func faultWhileConsuming(t *testing.T, brokers int, inject func(c *kafkatest.Clu
 	want := produce(t, cl.Addr(), "in", "v", n)
 	s := newSeen()
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4})
-	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
 	inject(cl)
-	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)

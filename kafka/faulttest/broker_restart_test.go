@@ -30,7 +30,7 @@ func TestFaultOneBrokerRestarted(t *testing.T) {
 		time.Sleep(2 * time.Millisecond)
 		return nil
 	}})
-	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
 	if s.distinct() == n {
 		t.Fatal("everything was processed before the restart: the fault would test nothing")
 	}
@@ -38,7 +38,7 @@ func TestFaultOneBrokerRestarted(t *testing.T) {
 	nodes.down(victim)
 	time.Sleep(5 * time.Second) // the outage itself: nothing to wait for
 	nodes.up(victim)
-	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)

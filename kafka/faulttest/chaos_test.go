@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/sluicehq/sluice/internal/chaos"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
 )
 
 // TestFaultChaos: random faults from the suite (commit, fetch and heartbeat errors, leaders
@@ -21,7 +22,7 @@ func TestFaultChaos(t *testing.T) {
 			t.Fatalf("SLUICE_CHAOS_DURATION: %v", err)
 		}
 	}
-	rep, err := chaos.Run(context.Background(), chaos.Config{Duration: d, Rate: 1000, Logger: logger()})
+	rep, err := chaos.Run(context.Background(), chaos.Config{Duration: d, Rate: 1000, Logger: kafkatest.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,7 @@ func TestFaultCancelMidStream(t *testing.T) {
 	// passed by later keys; a stop then leaves those above it uncommitted: at-least-once
 	// duplicates, bounded by the held window.)
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, cfg: func(c *kafka.Config) { c.Ordering = kafka.OrderNone }, work: slowWork})
-	until(t, 30*time.Second, "a third processed", func() bool { return s.distinct() >= n/3 })
+	kafkatest.WaitFor(t, 30*time.Second, "a third processed", func() bool { return s.distinct() >= n/3 })
 	if err := r.wait(t); err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
@@ -36,7 +36,7 @@ func TestFaultCancelMidStream(t *testing.T) {
 		t.Fatalf("final commit %d, want every completed event (%d)", got, st.Completed)
 	}
 	r2 := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4})
-	until(t, 30*time.Second, "the rest processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 30*time.Second, "the rest processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := r2.wait(t); err != nil {
 		t.Fatal(err)
@@ -67,10 +67,10 @@ func TestFaultStageSlowerThanMaxPollInterval(t *testing.T) {
 			}
 			return nil
 		}})
-	until(t, 20*time.Second, "the stage to block", blocked.Load)
+	kafkatest.WaitFor(t, 20*time.Second, "the stage to block", blocked.Load)
 	time.Sleep(9 * time.Second) // the fault itself: longer than max.poll.interval.ms (7 s)
 	close(release)
-	until(t, 30*time.Second, "all processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 30*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)

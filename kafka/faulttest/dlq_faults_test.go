@@ -25,7 +25,7 @@ func TestFaultDeadLetterTopicUnavailable(t *testing.T) {
 	want := produce(t, cl.Addr(), "in", "v", n)
 	const poison = "v-100" // offset 100 of the single partition
 	refuse := cl.Kfake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: "dlq", Err: kerr.NotLeaderForPartition, Count: -1})
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10,
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10,
 		Overrides: map[string]any{"message.timeout.ms": 1000}})
 	if err != nil {
 		t.Fatal(err)
@@ -42,7 +42,7 @@ func TestFaultDeadLetterTopicUnavailable(t *testing.T) {
 	// Everything but the poison and the two later records of its key (k26: v-137, v-174; the
 	// default OrderKey keeps them behind it) is processed; the DLQ keeps refusing the poison for
 	// several delivery timeouts, and meanwhile the commit never passes it.
-	until(t, 30*time.Second, "all but the poison's key processed", func() bool { return s.distinct() == n-3 })
+	kafkatest.WaitFor(t, 30*time.Second, "all but the poison's key processed", func() bool { return s.distinct() == n-3 })
 	if err := refuse.Wait(context.Background(), 20); err != nil {
 		t.Fatal(err)
 	}
@@ -51,7 +51,7 @@ func TestFaultDeadLetterTopicUnavailable(t *testing.T) {
 	}
 	refuse.Remove()
 	s.add(poison) // it goes to the DLQ now, and its key's later records follow
-	until(t, 30*time.Second, "the poison's key to go on", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 30*time.Second, "the poison's key to go on", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", 1)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)
@@ -70,13 +70,13 @@ func TestFaultCloseDuringRebalance(t *testing.T) {
 	want := produce(t, cl.Addr(), "in", "v", n)
 	s := newSeen()
 	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slowWork})
-	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
 	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slowWork})
-	until(t, 30*time.Second, "the rebalance to start", func() bool { return a.src.Stats().Rebalances > 1 })
+	kafkatest.WaitFor(t, 30*time.Second, "the rebalance to start", func() bool { return a.src.Stats().Rebalances > 1 })
 	if err := a.wait(t); err != nil {
 		t.Fatalf("closing during the rebalance: %v", err)
 	}
-	until(t, 60*time.Second, "the rest processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "the rest processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := b.wait(t); err != nil {
 		t.Fatal(err)
@@ -96,9 +96,9 @@ func TestFaultKIP848Group(t *testing.T) {
 		c.Overrides = map[string]any{"group.protocol": "consumer", "fetch.wait.max.ms": 50}
 	}
 	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
-	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
 	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
-	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	for _, r := range []*run{a, b} {
 		if err := r.wait(t); err != nil {

@@ -2,31 +2,17 @@ package faulttest
 
 import (
 	"context"
-	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"runtime/pprof"
 	"sync"
 	"testing"
 	"time"
 
-	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
-
 	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
-
-func logger() *slog.Logger {
-	if os.Getenv("SLUICE_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
-
-var fastGroup = map[string]any{"heartbeat.interval.ms": 100, "session.timeout.ms": 6000, "fetch.wait.max.ms": 50}
 
 // seen records which values a sink received, and how often.
 type seen struct {
@@ -71,27 +57,12 @@ func (s *seen) missing(want map[string]bool) []string {
 	return out
 }
 
+// produce writes n records "prefix-i" (37 keys) to topic and waits for delivery.
 func produce(t testing.TB, addr, topic, prefix string, n int) map[string]bool {
 	t.Helper()
-	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	want, err := kafkatest.ProduceN(addr, topic, prefix, n, 37)
 	if err != nil {
 		t.Fatal(err)
-	}
-	defer p.Close()
-	want := make(map[string]bool, n)
-	reports := make(chan ckafka.Event, n)
-	for i := range n {
-		v := fmt.Sprintf("%s-%d", prefix, i)
-		want[v] = true
-		m := &ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny}, Key: []byte(fmt.Sprintf("k%d", i%37)), Value: []byte(v)}
-		if err := p.Produce(m, reports); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range n {
-		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
-			t.Fatal(m.TopicPartition.Error)
-		}
 	}
 	return want
 }
@@ -134,8 +105,8 @@ func start(t testing.TB, addr string, s *seen, o runOpts) *run {
 // startRun builds and starts the pipeline of start, returning construction errors.
 func startRun(addr string, s *seen, o runOpts) (*run, error) {
 	cfg := kafka.Config{Brokers: addr, GroupID: o.group, Topics: []string{o.topic}, Overrides: map[string]any{},
-		CommitInterval: 100 * time.Millisecond, Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10}
-	for k, v := range fastGroup {
+		CommitInterval: 100 * time.Millisecond, Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10}
+	for k, v := range kafkatest.FastGroup() {
 		cfg.Overrides[k] = v
 	}
 	if o.cfg != nil {
@@ -145,7 +116,7 @@ func startRun(addr string, s *seen, o runOpts) (*run, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts := append(src.PipelineOptions(), pipeline.WithLogger(logger()), pipeline.WithDrainTimeout(10*time.Second))
+	opts := append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()), pipeline.WithDrainTimeout(10*time.Second))
 	if o.handler != nil {
 		opts = append(opts, pipeline.WithErrorHandler(o.handler))
 	}
@@ -202,18 +173,6 @@ func (r *run) wait(t testing.TB) error {
 	}
 }
 
-// until polls cond (no signal exists across the broker) until it holds or d passes.
-func until(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	end := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(end) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // committedSum returns the sum of the group's committed offsets over the topic's partitions.
 func committedSum(t testing.TB, addr, group, topic string, partitions int) int64 {
 	t.Helper()
@@ -231,7 +190,7 @@ func checkAll(t testing.TB, s *seen, want map[string]bool, addr, group, topic st
 	if miss := s.missing(want); len(miss) > 0 {
 		t.Fatalf("%d of %d values lost, e.g. %v", len(miss), len(want), miss[:min(5, len(miss))])
 	}
-	until(t, 15*time.Second, "commits to reach the end", func() bool {
+	kafkatest.WaitFor(t, 15*time.Second, "commits to reach the end", func() bool {
 		return committedSum(t, addr, group, topic, parts) == int64(len(want))
 	})
 }

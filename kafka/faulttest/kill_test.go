@@ -62,7 +62,7 @@ func TestFaultConsumerKilled(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	until(t, 60*time.Second, "the child to finish a third and commit", func() bool {
+	kafkatest.WaitFor(t, 60*time.Second, "the child to finish a third and commit", func() bool {
 		return len(readLines(t, out)) >= n/3 && committedSum(t, cl.Addr(), "g", "in", parts) > 0
 	})
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
@@ -77,7 +77,7 @@ func TestFaultConsumerKilled(t *testing.T) {
 		s.add(v)
 	}
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4})
-	until(t, 60*time.Second, "the rest processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "the rest processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)

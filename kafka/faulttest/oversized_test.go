@@ -24,7 +24,7 @@ func TestFaultOversizedMessage(t *testing.T) {
 	for v := range produce(t, cl.Addr(), "in", "b", 50) {
 		want[v] = true
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 1 << 20})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +41,7 @@ func TestFaultOversizedMessage(t *testing.T) {
 			}
 			return dlq(ctx, f)
 		}})
-	until(t, 30*time.Second, "the records around the big one", func() bool { return s.distinct() == 100 })
+	kafkatest.WaitFor(t, 30*time.Second, "the records around the big one", func() bool { return s.distinct() == 100 })
 	if tooLarge.Load() != 1 {
 		t.Fatalf("handler saw %d ErrTooLarge, want 1", tooLarge.Load())
 	}
@@ -59,7 +59,7 @@ func TestFaultOversizedMessage(t *testing.T) {
 // produceBig writes one record of size bytes to topic and returns its value.
 func produceBig(t testing.TB, addr, topic string, size int) []byte {
 	t.Helper()
-	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: topic, Logger: logger(), MaxMessageBytes: 1 << 20, Budget: 8 << 20})
+	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: topic, Logger: kafkatest.Logger(), MaxMessageBytes: 1 << 20, Budget: 8 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func runUntil(t *testing.T, p *pipeline.Pipeline, what string, cond func() bool)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
-	until(t, 60*time.Second, what, cond)
+	kafkatest.WaitFor(t, 60*time.Second, what, cond)
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -110,16 +110,16 @@ func runUntil(t *testing.T, p *pipeline.Pipeline, what string, cond func() bool)
 // error handler (log and skip).
 func copyPipeline(t *testing.T, addr, group string) (*pipeline.Pipeline, *kafka.Producer) {
 	t.Helper()
-	src, err := kafka.NewSource(kafka.Config{Brokers: addr, GroupID: group, Topics: []string{"in"}, Overrides: fastGroup,
-		CommitInterval: 100 * time.Millisecond, Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	src, err := kafka.NewSource(kafka.Config{Brokers: addr, GroupID: group, Topics: []string{"in"}, Overrides: kafkatest.FastGroup(),
+		CommitInterval: 100 * time.Millisecond, Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(logger()))...)
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
 	}))

@@ -23,14 +23,14 @@ func TestFaultAllBrokersDown(t *testing.T) {
 	want := produce(t, addr, "in", "v", n)
 	s := newSeen()
 	r := start(t, addr, s, runOpts{group: "g", topic: "in", conc: 4, work: slowWork})
-	until(t, 30*time.Second, "a third processed", func() bool { return s.distinct() >= n/3 })
+	kafkatest.WaitFor(t, 30*time.Second, "a third processed", func() bool { return s.distinct() >= n/3 })
 	c1.Close()
 	time.Sleep(10 * time.Second) // the fault itself: every broker is down this long
 	c2 := kafkatest.StartT(t, opts...)
 	if c2.Addr() != addr {
 		t.Fatalf("restarted on %s, want %s", c2.Addr(), addr)
 	}
-	until(t, 90*time.Second, "all processed after the restart", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 90*time.Second, "all processed after the restart", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, addr, "g", "in", parts)
 	if err := r.wait(t); err != nil {
 		t.Fatal(err)

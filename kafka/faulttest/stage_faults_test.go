@@ -23,9 +23,9 @@ func TestFaultRebalanceMidBatch(t *testing.T) {
 	want := produce(t, cl.Addr(), "in", "v", n)
 	s := newSeen()
 	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", batch: 64, work: slowWork})
-	until(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
+	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
 	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", batch: 64, work: slowWork})
-	until(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	for _, r := range []*run{a, b} {
 		if err := r.wait(t); err != nil {
@@ -44,7 +44,7 @@ func TestFaultIntermittentSink(t *testing.T) {
 	const n = 1000
 	cl := kafkatest.StartT(t, kafkatest.Topic("in", 2), kafkatest.Topic("dlq", 1))
 	want := produce(t, cl.Addr(), "in", "v", n)
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func TestFaultIntermittentSink(t *testing.T) {
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, work: flaky, handler: prod.DeadLetter("dlq"),
 		sinkOpt: []stage.Option{stage.Retry(2, time.Millisecond, 5*time.Millisecond)}})
 	const poison = n / 20
-	until(t, 30*time.Second, "every record processed or dead-lettered", func() bool {
+	kafkatest.WaitFor(t, 30*time.Second, "every record processed or dead-lettered", func() bool {
 		return s.distinct() == n-poison && prod.Stats().DeadLetters == poison
 	})
 	dl, err := kafkatest.ReadMessages(cl.Addr(), "dlq", poison, 30*time.Second)

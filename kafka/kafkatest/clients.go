@@ -63,3 +63,30 @@ func ReadMessages(brokers, topic string, n int, d time.Duration) ([]*ckafka.Mess
 	}
 	return out, nil
 }
+
+// ProduceN writes n records to topic, value "prefix-i" and key "k-(i%keys)", with an
+// idempotent producer, and waits for every delivery. It returns the set of values written.
+func ProduceN(brokers, topic, prefix string, n, keys int) (map[string]bool, error) {
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	if err != nil {
+		return nil, err
+	}
+	defer p.Close()
+	want := make(map[string]bool, n)
+	reports := make(chan ckafka.Event, n)
+	for i := range n {
+		v := fmt.Sprintf("%s-%d", prefix, i)
+		want[v] = true
+		m := &ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
+			Key: []byte(fmt.Sprintf("k-%d", i%keys)), Value: []byte(v)}
+		if err := p.Produce(m, reports); err != nil {
+			return nil, err
+		}
+	}
+	for range n {
+		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
+			return nil, m.TopicPartition.Error
+		}
+	}
+	return want, nil
+}
