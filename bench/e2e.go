@@ -102,6 +102,7 @@ func runE2E(args []string) error {
 	maxDur := fs.Duration("duration", 30*time.Second, "cap of one consumption run")
 	profile := fs.String("profile", "", "write each run's CPU profile into this directory")
 	warmup := fs.Bool("warmup", true, "read each topic once, unmeasured, before the rounds")
+	capacity := fs.Int("capacity", 0, "the sluice stage's input capacity (0: the stage default)")
 	pin := fs.Bool("pin", true, "pin each measured consumer to CPU 0 with GOMAXPROCS=1, away from the broker process (false: all CPUs)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -130,6 +131,9 @@ func runE2E(args []string) error {
 		for r := range *rounds {
 			for _, mode := range []string{"bare", "sluice-fast"} {
 				args := []string{"--mode", mode}
+				if mode == "sluice-fast" && *capacity > 0 {
+					args = append(args, "--capacity", fmt.Sprint(*capacity))
+				}
 				if *profile != "" {
 					args = append(args, "--cpuprofile", filepath.Join(*profile, fmt.Sprintf("e2e-%d-%s-%d.pprof", s[0], mode, r+1)))
 				}
@@ -139,7 +143,7 @@ func runE2E(args []string) error {
 				}
 				rate := float64(wr.Count) / wr.Elapsed
 				mbs := float64(wr.Bytes) / wr.Elapsed / 1e6
-				fmt.Fprintf(os.Stderr, "\n%d B %-11s round %d: %d msgs in %.2fs = %.0f msgs/s, %.1f MB/s\n", s[0], mode, r+1, wr.Count, wr.Elapsed, rate, mbs)
+				fmt.Fprintf(os.Stderr, "\n%d B %-11s round %d: %d msgs in %.2fs = %.0f msgs/s, %.1f MB/s, CPU %.0f ns/msg\n", s[0], mode, r+1, wr.Count, wr.Elapsed, rate, mbs, wr.CPU*1e9/float64(max(wr.Count, 1)))
 				if mode == "bare" {
 					row.BareRounds = append(row.BareRounds, rate)
 					bb = append(bb, mbs)

@@ -10,6 +10,8 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/metrics"
 	"runtime/pprof"
 	"sync"
 	"sync/atomic"
@@ -30,6 +32,9 @@ type WorkerResult struct {
 	Elapsed  float64 `json:"elapsed_s"` // first to last message
 	Bytes    int64   `json:"bytes"`
 	Produced int64   `json:"produced,omitempty"`
+	// CPU is the process's CPU time (user + system, every thread: Go and librdkafka) from the
+	// first message to the last expected one (0 without --expect).
+	CPU float64 `json:"cpu_s,omitempty"`
 }
 
 func quietLogger() *slog.Logger {
@@ -59,11 +64,14 @@ func (s *sinkLog) record(p int32, off int64) {
 type counter struct {
 	n, bytes    atomic.Int64
 	first, last atomic.Int64 // unix nanos
+	cpu0, cpu1  atomic.Int64 // process CPU nanos at the first and at the last expected message
 }
 
 func (c *counter) add(b int) int64 {
 	now := time.Now().UnixNano()
-	c.first.CompareAndSwap(0, now)
+	if c.first.CompareAndSwap(0, now) {
+		c.cpu0.Store(processCPU())
+	}
 	c.last.Store(now)
 	c.bytes.Add(int64(b))
 	return c.n.Add(1)
@@ -71,7 +79,30 @@ func (c *counter) add(b int) int64 {
 
 func (c *counter) result(mode string) WorkerResult {
 	el := float64(c.last.Load()-c.first.Load()) / 1e9
-	return WorkerResult{Mode: mode, Count: c.n.Load(), Elapsed: el, Bytes: c.bytes.Load()}
+	var cpu float64
+	if c1 := c.cpu1.Load(); c1 > 0 {
+		cpu = float64(c1-c.cpu0.Load()) / 1e9
+	}
+	return WorkerResult{Mode: mode, Count: c.n.Load(), Elapsed: el, Bytes: c.bytes.Load(), CPU: cpu}
+}
+
+// gcStats prints the run's garbage-collection cost to stderr (SLUICE_BENCH_GCSTATS=1).
+func gcStats(mode string) {
+	ss := []metrics.Sample{{Name: "/gc/cycles/total:gc-cycles"}, {Name: "/cpu/classes/gc/total:cpu-seconds"},
+		{Name: "/cpu/classes/total:cpu-seconds"}, {Name: "/gc/heap/live:bytes"}, {Name: "/sched/goroutines:goroutines"},
+		{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
+	metrics.Read(ss)
+	fmt.Fprintf(os.Stderr, "\n%s gc: cycles=%d gc_cpu=%.3fs of go_cpu=%.3fs live=%d goroutines=%d allocs=%d B in %d objects\n", mode,
+		ss[0].Value.Uint64(), ss[1].Value.Float64(), ss[2].Value.Float64(), ss[3].Value.Uint64(), ss[4].Value.Uint64(), ss[5].Value.Uint64(), ss[6].Value.Uint64())
+}
+
+// processCPU returns the process's user + system CPU time in nanoseconds.
+func processCPU() int64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return ru.Utime.Nano() + ru.Stime.Nano()
 }
 
 func runWorker(args []string, stdout io.Writer) error {
@@ -97,6 +128,7 @@ func runWorker(args []string, stdout io.Writer) error {
 			return err
 		}
 		defer f.Close()
+		runtime.SetCPUProfileRate(1000)
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}
@@ -119,6 +151,7 @@ func runWorker(args []string, stdout io.Writer) error {
 	done := func() {
 		n := c.n.Load()
 		if *expect > 0 && n >= *expect {
+			c.cpu1.CompareAndSwap(0, processCPU())
 			cancel()
 		}
 	}
@@ -148,6 +181,9 @@ func runWorker(args []string, stdout io.Writer) error {
 	}
 	if err != nil {
 		return err
+	}
+	if os.Getenv("SLUICE_BENCH_GCSTATS") != "" {
+		gcStats(*mode)
 	}
 	return json.NewEncoder(stdout).Encode(c.result(*mode))
 }
@@ -267,8 +303,8 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 	err = p.Run(ctx)
 	st := src.Stats()
 	ps := p.Stats()
-	fmt.Fprintf(os.Stderr, "\nsluice worker: source pauses=%d commits=%d errors=%d stale=%d; pipeline emitted=%d completed=%d high_water=%d/%d bytes\n",
-		st.Pauses, st.Commits, st.Errors, st.Stale, ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes)
+	fmt.Fprintf(os.Stderr, "\nsluice worker: source pauses=%d commits=%d errors=%d stale=%d runs=%d (mean %.1f); pipeline emitted=%d completed=%d high_water=%d/%d bytes\n",
+		st.Pauses, st.Commits, st.Errors, st.Stale, st.Runs, float64(st.RunMessages)/float64(max(st.Runs, 1)), ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes)
 	return err
 }
 

@@ -45,11 +45,16 @@ type Source struct {
 
 	// Owned by the polling goroutine (Run, then Close):
 	emit       *pipeline.Emitter
-	held       int        // held messages over all partitions
-	heldBytes  int64      // their key and value bytes
-	retrySeq   uint64     // doneSeq when the held messages were last retried
-	last       *partState // the partition of the previous message (nil after a rebalance)
-	polls      uint32     // Poll calls, to run the periodic work every housekeepEvery
+	runCtx     context.Context // Run's context, for the flush at a rebalance
+	held       int             // held messages over all partitions
+	heldBytes  int64           // their key and value bytes
+	retrySeq   uint64          // doneSeq when the held messages were last retried
+	last       *partState      // the partition of the previous message (nil after a rebalance)
+	run        []runMsg        // messages polled and not yet admitted or held: see flush
+	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
+	runGated   []int           // flush's gated messages, as indices into run
+	events     stage.EventCache
+	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
 	coop       bool // cooperative protocol (Incremental(Un)Assign); set on each assign
 	closing    bool // Close is closing the consumer: its revoke neither waits nor commits
@@ -76,6 +81,7 @@ type partState struct {
 
 	held      []*ckafka.Message // messages received but not emitted, in offset order
 	paused    bool
+	gatedNow  bool  // flush gated one of its messages: the rest of the run waits too
 	committed int64 // last committed offset, -1 none
 }
 
@@ -115,7 +121,7 @@ func (s *Source) Consumer() *ckafka.Consumer { return s.c }
 
 // Run implements pipeline.Source: it subscribes and polls until ctx is done.
 func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
-	s.emit = emit
+	s.emit, s.runCtx = emit, ctx
 	if lim := emit.Budget().Limit(); lim != s.mem.InFlight {
 		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (use PipelineOptions)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
 	}
@@ -123,10 +129,14 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)
 	}
 	s.lastCommit = time.Now()
+	defer s.dropRun()
 	for ctx.Err() == nil {
 		timeout := int(DefaultPollInterval / time.Millisecond)
 		if s.held > 0 {
 			timeout = 10 // held messages wait for room: look again soon
+		}
+		if len(s.run) > 0 {
+			timeout = 0 // the run goes out as soon as Poll has nothing ready
 		}
 		s.polls++
 		idle := true // anything but a message: do the periodic work now
@@ -152,6 +162,9 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			str := e.String()
 			s.st.statsJSON.Store(&str)
 		}
+		if idle {
+			s.flush(ctx)
+		}
 		if idle || s.held > 0 || s.polls%housekeepEvery == 0 {
 			s.drainLogs()
 			if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
@@ -162,6 +175,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		// returned) or the pipeline may have room again: never a scan per polled message.
 		if seq := s.st.doneSeq.Load(); s.held > 0 && (seq != s.retrySeq || s.st.paused.Load() > 0) {
 			s.retrySeq = seq
+			s.flush(ctx)
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
@@ -219,18 +233,16 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.st.stale.Add(1) // fetched before a revoke: the next owner consumes it
 		return
 	}
-	if len(ps.held) > 0 {
+	if len(ps.held) > 0 { // the run holds none of ps's messages: they would precede these
 		s.mu.Lock()
 		ps.tr.received(int64(m.TopicPartition.Offset))
 		s.mu.Unlock()
 		s.hold(ps, m, false)
 		return
 	}
-	switch s.tryEmit(ctx, ps, m, true) {
-	case gated:
-		s.hold(ps, m, false)
-	case full:
-		s.hold(ps, m, true)
+	s.collect(ps, m)
+	if len(s.run) == pipeline.MaxRun {
+		s.flush(ctx)
 	}
 }
 
@@ -251,48 +263,6 @@ const (
 	gated              // ordering or per-partition limit: other partitions may go on
 	full               // budget or first edge full: nothing can go on
 )
-
-// tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.
-// first is true when m has just been polled: its offset is recorded in the tracker (under the
-// same lock), whatever the outcome.
-func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message, first bool) emitResult {
-	keyed := s.cfg.Ordering == OrderKey && len(m.Key) > 0
-	s.mu.Lock()
-	if first {
-		ps.tr.received(int64(m.TopicPartition.Offset))
-	}
-	switch {
-	case ps.inflight >= s.cfg.MaxInFlightPerPartition,
-		s.cfg.Ordering == OrderPartition && ps.inflight > 0,
-		keyed && ps.keys[string(m.Key)] > 0:
-		s.mu.Unlock()
-		return gated
-	}
-	ps.inflight++
-	if keyed {
-		ps.keys[string(m.Key)]++
-	}
-	s.mu.Unlock()
-
-	ev := stage.GetEvent()
-	ev.Topic, ev.Partition, ev.Offset = ps.tp.topic, ps.tp.partition, int64(m.TopicPartition.Offset)
-	ev.Key, ev.Value, ev.Timestamp, ev.SourceTag = m.Key, m.Value, m.Timestamp, ps.epoch
-	for _, h := range m.Headers {
-		ev.Headers = append(ev.Headers, stage.Header{Key: h.Key, Value: h.Value})
-	}
-	if s.emit.TryEmitWait(ctx, ev, emitWait) {
-		return emitted
-	}
-	ev.Key, ev.Value = nil, nil // the message keeps its bytes
-	ev.Release()
-	s.mu.Lock()
-	ps.inflight--
-	if keyed {
-		s.dropKey(ps, m.Key)
-	}
-	s.mu.Unlock()
-	return full
-}
 
 // dropKey ends one in-flight use of key. Caller holds s.mu.
 func (s *Source) dropKey(ps *partState, key []byte) {
@@ -388,15 +358,35 @@ func (s *Source) resumeIfRoom() {
 // partition's and key's in-flight slot. Called from any goroutine.
 func (s *Source) Complete(ev *stage.Event, ok bool) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	ps := s.byEpoch[ev.SourceTag]
+	s.complete(s.byEpoch[ev.SourceTag], ev, ok)
+	s.mu.Unlock()
+	s.st.doneSeq.Add(1)
+}
+
+// CompleteBatch implements pipeline.BatchCompleter: Complete for several events, under one
+// lock.
+func (s *Source) CompleteBatch(evs []*stage.Event, ok []bool) {
+	s.mu.Lock()
+	var ps *partState // runs mostly come from one partition: look it up once per change
+	for i, ev := range evs {
+		if ps == nil || ps.epoch != ev.SourceTag {
+			ps = s.byEpoch[ev.SourceTag]
+		}
+		s.complete(ps, ev, ok[i])
+	}
+	s.mu.Unlock()
+	s.st.doneSeq.Add(1)
+}
+
+// complete is Complete's body, for ev of ps (nil: its partition was revoked); the caller then
+// moves doneSeq on. Caller holds s.mu.
+func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
 	if ps == nil {
 		ev.Key, ev.Value = nil, nil
 		s.st.late.Add(1) // the partition was revoked: never commit for a partition we lost
 		return
 	}
 	ps.inflight--
-	s.st.doneSeq.Add(1)
 	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
 		s.dropKey(ps, ev.Key)
 	}

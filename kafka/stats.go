@@ -8,7 +8,7 @@ import (
 type sourceCounters struct {
 	assigned, paused                                          atomic.Int64
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
-	late, stale, unfinished, errors, logs                     atomic.Uint64
+	late, stale, unfinished, errors, logs, runs, runMsgs      atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
@@ -27,6 +27,8 @@ type SourceStats struct {
 	Unfinished      uint64           // events completed not ok (not committed)
 	Errors          uint64           // librdkafka errors
 	Logs            uint64           // librdkafka log lines forwarded to slog
+	Runs            uint64           // runs of polled messages handed over together
+	RunMessages     uint64           // messages in those runs (RunMessages/Runs: the mean run)
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers
 	TxBytes         int64            // bytes sent to brokers
@@ -84,6 +86,7 @@ func (s *Source) Stats() SourceStats {
 		Rebalances: s.st.rebalances.Load(), RevokeTimeouts: s.st.revokeTimeouts.Load(),
 		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
 		Errors: s.st.errors.Load(), Logs: s.st.logs.Load(),
+		Runs: s.st.runs.Load(), RunMessages: s.st.runMsgs.Load(),
 	}
 	if raw := s.st.statsJSON.Load(); raw != nil {
 		parseStats(*raw, &st)

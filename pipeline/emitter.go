@@ -78,6 +78,50 @@ func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 	return true
 }
 
+// MaxRun is the most events TryEmitRun takes in one call.
+const MaxRun = stage.MaxRun
+
+// TryEmitRun is TryEmitWait for a run of up to MaxRun events, in order: it hands the pipeline
+// the longest prefix of evs it can and returns its length; the caller still owns evs[n:]. When
+// the first stage takes runs (stage.Edge.TakesRuns) and the budget has room for the whole
+// run, the run costs one budget acquisition and one slot of the first edge; otherwise the
+// events go one by one (TryEmitWait). A polling source uses it to amortise the hand-over
+// across the messages one poll burst returns.
+func (e *Emitter) TryEmitRun(ctx context.Context, evs []*stage.Event, wait time.Duration) int {
+	p := e.p
+	if len(evs) > 1 && len(evs) <= MaxRun && p.first.TakesRuns() {
+		var total int64
+		sizes := [MaxRun]int64{}
+		fits := true
+		for i, ev := range evs {
+			sizes[i] = p.cfg.size(ev)
+			fits = fits && sizes[i] <= p.budget.Limit()
+			total += sizes[i]
+		}
+		if fits && p.budget.TryAcquire(total) {
+			p.emitted.Add(int64(len(evs)))
+			for i, ev := range evs {
+				ev.Begin(sizes[i], p)
+			}
+			if stage.EmitEvents(ctx, p.first, evs, wait) {
+				return len(evs)
+			}
+			p.emitted.Add(-int64(len(evs)))
+			p.budget.Release(total)
+			for _, ev := range evs {
+				stage.Unbegin(ev)
+			}
+			return 0 // the edge stayed full: one by one would not fare better
+		}
+	}
+	for i, ev := range evs {
+		if !e.TryEmitWait(ctx, ev, wait) {
+			return i
+		}
+	}
+	return len(evs)
+}
+
 func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()

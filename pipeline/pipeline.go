@@ -40,6 +40,14 @@ type Source interface {
 	Complete(ev *stage.Event, ok bool)
 }
 
+// BatchCompleter is implemented by sources that can complete several events in one call (one
+// lock instead of one per event). The pipeline then calls CompleteBatch instead of Complete
+// for the events a worker finished together; ok[i] is evs[i]'s outcome, as Complete's ok.
+// The same rules as Complete apply to every event.
+type BatchCompleter interface {
+	CompleteBatch(evs []*stage.Event, ok []bool)
+}
+
 // Closer is implemented by sources that have work to do once every emitted event completed:
 // a final commit, closing a client. Close is called once, after the drain, before Run returns.
 type Closer interface {
@@ -146,7 +154,11 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	if err := st.Err(); err != nil {
 		b.errs = append(b.errs, err)
 	}
-	s.p.edge = stage.NewEdge[In](st.Capacity())
+	if any(s.p) == any(b.first) {
+		s.p.edge = st.NewInput() // the source's edge: it may take runs
+	} else {
+		s.p.edge = stage.NewEdge[In](st.Capacity()) // stage workers send single messages
+	}
 	l := &linked[In, Out]{Stage: st, in: s.p}
 	if !terminal {
 		l.out = &port[Out]{}

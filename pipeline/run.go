@@ -231,5 +231,36 @@ func (p *Pipeline) Finish(ev *stage.Event, ok bool) {
 	}
 }
 
+// FinishBatch implements stage.BatchFinisher: Finish for a run of events a worker finished
+// together, with one call to the source (BatchCompleter) and one budget release. The worker
+// recycles the events after it.
+func (p *Pipeline) FinishBatch(evs []*stage.Event, ok []bool) {
+	var size int64
+	var bad uint64
+	for i, ev := range evs {
+		size += ev.Size()
+		if !ok[i] {
+			bad++
+		}
+	}
+	if bc, isBatch := p.src.(BatchCompleter); isBatch {
+		bc.CompleteBatch(evs, ok)
+	} else {
+		for i, ev := range evs {
+			p.src.Complete(ev, ok[i])
+		}
+	}
+	p.completed.Add(uint64(len(evs)) - bad)
+	if bad > 0 {
+		p.failed.Add(bad)
+	}
+	if size > 0 {
+		p.budget.Release(size)
+	}
+	if p.finished.Add(int64(len(evs))) == p.emitted.Load() && p.srcDone.Load() {
+		p.idleOnce.Do(func() { close(p.idle) })
+	}
+}
+
 // inFlight returns how many emitted events have not finished yet.
 func (p *Pipeline) inFlight() int64 { return p.emitted.Load() - p.finished.Load() }

@@ -68,37 +68,40 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 		send(out, batch)
 		s.c.out.Add(1)
 	}
+	add := func(m msg[T]) {
+		s.c.in.Add(1)
+		if halted(env.Ctx.Done()) {
+			m.r.done(errAborted)
+			return
+		}
+		if g == nil {
+			g = groups.Get()
+			vals = make([]T, 0, max(bc.MaxCount, 1))
+			if bc.Linger > 0 {
+				timer.Reset(bc.Linger)
+				armed = true
+			}
+		}
+		vals = append(vals, m.v)
+		g.members = append(g.members, m.r)
+		sz := m.r.size()
+		g.size += sz
+		if bc.Size != nil {
+			sz = bc.Size(m.v)
+		}
+		bytes += sz
+		if (bc.MaxCount > 0 && len(vals) >= bc.MaxCount) || (bc.MaxBytes > 0 && bytes >= bc.MaxBytes) {
+			flush()
+		}
+	}
 	for {
 		select {
-		case m, ok := <-in.ch:
+		case p, ok := <-in.ch:
 			if !ok {
 				flush()
 				return
 			}
-			s.c.in.Add(1)
-			if halted(env.Ctx.Done()) {
-				m.r.done(errAborted)
-				continue
-			}
-			if g == nil {
-				g = groups.Get()
-				vals = make([]T, 0, max(bc.MaxCount, 1))
-				if bc.Linger > 0 {
-					timer.Reset(bc.Linger)
-					armed = true
-				}
-			}
-			vals = append(vals, m.v)
-			g.members = append(g.members, m.r)
-			sz := m.r.size()
-			g.size += sz
-			if bc.Size != nil {
-				sz = bc.Size(m.v)
-			}
-			bytes += sz
-			if (bc.MaxCount > 0 && len(vals) >= bc.MaxCount) || (bc.MaxBytes > 0 && bytes >= bc.MaxBytes) {
-				flush()
-			}
+			in.each(p, add)
 		case <-timer.C:
 			armed = false
 			flush()
@@ -111,9 +114,11 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 				g = nil
 			}
 			// Keep reading so the upstream cascade of closing edges completes.
-			for m := range in.ch {
-				s.c.in.Add(1)
-				m.r.done(errAborted)
+			for p := range in.ch {
+				in.each(p, func(m msg[T]) {
+					s.c.in.Add(1)
+					m.r.done(errAborted)
+				})
 			}
 			return
 		}

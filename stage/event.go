@@ -36,14 +36,12 @@ type Event struct {
 
 	// size is the number of budget bytes the event holds; set by the pipeline at emission.
 	size int64
-	// state packs the generation (high 32 bits), a live flag (bit 31) and the count of
-	// outstanding messages derived from the event (bits 0-30). Every transition is a CAS on
-	// this one word, so a completion racing a recycle is always detected, never applied to
-	// the next record that reuses the object.
+	// state packs the generation (high 32 bits), a live flag (bit 31), a failed flag (bit
+	// 30: some derived message ended with a fatal error) and the count of outstanding
+	// messages derived from the event (bits 0-29). Every transition is a CAS on this one
+	// word, so a completion racing a recycle is always detected, never applied to the next
+	// record that reuses the object.
 	state atomic.Uint64
-	// failed is set when any derived message ended with a fatal error; read when the count
-	// reaches zero.
-	failed atomic.Bool
 	// fin is told when the count reaches zero. Set by the pipeline at emission.
 	fin Finisher
 }
@@ -55,19 +53,33 @@ type Finisher interface {
 	Finish(ev *Event, ok bool)
 }
 
+// BatchFinisher is a Finisher that also finishes several events in one call (ok[i] is evs[i]'s
+// outcome), as a worker does after a run of messages: one lock and one budget release for the
+// run instead of one per event. Unlike Finish, FinishBatch does not release the events: they
+// are already retired (a late completion of one is detected), and the worker recycles them
+// when FinishBatch returns. It must not keep them.
+type BatchFinisher interface {
+	Finisher
+	FinishBatch(evs []*Event, ok []bool)
+}
+
 const (
 	liveBit  = uint64(1) << 31
-	refsMask = liveBit - 1
+	failBit  = uint64(1) << 30
+	refsMask = failBit - 1
 	genShift = 32
 )
 
-var events = pool.New(func(ev *Event) {
-	st := ev.state.Load()
-	gen := st >> genShift
+var events = pool.New(resetEvent)
+
+// resetEvent empties a retired event for its next use. Its state is already that of a
+// retired event (retire set it): the next generation, nothing else.
+func resetEvent(ev *Event) {
 	clear(ev.Headers) // keep the slice, not the header values of the last record
-	*ev = Event{Key: ev.Key[:0], Value: ev.Value[:0], Headers: ev.Headers[:0]}
-	ev.state.Store(gen << genShift)
-})
+	ev.Topic, ev.Partition, ev.Offset = "", 0, 0
+	ev.Key, ev.Value, ev.Headers = ev.Key[:0], ev.Value[:0], ev.Headers[:0]
+	ev.Timestamp, ev.SourceTag, ev.size, ev.fin = time.Time{}, 0, 0, nil
+}
 
 // GetEvent takes an event from the pool. Its fields are empty; Key, Value and Headers may
 // keep capacity from an earlier use (append into them to reuse it). The caller owns it until
@@ -86,20 +98,27 @@ func (ev *Event) Size() int64 { return ev.size }
 // Release, or a Release while derived messages are in flight, is a misuse: it is counted by
 // pool.DoubleReleases (a panic in debug mode) and the event is left alone.
 func (ev *Event) Release() {
+	if ev.retire() {
+		events.Put(ev)
+	}
+}
+
+// retire ends the event's life (its generation moves on, so stale handles are detected). It
+// reports false, changing nothing, on a misuse.
+func (ev *Event) retire() bool {
 	for {
 		st := ev.state.Load()
 		if st&liveBit == 0 {
 			pool.ReportMisuse("stage.Event: Release of an event that is not live (second Release?)")
-			return
+			return false
 		}
 		if st&refsMask != 0 {
 			pool.ReportMisuse("stage.Event: Release while derived messages are in flight")
-			return
+			return false
 		}
 		next := ((st >> genShift) + 1) << genShift
 		if ev.state.CompareAndSwap(st, next) {
-			events.Put(ev)
-			return
+			return true
 		}
 	}
 }
@@ -109,8 +128,8 @@ func (ev *Event) Release() {
 func (ev *Event) Begin(size int64, fin Finisher) {
 	ev.size = size
 	ev.fin = fin
-	ev.failed.Store(false)
 	ev.state.Add(1)
+
 }
 
 // gen returns the current generation, for handles that must detect staleness.
@@ -123,26 +142,37 @@ func (ev *Event) addRefs(n int) {
 	}
 }
 
-// done ends one outstanding message. gen is the generation the caller saw when it took its
-// reference; a mismatch (the event was recycled) or a count already at zero is a misuse and
-// changes nothing.
-func (ev *Event) done(gen uint32, err error) {
+// end ends one outstanding message. It reports whether that was the event's last (the
+// caller then finishes the event) and, if so, whether every derived message ended well. gen
+// is the generation the caller saw when it took its reference; a mismatch (the event was
+// recycled) or a count already at zero is a misuse and changes nothing. With retire, the last
+// end also retires the event in the same step (see retire): the caller then recycles it
+// instead of releasing it.
+func (ev *Event) end(gen uint32, err error, retire bool) (last, ok bool) {
+	var fail uint64
+	if err != nil {
+		fail = failBit
+	}
 	for {
 		st := ev.state.Load()
 		if uint32(st>>genShift) != gen || st&liveBit == 0 || st&refsMask == 0 {
 			pool.ReportMisuse("stage.Event: completion of an event that already finished (second Ack?)")
-			return
+			return false, false
 		}
-		// Mark the failure only once the reference is known to be current: a stale
-		// completion must not mark the next record that reuses the object.
-		if err != nil {
-			ev.failed.Store(true)
+		next := (st - 1) | fail
+		last, ok = next&refsMask == 0, next&failBit == 0
+		if last && retire {
+			next = ((st >> genShift) + 1) << genShift
 		}
-		if ev.state.CompareAndSwap(st, st-1) {
-			if (st-1)&refsMask == 0 {
-				ev.fin.Finish(ev, !ev.failed.Load())
-			}
-			return
+		if ev.state.CompareAndSwap(st, next) {
+			return last, ok
 		}
+	}
+}
+
+// done ends one outstanding message, finishing the event if it was the last.
+func (ev *Event) done(gen uint32, err error) {
+	if last, ok := ev.end(gen, err, false); last {
+		ev.fin.Finish(ev, ok)
 	}
 }

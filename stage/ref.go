@@ -1,6 +1,7 @@
 package stage
 
 import (
+	"sync"
 	"sync/atomic"
 
 	"github.com/sluicehq/sluice/pool"
@@ -94,22 +95,110 @@ type msg[T any] struct {
 	r ref
 }
 
+// parcel is one element of an Edge's channel: a single message, or (run != nil) a run of
+// messages sent in one piece by a source (see EmitEvents). A run's slice belongs to the
+// reader once received; it hands it back with putRun.
+type parcel[T any] struct {
+	m   msg[T]
+	run *[]msg[T]
+}
+
+// MaxRun is the most messages a run carries.
+const MaxRun = 32
+
 // Edge is the fixed-capacity channel between two stages. Its capacity caps how many messages
-// wait between them; a full edge blocks the stage before it (backpressure).
+// wait between them; a full edge blocks the stage before it (backpressure), and the pipeline's
+// byte budget bounds the memory behind the messages either way.
+//
+// A source may send a run of up to MaxRun messages in one piece (EmitEvents) on an edge whose
+// stage reads it from one goroutine (TakesRuns): one channel operation, one budget
+// acquisition, one batched completion for the run. A run takes one slot of the channel, so
+// runs may fill only Capacity/MaxRun slots (at least one): the edge then holds about Capacity
+// messages either way, which keeps a polling source's working set (and the garbage collector's
+// work) as small as with single messages.
 type Edge[T any] struct {
-	ch chan msg[T]
+	ch       chan parcel[T]
+	runs     bool         // the reader takes runs (NewInput of a stage that does)
+	runSlots int          // slots runs may fill
+	queued   atomic.Int64 // messages sent and not yet taken (edges that take runs only)
+
+	// A run sender that found runSlots full counts itself in waiting and waits on space; a
+	// reader that takes a parcel while someone waits signals space. The sender re-checks the
+	// slots after counting itself, so a parcel taken before that is not missed; a waiter that
+	// misses a signal (another took it) is woken by the next parcel taken, which must come
+	// since the slots it waits on are full.
+	waiting atomic.Int32
+	space   chan struct{} // capacity 1
+
+	pool sync.Pool // *[]msg[T] with capacity MaxRun, empty
 }
 
-// NewEdge returns an edge of the given capacity (at least 1).
+// NewEdge returns an edge of the given capacity (at least 1) for single messages.
 func NewEdge[T any](capacity int) *Edge[T] {
-	return &Edge[T]{ch: make(chan msg[T], max(capacity, 1))}
+	return &Edge[T]{ch: make(chan parcel[T], max(capacity, 1))}
 }
 
-// Len reports how many messages wait on the edge.
-func (e *Edge[T]) Len() int { return len(e.ch) }
+// newRunEdge returns an edge that also takes runs (see Edge).
+func newRunEdge[T any](capacity int) *Edge[T] {
+	e := NewEdge[T](capacity)
+	e.runs, e.runSlots, e.space = true, max(cap(e.ch)/MaxRun, 1), make(chan struct{}, 1)
+	return e
+}
 
-// Cap reports the edge's capacity.
+// Len reports how many messages (single, or in runs) wait on the edge.
+func (e *Edge[T]) Len() int {
+	if e.runs {
+		return int(max(e.queued.Load(), 0))
+	}
+	return len(e.ch)
+}
+
+// Cap reports the edge's capacity in messages.
 func (e *Edge[T]) Cap() int { return cap(e.ch) }
+
+// TakesRuns reports whether a source may send runs of messages on the edge (EmitEvents): its
+// stage reads it from one goroutine (one worker, the dispatcher of ordered workers, a batch
+// stage).
+func (e *Edge[T]) TakesRuns() bool { return e.runs }
+
+// sent counts n messages sent on an edge that takes runs (the reader may have taken them
+// already: the count may dip below zero for a moment; Len clamps it).
+func (e *Edge[T]) sent(n int) {
+	if e.runs {
+		e.queued.Add(int64(n))
+	}
+}
+
+// took is called by the reader after each parcel it receives, of n messages: it keeps the
+// count and wakes a run sender waiting for a run slot.
+func (e *Edge[T]) took(n int) {
+	if !e.runs {
+		return
+	}
+	e.queued.Add(int64(-n))
+	if e.waiting.Load() > 0 {
+		select {
+		case e.space <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// getRun returns an empty run slice with room for MaxRun messages.
+func (e *Edge[T]) getRun() *[]msg[T] {
+	if r, ok := e.pool.Get().(*[]msg[T]); ok {
+		return r
+	}
+	r := make([]msg[T], 0, MaxRun)
+	return &r
+}
+
+// putRun clears a received run and keeps it for the next one.
+func (e *Edge[T]) putRun(r *[]msg[T]) {
+	clear(*r)
+	*r = (*r)[:0]
+	e.pool.Put(r)
+}
 
 // Close closes the edge: the stage reading it drains what is queued, then finishes. Only the
 // writer closes, once.
@@ -117,17 +206,34 @@ func (e *Edge[T]) Close() { close(e.ch) }
 
 // Discard ends every message still queued on the edge as abandoned, so their events finish
 // (not ok) after a hard stop. Call it only once every writer of the edge has exited. It never
-// blocks and returns how many it ended.
+// blocks and returns how many messages it ended.
 func (e *Edge[T]) Discard() int {
-	for n := 0; ; n++ {
+	for n := 0; ; {
 		select {
-		case m, ok := <-e.ch:
+		case p, ok := <-e.ch:
 			if !ok {
 				return n
 			}
-			m.r.done(errAborted)
+			n += e.each(p, func(m msg[T]) { m.r.done(errAborted) })
 		default:
 			return n
 		}
 	}
+}
+
+// each calls f for every message of a received parcel, in order, recycles a run, and returns
+// how many messages there were. For paths off the hot loop (the worker loop inlines this).
+func (e *Edge[T]) each(p parcel[T], f func(msg[T])) int {
+	if p.run == nil {
+		e.took(1)
+		f(p.m)
+		return 1
+	}
+	run := *p.run
+	e.took(len(run))
+	for i := range run {
+		f(run[i])
+	}
+	e.putRun(p.run)
+	return len(run)
 }

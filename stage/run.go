@@ -14,14 +14,16 @@ import (
 var errNackNil = errors.New("sluice: Nack(nil)")
 
 // handler processes one message: it calls the user function through invoke, and ends m's
-// reference exactly once, either by emitting outputs that carry it or by finishing it.
-type handler[In, Out any] func(env *Env, m msg[In], emit func(msg[Out]))
+// reference exactly once, either by emitting outputs that carry it or by finishing it. A sink
+// finishes a successful message through w, which collects it while the worker handles a run
+// of messages.
+type handler[In, Out any] func(env *Env, m msg[In], emit func(msg[Out]), w *worker)
 
 func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Out, bool, error)) handler[In, Out] {
-	return func(env *Env, m msg[In], emit func(msg[Out])) {
+	return func(env *Env, m msg[In], emit func(msg[Out]), w *worker) {
 		var out Out
 		var keep bool
-		attempts, err := s.invoke(env, func(ctx context.Context) error {
+		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
 			var err error
 			out, keep, err = fn(ctx, m.v)
 			return err
@@ -40,9 +42,9 @@ func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Ou
 }
 
 func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([]Out, error)) handler[In, Out] {
-	return func(env *Env, m msg[In], emit func(msg[Out])) {
+	return func(env *Env, m msg[In], emit func(msg[Out]), w *worker) {
 		var outs []Out
-		attempts, err := s.invoke(env, func(ctx context.Context) error {
+		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
 			var err error
 			outs, err = fn(ctx, m.v)
 			return err
@@ -66,14 +68,18 @@ func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([
 }
 
 func sinkHandler[In any](s *Stage[In, None], fn func(context.Context, In) error) handler[In, None] {
-	return func(env *Env, m msg[In], _ func(msg[None])) {
-		attempts, err := s.invoke(env, func(ctx context.Context) error { return fn(ctx, m.v) })
+	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
+		attempts, err := s.invoke(env, w, func(ctx context.Context) error { return fn(ctx, m.v) })
 		if err != nil {
 			s.failed(env, m.r, err, attempts)
 			return
 		}
-		s.c.out.Add(1)
-		m.r.done(nil)
+		if w.collect {
+			w.outs++ // added to the counter with the run's completions
+		} else {
+			s.c.out.Add(1)
+		}
+		w.done(m.r, nil)
 	}
 }
 
@@ -111,8 +117,8 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		}
 		s.failed(env, r, err, 1)
 	}
-	return func(env *Env, m msg[In], _ func(msg[None])) {
-		attempts, err := s.invoke(env, func(ctx context.Context) error {
+	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
+		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
 			t := tickets.Get()
 			gen := t.state.Load() &^ 1
 			t.r = m.r
@@ -133,9 +139,9 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 
 // invoke runs call with the stage's timeout, panic recovery and retries. It returns the number
 // of attempts made and the last error (nil on success).
-func (s *Stage[In, Out]) invoke(env *Env, call func(context.Context) error) (int, error) {
+func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(env.Ctx, call)
+		err := s.attempt(env.Ctx, w, call)
 		if err == nil {
 			return attempt, nil
 		}
@@ -162,11 +168,11 @@ const (
 	sampleBelow = 2000 // ns
 )
 
-func (s *Stage[In, Out]) attempt(ctx context.Context, call func(context.Context) error) (err error) {
+func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(context.Context) error) (err error) {
 	var start int64
-	// The input counter (already maintained) picks the sampled calls: no extra atomic write.
+	// A fast stage times one call in sampleEvery of each worker's.
 	wasFast := s.c.fast.Load()
-	timed := !wasFast || s.c.in.Load()%sampleEvery == 0
+	timed := !wasFast || w.sample()
 	if timed {
 		if wasFast {
 			start = clock.Nanotime()
@@ -226,7 +232,7 @@ func (s *Stage[In, Out]) failed(env *Env, r ref, err error, attempts int) {
 // stop), so a blocked send always ends. Not selecting on the shared hard-stop channel keeps
 // every worker off that channel's lock.
 func send[T any](e *Edge[T], m msg[T]) {
-	e.ch <- m
+	e.ch <- parcel[T]{m: m}
 }
 
 // halted reports whether the pipeline stopped hard; a cheap non-blocking check of the
@@ -241,15 +247,47 @@ func halted(done <-chan struct{}) bool {
 }
 
 // loop feeds every message of in to h until in is closed. After a hard stop it abandons the
-// rest instead of processing it, so the cascade of closing edges ends quickly.
-func (s *Stage[In, Out]) loop(env *Env, in <-chan msg[In], h handler[In, Out], emit func(msg[Out])) {
+// rest instead of processing it, so the cascade of closing edges ends quickly. The events a
+// run of messages finishes are finished together after the run, while the stage's calls are
+// fast (a slow call flushes at once: a finished event does not wait for its neighbours).
+func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit func(msg[Out])) {
 	stopped := env.Ctx.Done()
-	for m := range in {
-		s.c.in.Add(1)
-		if halted(stopped) {
-			m.r.done(errAborted)
+	var w worker
+	for p := range in.ch {
+		if p.run == nil {
+			in.took(1)
+			s.c.in.Add(1)
+			s.handle(env, stopped, p.m, h, emit, &w)
 			continue
 		}
-		h(env, m, emit)
+		in.took(len(*p.run))
+		s.c.in.Add(uint64(len(*p.run)))
+		for _, m := range *p.run {
+			if w.collect = s.c.fast.Load(); !w.collect {
+				s.flush(&w)
+			}
+			s.handle(env, stopped, m, h, emit, &w)
+		}
+		w.collect = false
+		s.flush(&w)
+		in.putRun(p.run)
 	}
+}
+
+// handle runs h on m, or abandons m after a hard stop. The caller counted m in.
+func (s *Stage[In, Out]) handle(env *Env, stopped <-chan struct{}, m msg[In], h handler[In, Out], emit func(msg[Out]), w *worker) {
+	if halted(stopped) {
+		m.r.done(errAborted)
+		return
+	}
+	h(env, m, emit, w)
+}
+
+// flush finishes what w collected and adds its outputs to the counter.
+func (s *Stage[In, Out]) flush(w *worker) {
+	if w.outs > 0 {
+		s.c.out.Add(w.outs)
+		w.outs = 0
+	}
+	w.flush()
 }

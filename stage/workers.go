@@ -2,7 +2,9 @@ package stage
 
 import (
 	"context"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // startWorkers launches the stage's tasks. With one worker, or unordered, Concurrency workers
@@ -23,7 +25,7 @@ func startWorkers[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 						out.Close()
 					}
 				}()
-				s.loop(env, in.ch, h, emit)
+				s.loop(env, in, h, emit)
 			})
 			if err != nil {
 				return err
@@ -58,10 +60,12 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 			}
 		}()
 		i := 0
-		for m := range in.ch {
-			s.c.in.Add(1)
-			slots[i].in <- m
-			i = (i + 1) % n
+		for p := range in.ch {
+			in.each(p, func(m msg[In]) {
+				s.c.in.Add(1)
+				slots[i].in <- m
+				i = (i + 1) % n
+			})
 		}
 	}
 	collect := func() {
@@ -87,11 +91,12 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 		err := env.Go(func() {
 			defer close(sl.out)
 			stopped := env.Ctx.Done()
+			var w worker
 			for m := range sl.in {
 				if halted(stopped) {
 					m.r.done(errAborted)
 				} else {
-					h(env, m, emit)
+					h(env, m, emit, &w)
 				}
 				// Always end the input's results, so the collector stays in step.
 				sl.out <- item[Out]{end: true}
@@ -121,27 +126,109 @@ func collectOne[T any](results <-chan item[T], out *Edge[T]) bool {
 // (backpressure) until ctx is done. The event must have been prepared with Begin. On error
 // the event was not emitted and the caller still owns its reference.
 func EmitEvent(ctx context.Context, e *Edge[*Event], ev *Event) error {
-	m := msg[*Event]{v: ev, r: ref{ev: ev, gen: ev.gen()}}
-	select {
-	case e.ch <- m:
-		return nil
-	default:
+	err := emitParcel(ctx, e, parcel[*Event]{m: eventMsg(ev)})
+	if err == nil {
+		e.sent(1)
 	}
-	select {
-	case e.ch <- m:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return err
 }
 
 // TryEmitEvent emits ev only if the first edge has room now; it never blocks.
 func TryEmitEvent(e *Edge[*Event], ev *Event) bool {
 	select {
-	case e.ch <- msg[*Event]{v: ev, r: ref{ev: ev, gen: ev.gen()}}:
+	case e.ch <- parcel[*Event]{m: eventMsg(ev)}:
+		e.sent(1)
 		return true
 	default:
 		return false
+	}
+}
+
+// EmitEvents emits evs (at most MaxRun, each prepared with Begin) as one run on the first
+// edge: one slot, one channel operation. It blocks while the edge's run slots are full
+// (backpressure) until ctx is done or, if wait > 0, for at most wait. It reports whether the
+// run was emitted; if not, the caller still owns every event's reference. Use it only on an
+// edge that TakesRuns.
+func EmitEvents(ctx context.Context, e *Edge[*Event], evs []*Event, wait time.Duration) bool {
+	if len(evs) > MaxRun {
+		panic("stage.EmitEvents: more than MaxRun events")
+	}
+	run := e.getRun()
+	for _, ev := range evs {
+		*run = append(*run, eventMsg(ev))
+	}
+	p := parcel[*Event]{run: run}
+	slots := e.runSlots
+	if !e.runs {
+		slots = cap(e.ch) // misuse, but harmless: the run takes one slot like a message
+	}
+	if len(e.ch) < slots {
+		select {
+		case e.ch <- p:
+			e.sent(len(evs))
+			return true
+		default: // single messages filled the channel: wait below
+		}
+	}
+	var expired <-chan time.Time // nil: no bound but ctx
+	if wait > 0 {
+		t := timers.Get().(*time.Timer)
+		t.Reset(wait)
+		defer func() {
+			t.Stop()
+			timers.Put(t)
+		}()
+		expired = t.C
+	}
+	for {
+		e.waiting.Add(1)
+		if len(e.ch) < slots { // re-check after announcing the wait: see Edge.waiting
+			e.waiting.Add(-1)
+			select {
+			case e.ch <- p:
+				e.sent(len(evs))
+				return true
+			case <-ctx.Done():
+			case <-expired:
+			}
+			break
+		}
+		select {
+		case <-e.space:
+			e.waiting.Add(-1)
+			continue
+		case <-ctx.Done():
+		case <-expired:
+		}
+		e.waiting.Add(-1)
+		break
+	}
+	e.putRun(run)
+	return false
+}
+
+// timers are stopped timers for EmitEvents' bounded wait: a polling source that fills the
+// first edge waits on one per run, and a timer (or a context with a deadline) per wait would
+// be garbage on the hot path. Since Go 1.23 a stopped timer's channel holds no stale value.
+var timers = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return t
+}}
+
+func eventMsg(ev *Event) msg[*Event] { return msg[*Event]{v: ev, r: ref{ev: ev, gen: ev.gen()}} }
+
+func emitParcel(ctx context.Context, e *Edge[*Event], p parcel[*Event]) error {
+	select {
+	case e.ch <- p:
+		return nil
+	default:
+	}
+	select {
+	case e.ch <- p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -1,0 +1,161 @@
+package kafka
+
+import (
+	"context"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// The polling goroutine hands messages over in runs: it collects the messages Poll returns
+// back to back (up to pipeline.MaxRun) and flushes them together, which costs one lock, one
+// budget acquisition and one slot of the first edge per run instead of per message. A run is
+// flushed when Poll has nothing ready, when it is full, before a message is held or held
+// messages are retried, and when a rebalance starts: a run never waits on a blocking Poll, and
+// a revoke finds its partitions' messages emitted or held, never in a run. A partition that
+// holds messages has none in the run (its next messages are held directly, in order).
+
+// runMsg is one message of the run, with its event (built, not yet emitted).
+type runMsg struct {
+	ps *partState
+	m  *ckafka.Message
+	ev *stage.Event
+}
+
+// collect adds m to the run.
+func (s *Source) collect(ps *partState, m *ckafka.Message) {
+	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
+}
+
+// flush records the run's offsets, admits what its partitions' ordering and limits allow,
+// hands the admitted events to the pipeline in one piece, and holds, in order, what was gated
+// and what the pipeline did not take (pausing those partitions).
+func (s *Source) flush(ctx context.Context) {
+	if len(s.run) == 0 {
+		return
+	}
+	s.st.runs.Add(1)
+	s.st.runMsgs.Add(uint64(len(s.run)))
+	out, gated := s.runOut[:0], s.runGated[:0]
+	s.mu.Lock()
+	for i := range s.run {
+		r := &s.run[i]
+		r.ps.tr.received(int64(r.m.TopicPartition.Offset))
+		if r.ps.gatedNow || !s.admit(r.ps, r.m) {
+			r.ps.gatedNow = true // what follows in its partition waits behind it
+			gated = append(gated, i)
+			continue
+		}
+		out = append(out, r.ev)
+	}
+	s.mu.Unlock()
+	n := s.emit.TryEmitRun(ctx, out, emitWait)
+	if n < len(out) {
+		// Not taken: undo, then hold in order (per partition, these precede its gated ones).
+		// out is a subsequence of the run: walk both.
+		s.mu.Lock()
+		for i, j := 0, n; i < len(s.run) && j < len(out); i++ {
+			if r := &s.run[i]; r.ev == out[j] {
+				j++
+				s.untake(r.ps, r.ev)
+			}
+		}
+		s.mu.Unlock()
+		for i, j := 0, n; i < len(s.run) && j < len(out); i++ {
+			if r := &s.run[i]; r.ev == out[j] {
+				j++
+				s.dropEvent(r.ev)
+				s.hold(r.ps, r.m, true)
+			}
+		}
+	}
+	for _, i := range gated {
+		r := &s.run[i]
+		r.ps.gatedNow = false
+		s.dropEvent(r.ev)
+		s.hold(r.ps, r.m, false)
+	}
+	clear(out)
+	clear(s.run)
+	s.run, s.runOut, s.runGated = s.run[:0], out[:0], gated[:0]
+}
+
+// dropRun gives up the run (Run is returning): its messages were neither received nor
+// counted, and are consumed again by the next owner or after a restart.
+func (s *Source) dropRun() {
+	for i := range s.run {
+		s.dropEvent(s.run[i].ev)
+	}
+	clear(s.run)
+	s.run = s.run[:0]
+}
+
+// tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.
+// first is true when m has just been polled: its offset is recorded in the tracker (under the
+// same lock), whatever the outcome.
+func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message, first bool) emitResult {
+	s.mu.Lock()
+	if first {
+		ps.tr.received(int64(m.TopicPartition.Offset))
+	}
+	ok := s.admit(ps, m)
+	s.mu.Unlock()
+	if !ok {
+		return gated
+	}
+	ev := s.event(ps, m)
+	if s.emit.TryEmitWait(ctx, ev, emitWait) {
+		return emitted
+	}
+	s.mu.Lock()
+	s.untake(ps, ev)
+	s.mu.Unlock()
+	s.dropEvent(ev)
+	return full
+}
+
+// admit reports whether m's partition's ordering and in-flight limit let m go now, and if so
+// counts it in flight. Caller holds s.mu.
+func (s *Source) admit(ps *partState, m *ckafka.Message) bool {
+	keyed := s.cfg.Ordering == OrderKey && len(m.Key) > 0
+	switch {
+	case ps.inflight >= s.cfg.MaxInFlightPerPartition,
+		s.cfg.Ordering == OrderPartition && ps.inflight > 0,
+		keyed && ps.keys[string(m.Key)] > 0:
+		return false
+	}
+	ps.inflight++
+	if keyed {
+		ps.keys[string(m.Key)]++
+	}
+	return true
+}
+
+// untake undoes admit for an event that was not emitted. Caller holds s.mu.
+func (s *Source) untake(ps *partState, ev *stage.Event) {
+	ps.inflight--
+	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
+		s.dropKey(ps, ev.Key)
+	}
+}
+
+// event returns m as a pooled event (m keeps its bytes; the event borrows them).
+func (s *Source) event(ps *partState, m *ckafka.Message) *stage.Event {
+	ev := s.events.Get()
+	ev.Topic, ev.Partition, ev.Offset = ps.tp.topic, ps.tp.partition, int64(m.TopicPartition.Offset)
+	ev.Key, ev.Value, ev.Timestamp, ev.SourceTag = m.Key, m.Value, m.Timestamp, ps.epoch
+	for _, h := range m.Headers {
+		ev.Headers = append(ev.Headers, stage.Header{Key: h.Key, Value: h.Value})
+	}
+	return ev
+}
+
+// dropEvent releases an event that was not emitted; its message keeps the bytes.
+func (s *Source) dropEvent(ev *stage.Event) {
+	ev.Key, ev.Value = nil, nil
+	ev.Release()
+}
+
+var _ pipeline.BatchCompleter = (*Source)(nil)

@@ -1,0 +1,207 @@
+package stage_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluicehq/sluice/pool"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// batchFinisher is a finisher that also finishes in batches, as the pipeline does.
+type batchFinisher struct {
+	finisher
+	batches int
+}
+
+func (f *batchFinisher) FinishBatch(evs []*stage.Event, ok []bool) {
+	f.mu.Lock()
+	f.batches++
+	f.oks = append(f.oks, ok...)
+	f.mu.Unlock()
+	// No Release: the events are retired, and the worker recycles them.
+}
+
+// begun returns n events with Offset i, begun with fin.
+func begun(n int, fin stage.Finisher) []*stage.Event {
+	evs := make([]*stage.Event, n)
+	for i := range evs {
+		evs[i] = stage.GetEvent()
+		evs[i].Offset = int64(i)
+		evs[i].Begin(1, fin)
+	}
+	return evs
+}
+
+// A run takes one slot, and runs fill only Capacity/MaxRun slots (single messages may use the
+// rest); Discard ends every message of every run, not ok.
+func TestEdgeRunSlotsAndDiscard(t *testing.T) {
+	var f finisher
+	e := stage.Sink("s", func(context.Context, *stage.Event) error { return nil }, stage.Capacity(2*stage.MaxRun)).NewInput()
+	if !e.TakesRuns() || e.Cap() != 2*stage.MaxRun {
+		t.Fatalf("TakesRuns %v, Cap %d; want true, %d", e.TakesRuns(), e.Cap(), 2*stage.MaxRun)
+	}
+	for range 2 {
+		if !stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), 0) {
+			t.Fatal("EmitEvents with a free run slot failed")
+		}
+	}
+	if e.Len() != 2*stage.MaxRun {
+		t.Fatalf("Len() = %d after two runs, want %d", e.Len(), 2*stage.MaxRun)
+	}
+	if !stage.TryEmitEvent(e, begun(1, &f)[0]) {
+		t.Fatal("a single message did not fit beside the runs")
+	}
+	rest := begun(3, &f)
+	if stage.EmitEvents(context.Background(), e, rest, time.Millisecond) {
+		t.Fatal("EmitEvents with the run slots full succeeded")
+	}
+	for _, ev := range rest { // still ours
+		stage.Abandon(ev)
+	}
+	if n := e.Discard(); n != 2*stage.MaxRun+1 {
+		t.Fatalf("Discard() = %d, want %d", n, 2*stage.MaxRun+1)
+	}
+	if ok, bad := f.count(); ok != 0 || bad != 2*stage.MaxRun+4 {
+		t.Fatalf("finisher got ok=%d bad=%d, want 0/%d", ok, bad, 2*stage.MaxRun+4)
+	}
+}
+
+// A run sender waiting for a run slot is woken when the reader takes a parcel.
+func TestEdgeRunSenderWokenByReader(t *testing.T) {
+	var f finisher
+	e := stage.Sink("s", func(context.Context, *stage.Event) error { return nil }).NewInput()
+	for !stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), time.Millisecond) {
+		t.Fatal("EmitEvents on an empty edge failed")
+	}
+	for stage.EmitEvents(context.Background(), e, begun(1, &f), time.Millisecond) {
+	} // the run slots are full now (the last run's event is abandoned below)
+	done := make(chan bool)
+	go func() { done <- stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), 0) }()
+	if n := e.Discard(); n == 0 { // takes every parcel, waking the sender
+		t.Fatal("nothing to discard")
+	}
+	if !<-done {
+		t.Fatal("the waiting run sender was not woken")
+	}
+	e.Discard()
+}
+
+// A one-worker sink reads a run in order and, while its calls are fast, finishes the run's
+// events in one batch (BatchFinisher) after the run.
+func TestSinkFinishesARunInBatches(t *testing.T) {
+	var (
+		wg   sync.WaitGroup
+		f    batchFinisher
+		seen []int64
+	)
+	env := testEnv(t, &wg)
+	s := stage.Sink("runs", func(_ context.Context, ev *stage.Event) error {
+		seen = append(seen, ev.Offset) // one worker
+		return nil
+	})
+	in := s.NewInput()
+	if err := s.Start(env, in, nil); err != nil {
+		t.Fatal(err)
+	}
+	if !in.TakesRuns() {
+		t.Fatal("a one-worker sink's input does not take runs")
+	}
+	const runs = 40 // enough calls for the stage to be timed as fast
+	for r := range runs {
+		evs := begun(stage.MaxRun, &f)
+		for i, ev := range evs {
+			ev.Offset = int64(r*stage.MaxRun + i)
+		}
+		if !stage.EmitEvents(context.Background(), in, evs, 0) {
+			t.Fatal("EmitEvents failed")
+		}
+	}
+	in.Close()
+	wg.Wait()
+	const n = runs * stage.MaxRun
+	if ok, bad := f.count(); ok != n || bad != 0 {
+		t.Fatalf("finisher got ok=%d bad=%d, want %d/0", ok, bad, n)
+	}
+	for i, off := range seen {
+		if off != int64(i) {
+			t.Fatalf("offset %d at position %d: a run lost its order", off, i)
+		}
+	}
+	if f.batches == 0 {
+		t.Fatal("no batch finish: every event was finished alone")
+	}
+	if st := s.Stats(); st.In != n || st.Out != n {
+		t.Fatalf("in %d, out %d; want %d each", st.In, st.Out, n)
+	}
+}
+
+// Several unordered workers do not take runs.
+func TestUnorderedWorkersTakeNoRuns(t *testing.T) {
+	var wg sync.WaitGroup
+	s := stage.Sink("wide", func(context.Context, *stage.Event) error { return nil }, stage.Concurrency(3))
+	in := s.NewInput()
+	if err := s.Start(testEnv(t, &wg), in, nil); err != nil {
+		t.Fatal(err)
+	}
+	if in.TakesRuns() {
+		t.Error("the input of 3 unordered workers takes runs")
+	}
+	in.Close()
+	wg.Wait()
+}
+
+// Events finished in a batch are retired: a late completion or Release of one is a counted
+// misuse that changes nothing, and the recycled events come back from an EventCache live,
+// each once.
+func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
+	setDebug(t, false)
+	var (
+		wg sync.WaitGroup
+		f  batchFinisher
+	)
+	s := stage.Sink("runs", func(context.Context, *stage.Event) error { return nil })
+	in := s.NewInput()
+	if err := s.Start(testEnv(t, &wg), in, nil); err != nil {
+		t.Fatal(err)
+	}
+	var evs []*stage.Event
+	for range 40 {
+		run := begun(stage.MaxRun, &f)
+		evs = append(evs, run...)
+		if !stage.EmitEvents(context.Background(), in, run, 0) {
+			t.Fatal("EmitEvents failed")
+		}
+	}
+	in.Close()
+	wg.Wait()
+	if f.batches == 0 {
+		t.Fatal("no batch finish")
+	}
+	before := pool.DoubleReleases()
+	retired := 0
+	for _, ev := range evs {
+		was := pool.DoubleReleases()
+		ev.Release() // every event finished: batch-finished ones are retired, others released
+		if pool.DoubleReleases() != was {
+			retired++
+		}
+	}
+	if d := int(pool.DoubleReleases() - before); d != len(evs) || retired != len(evs) {
+		t.Fatalf("%d of %d late Releases were counted as misuse, want all", d, len(evs))
+	}
+	var c stage.EventCache
+	seen := map[*stage.Event]bool{}
+	for range 2 * len(evs) {
+		ev := c.Get()
+		if seen[ev] {
+			t.Fatal("EventCache handed out the same event twice")
+		}
+		seen[ev] = true
+		if ev.Offset != 0 || ev.Value != nil && len(ev.Value) != 0 || ev.Size() != 0 {
+			t.Fatalf("recycled event not empty: %+v", ev)
+		}
+	}
+}
