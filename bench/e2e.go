@@ -120,7 +120,7 @@ func runE2E(args []string) error {
 	for i, s := range sc {
 		topic := topics[i]
 		row := E2ERow{MessageBytes: s[0], Messages: int64(s[1])}
-		var bb, sb []float64
+		var bb, sb, bc, sc []float64 // MB/s and CPU ns/msg per round
 		if *warmup {
 			// The first read of a freshly written topic is sometimes several times slower (the
 			// broker's first pass over it): read it once, unmeasured, before the rounds.
@@ -143,18 +143,20 @@ func runE2E(args []string) error {
 				}
 				rate := float64(wr.Count) / wr.Elapsed
 				mbs := float64(wr.Bytes) / wr.Elapsed / 1e6
-				fmt.Fprintf(os.Stderr, "\n%d B %-11s round %d: %d msgs in %.2fs = %.0f msgs/s, %.1f MB/s, CPU %.0f ns/msg\n", s[0], mode, r+1, wr.Count, wr.Elapsed, rate, mbs, wr.CPU*1e9/float64(max(wr.Count, 1)))
+				cpu := wr.CPU * 1e9 / float64(max(wr.Count, 1))
+				fmt.Fprintf(os.Stderr, "\n%d B %-11s round %d: %d msgs in %.2fs = %.0f msgs/s, %.1f MB/s, CPU %.0f ns/msg\n", s[0], mode, r+1, wr.Count, wr.Elapsed, rate, mbs, cpu)
 				if mode == "bare" {
 					row.BareRounds = append(row.BareRounds, rate)
-					bb = append(bb, mbs)
+					bb, bc = append(bb, mbs), append(bc, cpu)
 				} else {
 					row.SluiceRounds = append(row.SluiceRounds, rate)
-					sb = append(sb, mbs)
+					sb, sc = append(sb, mbs), append(sc, cpu)
 				}
 			}
 		}
 		row.BareMsgsPerS, row.SluiceMsgsPS = median(row.BareRounds), median(row.SluiceRounds)
 		row.BareMBPerS, row.SluiceMBPerS = median(bb), median(sb)
+		row.BareCPUNsPerMsg, row.SluiceCPUNsPerMsg = median(bc), median(sc)
 		// Each round pairs a bare run with the sluice run right after it: the ratio is the
 		// median of the rounds' ratios, so a slow moment of the machine or broker, which hits
 		// both runs of a round, does not count against one of them.

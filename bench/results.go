@@ -55,6 +55,10 @@ type E2ERow struct {
 	BareRounds   []float64 `json:"bare_rounds_msgs_per_s"`
 	SluiceRounds []float64 `json:"sluice_rounds_msgs_per_s"`
 	RoundRatios  []float64 `json:"round_ratios"` // sluice / bare, per round; Ratio is their median
+	// Process CPU time per message (every thread, Go and librdkafka), median over the rounds:
+	// steadier than the rates, which also count time spent waiting for the broker.
+	BareCPUNsPerMsg   float64 `json:"bare_cpu_ns_per_msg"`
+	SluiceCPUNsPerMsg float64 `json:"sluice_cpu_ns_per_msg"`
 }
 
 // E2EResult is e2e.json.

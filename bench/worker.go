@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
 	"sync"
@@ -92,6 +91,9 @@ func gcStats(mode string) {
 		{Name: "/cpu/classes/total:cpu-seconds"}, {Name: "/gc/heap/live:bytes"}, {Name: "/sched/goroutines:goroutines"},
 		{Name: "/gc/heap/allocs:bytes"}, {Name: "/gc/heap/allocs:objects"}}
 	metrics.Read(ss)
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	fmt.Fprintf(os.Stderr, "\n%s rusage: minflt=%d utime=%v stime=%v", mode, ru.Minflt, time.Duration(ru.Utime.Nano()), time.Duration(ru.Stime.Nano()))
 	fmt.Fprintf(os.Stderr, "\n%s gc: cycles=%d gc_cpu=%.3fs of go_cpu=%.3fs live=%d goroutines=%d allocs=%d B in %d objects\n", mode,
 		ss[0].Value.Uint64(), ss[1].Value.Float64(), ss[2].Value.Float64(), ss[3].Value.Uint64(), ss[4].Value.Uint64(), ss[5].Value.Uint64(), ss[6].Value.Uint64())
 }
@@ -128,7 +130,6 @@ func runWorker(args []string, stdout io.Writer) error {
 			return err
 		}
 		defer f.Close()
-		runtime.SetCPUProfileRate(1000)
 		if err := pprof.StartCPUProfile(f); err != nil {
 			return err
 		}

@@ -24,9 +24,16 @@ type runMsg struct {
 	ev *stage.Event
 }
 
-// collect adds m to the run.
-func (s *Source) collect(ps *partState, m *ckafka.Message) {
+// maxRunBytes bounds the key and value bytes of a run: runs of large messages are shorter, so
+// the few runs the first edge queues stay a small working set (the hand-over cost a run saves
+// is per message, negligible next to copying a large one).
+const maxRunBytes = 256 << 10
+
+// collect adds m to the run. It reports whether the run is full (flush it).
+func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
 	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
+	s.runBytes += len(m.Key) + len(m.Value)
+	return len(s.run) == pipeline.MaxRun || s.runBytes >= maxRunBytes
 }
 
 // flush records the run's offsets, admits what its partitions' ordering and limits allow,
@@ -79,7 +86,7 @@ func (s *Source) flush(ctx context.Context) {
 	}
 	clear(out)
 	clear(s.run)
-	s.run, s.runOut, s.runGated = s.run[:0], out[:0], gated[:0]
+	s.run, s.runOut, s.runGated, s.runBytes = s.run[:0], out[:0], gated[:0], 0
 }
 
 // dropRun gives up the run (Run is returning): its messages were neither received nor
@@ -89,7 +96,7 @@ func (s *Source) dropRun() {
 		s.dropEvent(s.run[i].ev)
 	}
 	clear(s.run)
-	s.run = s.run[:0]
+	s.run, s.runBytes = s.run[:0], 0
 }
 
 // tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.

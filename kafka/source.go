@@ -24,6 +24,12 @@ import (
 // partition's prefetched messages and refetches from the position after the last message it
 // returned, which the held messages cover: nothing is lost.
 //
+// Hand-over: the messages Poll returns back to back are handed to the pipeline in runs (up to
+// pipeline.MaxRun messages or 256 KiB, see run.go) when the first stage reads its input from
+// one goroutine: one lock, one budget acquisition and one edge slot per run, and the stage
+// finishes the run's events together (CompleteBatch). A run is flushed as soon as Poll has
+// nothing ready, so it adds no waiting.
+//
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
 // CommitInterval, on revoke and on close. A completion from an earlier assignment of a
 // partition (its epoch differs) is ignored, never committed.
@@ -53,6 +59,7 @@ type Source struct {
 	run        []runMsg        // messages polled and not yet admitted or held: see flush
 	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
 	runGated   []int           // flush's gated messages, as indices into run
+	runBytes   int             // key and value bytes of the run
 	events     stage.EventCache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
@@ -240,8 +247,7 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.hold(ps, m, false)
 		return
 	}
-	s.collect(ps, m)
-	if len(s.run) == pipeline.MaxRun {
+	if s.collect(ps, m) {
 		s.flush(ctx)
 	}
 }

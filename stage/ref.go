@@ -112,21 +112,21 @@ const MaxRun = 32
 //
 // A source may send a run of up to MaxRun messages in one piece (EmitEvents) on an edge whose
 // stage reads it from one goroutine (TakesRuns): one channel operation, one budget
-// acquisition, one batched completion for the run. A run takes one slot of the channel, so
-// runs may fill only Capacity/MaxRun slots (at least one): the edge then holds about Capacity
-// messages either way, which keeps a polling source's working set (and the garbage collector's
-// work) as small as with single messages.
+// acquisition, one batched completion for the run. A run takes one slot of the channel but
+// counts as its messages: a run is sent only while the messages queued, plus its own, fit the
+// capacity (or nothing is queued). The edge then holds about Capacity messages either way,
+// which keeps a polling source's working set (and the garbage collector's work) as small as
+// with single messages.
 type Edge[T any] struct {
-	ch       chan parcel[T]
-	runs     bool         // the reader takes runs (NewInput of a stage that does)
-	runSlots int          // slots runs may fill
-	queued   atomic.Int64 // messages sent and not yet taken (edges that take runs only)
+	ch     chan parcel[T]
+	runs   bool         // the reader takes runs (NewInput of a stage that does)
+	queued atomic.Int64 // messages sent and not yet taken (edges that take runs only)
 
-	// A run sender that found runSlots full counts itself in waiting and waits on space; a
-	// reader that takes a parcel while someone waits signals space. The sender re-checks the
-	// slots after counting itself, so a parcel taken before that is not missed; a waiter that
-	// misses a signal (another took it) is woken by the next parcel taken, which must come
-	// since the slots it waits on are full.
+	// A run sender that found no room counts itself in waiting and waits on space; a reader
+	// that takes a parcel while someone waits signals space. The sender re-checks the room
+	// after counting itself, so a parcel taken before that is not missed; a waiter that misses
+	// a signal (another took it) is woken by the next parcel taken, which must come since
+	// messages are queued.
 	waiting atomic.Int32
 	space   chan struct{} // capacity 1
 
@@ -141,7 +141,7 @@ func NewEdge[T any](capacity int) *Edge[T] {
 // newRunEdge returns an edge that also takes runs (see Edge).
 func newRunEdge[T any](capacity int) *Edge[T] {
 	e := NewEdge[T](capacity)
-	e.runs, e.runSlots, e.space = true, max(cap(e.ch)/MaxRun, 1), make(chan struct{}, 1)
+	e.runs, e.space = true, make(chan struct{}, 1)
 	return e
 }
 
@@ -182,6 +182,15 @@ func (e *Edge[T]) took(n int) {
 		default:
 		}
 	}
+}
+
+// roomFor reports whether a run of n messages may be sent now (see Edge).
+func (e *Edge[T]) roomFor(n int) bool {
+	if !e.runs { // misuse, but harmless: the run takes one slot like a message
+		return len(e.ch) < cap(e.ch)
+	}
+	q := e.queued.Load()
+	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
 }
 
 // getRun returns an empty run slice with room for MaxRun messages.

@@ -35,9 +35,9 @@ func begun(n int, fin stage.Finisher) []*stage.Event {
 	return evs
 }
 
-// A run takes one slot, and runs fill only Capacity/MaxRun slots (single messages may use the
-// rest); Discard ends every message of every run, not ok.
-func TestEdgeRunSlotsAndDiscard(t *testing.T) {
+// A run takes one slot but counts as its messages: runs fill the capacity (single messages
+// may still use free slots); Discard ends every message of every run, not ok.
+func TestEdgeRunRoomAndDiscard(t *testing.T) {
 	var f finisher
 	e := stage.Sink("s", func(context.Context, *stage.Event) error { return nil }, stage.Capacity(2*stage.MaxRun)).NewInput()
 	if !e.TakesRuns() || e.Cap() != 2*stage.MaxRun {

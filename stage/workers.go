@@ -145,10 +145,10 @@ func TryEmitEvent(e *Edge[*Event], ev *Event) bool {
 }
 
 // EmitEvents emits evs (at most MaxRun, each prepared with Begin) as one run on the first
-// edge: one slot, one channel operation. It blocks while the edge's run slots are full
-// (backpressure) until ctx is done or, if wait > 0, for at most wait. It reports whether the
-// run was emitted; if not, the caller still owns every event's reference. Use it only on an
-// edge that TakesRuns.
+// edge: one slot, one channel operation. It blocks while the edge has no room for the run
+// (backpressure, see Edge) until ctx is done or, if wait > 0, for at most wait. It reports
+// whether the run was emitted; if not, the caller still owns every event's reference. Use it
+// only on an edge that TakesRuns.
 func EmitEvents(ctx context.Context, e *Edge[*Event], evs []*Event, wait time.Duration) bool {
 	if len(evs) > MaxRun {
 		panic("stage.EmitEvents: more than MaxRun events")
@@ -158,11 +158,7 @@ func EmitEvents(ctx context.Context, e *Edge[*Event], evs []*Event, wait time.Du
 		*run = append(*run, eventMsg(ev))
 	}
 	p := parcel[*Event]{run: run}
-	slots := e.runSlots
-	if !e.runs {
-		slots = cap(e.ch) // misuse, but harmless: the run takes one slot like a message
-	}
-	if len(e.ch) < slots {
+	if e.roomFor(len(evs)) {
 		select {
 		case e.ch <- p:
 			e.sent(len(evs))
@@ -182,7 +178,7 @@ func EmitEvents(ctx context.Context, e *Edge[*Event], evs []*Event, wait time.Du
 	}
 	for {
 		e.waiting.Add(1)
-		if len(e.ch) < slots { // re-check after announcing the wait: see Edge.waiting
+		if e.roomFor(len(evs)) { // re-check after announcing the wait: see Edge.waiting
 			e.waiting.Add(-1)
 			select {
 			case e.ch <- p:
