@@ -99,14 +99,10 @@ func (s *Source) dropRun() {
 	s.run, s.runBytes = s.run[:0], 0
 }
 
-// tryEmit emits m if its partition's ordering and limit admit it and the pipeline has room.
-// first is true when m has just been polled: its offset is recorded in the tracker (under the
-// same lock), whatever the outcome.
-func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message, first bool) emitResult {
+// tryEmit emits a held message m if its partition's ordering and limit admit it and the
+// pipeline has room.
+func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) emitResult {
 	s.mu.Lock()
-	if first {
-		ps.tr.received(int64(m.TopicPartition.Offset))
-	}
 	ok := s.admit(ps, m)
 	s.mu.Unlock()
 	if !ok {

@@ -314,7 +314,7 @@ func (s *Source) retryHeld(ctx context.Context) {
 		for _, m := range ps.held {
 			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
 			if !mustWait {
-				switch s.tryEmit(ctx, ps, m, false) {
+				switch s.tryEmit(ctx, ps, m) {
 				case emitted:
 					s.held--
 					s.heldBytes -= int64(len(m.Key) + len(m.Value))

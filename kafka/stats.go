@@ -27,7 +27,7 @@ type SourceStats struct {
 	Unfinished      uint64           // events completed not ok (not committed)
 	Errors          uint64           // librdkafka errors
 	Logs            uint64           // librdkafka log lines forwarded to slog
-	Runs            uint64           // runs of polled messages handed over together
+	Runs            uint64           // runs of polled messages handed over (in one piece if the first stage takes runs)
 	RunMessages     uint64           // messages in those runs (RunMessages/Runs: the mean run)
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers

@@ -102,10 +102,7 @@ func TestRunsReachOneWorkerInOrderAndCompleteInBatches(t *testing.T) {
 		got = append(got, ev.Offset)
 		return nil
 	}))
-	p, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := build(t, b)
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -137,11 +134,7 @@ func TestRunsGoOneByOneToUnorderedWorkers(t *testing.T) {
 	src := newRunSource(n, 100, true)
 	b := pipeline.New(src, pipeline.WithBudget(1<<20), pipeline.WithLogger(quiet))
 	pipeline.To(b.Source(), stage.Sink("sink", func(context.Context, *stage.Event) error { return nil }, stage.Concurrency(4)))
-	p, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := p.Run(context.Background()); err != nil {
+	if err := build(t, b).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	src.exactlyOnceOK(t)
@@ -154,17 +147,12 @@ func TestRunsGoOneByOneToUnorderedWorkers(t *testing.T) {
 // one by one, and the caller keeps the rest.
 func TestTryEmitRunBudgetTakesAPrefix(t *testing.T) {
 	g := newGate()
-	defer g.open()
 	src := &handOver{ready: make(chan *pipeline.Emitter, 1)}
 	b := pipeline.New(src, pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithLogger(quiet))
 	pipeline.To(b.Source(), stage.Sink("sink", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }))
-	p, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := build(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
+	wait := start(t, ctx, p, g.open)
 	emitter := <-src.ready
 	payload := make([]byte, 100)
 	evs := make([]*stage.Event, pipeline.MaxRun)
@@ -181,7 +169,7 @@ func TestTryEmitRunBudgetTakesAPrefix(t *testing.T) {
 	}
 	g.open()
 	cancel()
-	if err := <-done; err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	if st := p.Stats(); st.Completed != 10 || st.InFlightBytes != 0 {
