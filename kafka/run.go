@@ -12,10 +12,11 @@ import (
 // The polling goroutine hands messages over in runs: it collects the messages Poll returns
 // back to back (up to pipeline.MaxRun) and flushes them together, which costs one lock, one
 // budget acquisition and one slot of the first edge per run instead of per message. A run is
-// flushed when Poll has nothing ready, when it is full, before a message is held or held
-// messages are retried, and when a rebalance starts: a run never waits on a blocking Poll, and
-// a revoke finds its partitions' messages emitted or held, never in a run. A partition that
-// holds messages has none in the run (its next messages are held directly, in order).
+// flushed when Poll has nothing ready, when it is full, before held messages are retried, and
+// when a rebalance starts: a run never waits on a blocking Poll, and a revoke finds its
+// partitions' messages emitted or held, never in a run. Messages are held only by a flush, or
+// directly when their partition already holds some: a partition that holds messages has none
+// in the run, so its next messages are held after them, in order.
 
 // runMsg is one message of the run, with its event (built, not yet emitted).
 type runMsg struct {

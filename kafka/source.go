@@ -26,9 +26,9 @@ import (
 //
 // Hand-over: the messages Poll returns back to back are handed to the pipeline in runs (up to
 // pipeline.MaxRun messages or 256 KiB, see run.go) when the first stage reads its input from
-// one goroutine: one lock, one budget acquisition and one edge slot per run, and the stage
-// finishes the run's events together (CompleteBatch). A run is flushed as soon as Poll has
-// nothing ready, so it adds no waiting.
+// one goroutine: one lock, one budget acquisition and one edge slot per run; a one-worker sink
+// with fast calls then finishes the run's events together (CompleteBatch). A run is flushed as
+// soon as Poll has nothing ready, so it adds no waiting.
 //
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
 // CommitInterval, on revoke and on close. A completion from an earlier assignment of a

@@ -43,7 +43,8 @@ type Source interface {
 // BatchCompleter is implemented by sources that can complete several events in one call (one
 // lock instead of one per event). The pipeline then calls CompleteBatch instead of Complete
 // for the events a worker finished together; ok[i] is evs[i]'s outcome, as Complete's ok.
-// The same rules as Complete apply to every event.
+// The same rules as Complete apply to every event; these are already retired (recycled right
+// after the call), so their fields may be read but nothing else done with them.
 type BatchCompleter interface {
 	CompleteBatch(evs []*stage.Event, ok []bool)
 }

@@ -113,20 +113,20 @@ const MaxRun = 32
 // A source may send a run of up to MaxRun messages in one piece (EmitEvents) on an edge whose
 // stage reads it from one goroutine (TakesRuns): one channel operation, one budget
 // acquisition, one batched completion for the run. A run takes one slot of the channel but
-// counts as its messages: a run is sent only while the messages queued, plus its own, fit the
-// capacity (or nothing is queued). The edge then holds about Capacity messages either way,
-// which keeps a polling source's working set (and the garbage collector's work) as small as
-// with single messages.
+// counts as its messages: a run or a single message is sent only while the messages queued,
+// plus its own, fit the capacity (or nothing is queued). The edge then holds at most Capacity
+// messages, or one run when Capacity is below MaxRun, which keeps a polling source's working
+// set (and the garbage collector's work) as small as with single messages.
 type Edge[T any] struct {
 	ch     chan parcel[T]
 	runs   bool         // the reader takes runs (NewInput of a stage that does)
 	queued atomic.Int64 // messages sent and not yet taken (edges that take runs only)
 
-	// A run sender that found no room counts itself in waiting and waits on space; a reader
-	// that takes a parcel while someone waits signals space. The sender re-checks the room
-	// after counting itself, so a parcel taken before that is not missed; a waiter that misses
-	// a signal (another took it) is woken by the next parcel taken, which must come since
-	// messages are queued.
+	// A sender that found no room counts itself in waiting and waits on space; a reader that
+	// takes a parcel while someone waits signals space (capacity 1: one pending wake-up). The
+	// sender re-checks the room after counting itself, so a parcel taken before that is not
+	// missed. A sender woken without room waits again; one that gives up passes a wake-up on,
+	// so a sender that missed a signal (another took it) is not left waiting with room free.
 	waiting atomic.Int32
 	space   chan struct{} // capacity 1
 
@@ -170,12 +170,17 @@ func (e *Edge[T]) sent(n int) {
 }
 
 // took is called by the reader after each parcel it receives, of n messages: it keeps the
-// count and wakes a run sender waiting for a run slot.
+// count and wakes a sender waiting for room.
 func (e *Edge[T]) took(n int) {
 	if !e.runs {
 		return
 	}
 	e.queued.Add(int64(-n))
+	e.wakeWaiter()
+}
+
+// wakeWaiter wakes one sender waiting for room, if any.
+func (e *Edge[T]) wakeWaiter() {
 	if e.waiting.Load() > 0 {
 		select {
 		case e.space <- struct{}{}:
@@ -184,11 +189,8 @@ func (e *Edge[T]) took(n int) {
 	}
 }
 
-// roomFor reports whether a run of n messages may be sent now (see Edge).
+// roomFor reports whether n more messages fit an edge that takes runs (see Edge).
 func (e *Edge[T]) roomFor(n int) bool {
-	if !e.runs { // misuse, but harmless: the run takes one slot like a message
-		return len(e.ch) < cap(e.ch)
-	}
 	q := e.queued.Load()
 	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
 }

@@ -71,6 +71,7 @@ func sinkHandler[In any](s *Stage[In, None], fn func(context.Context, In) error)
 	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
 		attempts, err := s.invoke(env, w, func(ctx context.Context) error { return fn(ctx, m.v) })
 		if err != nil {
+			w.flush() // nor for the error handler (a dead-letter producer may block)
 			s.failed(env, m.r, err, attempts)
 			return
 		}
@@ -150,6 +151,7 @@ func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) 
 			return attempt, err
 		}
 		s.c.retries.Add(1)
+		w.flush() // what the run finished so far does not wait for the backoff
 		t := time.NewTimer(s.cfg.backoffFor(attempt))
 		select {
 		case <-t.C:
@@ -247,9 +249,12 @@ func halted(done <-chan struct{}) bool {
 }
 
 // loop feeds every message of in to h until in is closed. After a hard stop it abandons the
-// rest instead of processing it, so the cascade of closing edges ends quickly. The events a
-// run of messages finishes are finished together after the run, while the stage's calls are
-// fast (a slow call flushes at once: a finished event does not wait for its neighbours).
+// rest instead of processing it, so the cascade of closing edges ends quickly. While the
+// stage's calls are fast, a sink finishes the events of a run together after the run; before
+// a retry's backoff, before the error handler, and as soon as a timed call was slow, it
+// finishes what it collected at once. A slow call that was not timed (one in sampleEvery of a
+// fast stage's calls is) delays the completions collected before it in its run by its own
+// duration: their commit and budget wait that long, they are never lost.
 func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit func(msg[Out])) {
 	stopped := env.Ctx.Done()
 	var w worker

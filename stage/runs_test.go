@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -35,8 +36,8 @@ func begun(n int, fin stage.Finisher) []*stage.Event {
 	return evs
 }
 
-// A run takes one slot but counts as its messages: runs fill the capacity (single messages
-// may still use free slots); Discard ends every message of every run, not ok.
+// A run takes one slot but counts as its messages: once runs fill the capacity neither a run
+// nor a single message fits; Discard ends every message of every run, not ok.
 func TestEdgeRunRoomAndDiscard(t *testing.T) {
 	var f finisher
 	e := stage.Sink("s", func(context.Context, *stage.Event) error { return nil }, stage.Capacity(2*stage.MaxRun)).NewInput()
@@ -51,18 +52,20 @@ func TestEdgeRunRoomAndDiscard(t *testing.T) {
 	if e.Len() != 2*stage.MaxRun {
 		t.Fatalf("Len() = %d after two runs, want %d", e.Len(), 2*stage.MaxRun)
 	}
-	if !stage.TryEmitEvent(e, begun(1, &f)[0]) {
-		t.Fatal("a single message did not fit beside the runs")
+	single := begun(1, &f)[0]
+	if stage.TryEmitEvent(e, single) {
+		t.Fatal("a single message went beyond the capacity the runs filled")
 	}
+	stage.Abandon(single) // still ours
 	rest := begun(3, &f)
 	if stage.EmitEvents(context.Background(), e, rest, time.Millisecond) {
-		t.Fatal("EmitEvents with the run slots full succeeded")
+		t.Fatal("EmitEvents with the capacity full succeeded")
 	}
 	for _, ev := range rest { // still ours
 		stage.Abandon(ev)
 	}
-	if n := e.Discard(); n != 2*stage.MaxRun+1 {
-		t.Fatalf("Discard() = %d, want %d", n, 2*stage.MaxRun+1)
+	if n := e.Discard(); n != 2*stage.MaxRun {
+		t.Fatalf("Discard() = %d, want %d", n, 2*stage.MaxRun)
 	}
 	if ok, bad := f.count(); ok != 0 || bad != 2*stage.MaxRun+4 {
 		t.Fatalf("finisher got ok=%d bad=%d, want 0/%d", ok, bad, 2*stage.MaxRun+4)
@@ -79,7 +82,7 @@ func TestEdgeRunSenderWokenByReader(t *testing.T) {
 	for stage.EmitEvents(context.Background(), e, begun(1, &f), time.Millisecond) {
 	} // the run slots are full now (the last run's event is abandoned below)
 	done := make(chan bool)
-	go func() { done <- stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), 0) }()
+	go func() { done <- stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), time.Minute) }()
 	if n := e.Discard(); n == 0 { // takes every parcel, waking the sender
 		t.Fatal("nothing to discard")
 	}
@@ -115,7 +118,7 @@ func TestSinkFinishesARunInBatches(t *testing.T) {
 		for i, ev := range evs {
 			ev.Offset = int64(r*stage.MaxRun + i)
 		}
-		if !stage.EmitEvents(context.Background(), in, evs, 0) {
+		if !stage.EmitEvents(context.Background(), in, evs, time.Minute) {
 			t.Fatal("EmitEvents failed")
 		}
 	}
@@ -171,7 +174,7 @@ func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
 	for range 40 {
 		run := begun(stage.MaxRun, &f)
 		evs = append(evs, run...)
-		if !stage.EmitEvents(context.Background(), in, run, 0) {
+		if !stage.EmitEvents(context.Background(), in, run, time.Minute) {
 			t.Fatal("EmitEvents failed")
 		}
 	}
@@ -203,5 +206,56 @@ func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
 		if ev.Offset != 0 || ev.Value != nil && len(ev.Value) != 0 || ev.Size() != 0 {
 			t.Fatalf("recycled event not empty: %+v", ev)
 		}
+	}
+}
+
+// A sink that collects a run's completions finishes what it collected before a retry's
+// backoff: events done before a failing call are not held for the backoff.
+func TestSinkFinishesCollectedEventsBeforeABackoff(t *testing.T) {
+	var (
+		wg sync.WaitGroup
+		f  batchFinisher
+	)
+	ctx, cancel := context.WithCancel(t.Context())
+	env := testEnv(t, &wg)
+	env.Ctx = ctx
+	const failAt = stage.MaxRun - 1 // the last message of the second run
+	s := stage.Sink("retry", func(_ context.Context, ev *stage.Event) error {
+		if ev.Offset == stage.MaxRun+failAt {
+			return errors.New("transient")
+		}
+		return nil
+	}, stage.Retry(1, time.Hour, time.Hour))
+	in := s.NewInput()
+	if err := s.Start(env, in, nil); err != nil {
+		t.Fatal(err)
+	}
+	for r := range 2 {
+		evs := begun(stage.MaxRun, &f)
+		for i, ev := range evs {
+			ev.Offset = int64(r*stage.MaxRun + i)
+		}
+		if !stage.EmitEvents(context.Background(), in, evs, time.Minute) {
+			t.Fatal("EmitEvents failed")
+		}
+	}
+	// The worker now waits an hour before the retry; everything before the failing message
+	// must be finished (ok) meanwhile.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ok, _ := f.count(); ok == stage.MaxRun+failAt {
+			break
+		}
+		if time.Now().After(deadline) {
+			ok, _ := f.count()
+			t.Fatalf("%d events finished while the worker waits for its backoff, want %d", ok, stage.MaxRun+failAt)
+		}
+		time.Sleep(time.Millisecond) // poll interval: the backoff gives no signal
+	}
+	cancel() // hard stop: ends the backoff; the failing event is abandoned
+	in.Close()
+	wg.Wait()
+	if ok, bad := f.count(); ok != stage.MaxRun+failAt || bad != 1 {
+		t.Fatalf("finisher got ok=%d bad=%d, want %d/1", ok, bad, stage.MaxRun+failAt)
 	}
 }
