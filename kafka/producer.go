@@ -36,8 +36,13 @@ type ProducerConfig struct {
 	// Overrides sets other librdkafka properties. acks must stay "all" and enable.idempotence
 	// true.
 	Overrides map[string]any
-	// Logger receives librdkafka's logs and delivery errors. Default slog.Default().
+	// Logger receives delivery errors, and librdkafka's log lines when ForwardLogs is set.
+	// Default slog.Default().
 	Logger *slog.Logger
+	// ForwardLogs sends librdkafka's log lines to Logger; default false (librdkafka writes
+	// them to stderr). When set, one more goroutine waits inside librdkafka for up to 100 ms at
+	// a time holding a Go P: see Config.ForwardLogs for what that costs on one CPU.
+	ForwardLogs bool
 }
 
 // Record is a message to produce. Topic defaults to ProducerConfig.Topic; the partition is
@@ -93,7 +98,10 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		return nil, err
 	}
 	mem := Plan(cfg.Budget, cfg.MaxMessageBytes)
-	logs := make(chan ckafka.LogEvent, 1024)
+	var logs chan ckafka.LogEvent // nil: librdkafka logs to stderr (see ForwardLogs)
+	if cfg.ForwardLogs {
+		logs = make(chan ckafka.LogEvent, 1024)
+	}
 	cm := ckafka.ConfigMap{
 		"bootstrap.servers":          cfg.Brokers,
 		"enable.idempotence":         true,
@@ -102,9 +110,10 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 		"message.max.bytes":          int(max(cfg.MaxMessageBytes+64<<10, 1000000)),
 		"linger.ms":                  5,
 		"go.delivery.report.fields":  "none",
-		"go.logs.channel.enable":     true,
-		"go.logs.channel":            logs,
 		"log_level":                  5,
+	}
+	if logs != nil {
+		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs
 	}
 	for k, v := range cfg.Overrides {
 		if err := cm.SetKey(k, v); err != nil {

@@ -100,7 +100,10 @@ func NewSource(cfg Config) (*Source, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	logs := make(chan ckafka.LogEvent, 1024)
+	var logs chan ckafka.LogEvent // nil: librdkafka logs to stderr (see ForwardLogs)
+	if cfg.ForwardLogs {
+		logs = make(chan ckafka.LogEvent, 1024)
+	}
 	cm, mem, err := cfg.consumerConfig(logs)
 	if err != nil {
 		return nil, err
