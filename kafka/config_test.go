@@ -155,3 +155,24 @@ func TestLibraryDoesNotImportKfake(t *testing.T) {
 		}
 	}
 }
+
+// TestForwardLogsStartsTheLogPoller: librdkafka's log lines are forwarded to slog only with
+// ForwardLogs, because confluent-kafka-go's log poller blocks in librdkafka holding a Go P
+// (on one CPU it stalled the consumer): without the option no such goroutine exists.
+func TestForwardLogsStartsTheLogPoller(t *testing.T) {
+	for _, forward := range []bool{false, true} {
+		src, err := kafka.NewSource(kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"},
+			Logger: kafkatest.Logger(), ForwardLogs: forward})
+		if err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 1<<20)
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		if polls := strings.Contains(stacks, "setupLogQueue"); polls != forward { // its goroutine, running or not yet
+			t.Errorf("ForwardLogs %v: log poller goroutine running = %v", forward, polls)
+		}
+		if err := src.Close(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
