@@ -70,7 +70,8 @@ type node interface {
 
 // port is a stream's edge, created when a stage consumes the stream.
 type port[T any] struct {
-	edge *stage.Edge[T]
+	edge   *stage.Edge[T]
+	source bool // the source's output: the stage reading it may take runs
 }
 
 // Stream is a typed stream of messages: the output of the source or of a stage, consumed by
@@ -95,7 +96,7 @@ type Builder struct {
 
 // New starts a pipeline on src. Link stages from Source() with Then and To, then Build.
 func New(src Source, opts ...Option) *Builder {
-	b := &Builder{src: src, cfg: defaultConfig(), names: map[string]bool{}, first: &port[*stage.Event]{}}
+	b := &Builder{src: src, cfg: defaultConfig(), names: map[string]bool{}, first: &port[*stage.Event]{source: true}}
 	for _, o := range opts {
 		o(&b.cfg)
 	}
@@ -155,7 +156,7 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	if err := st.Err(); err != nil {
 		b.errs = append(b.errs, err)
 	}
-	if any(s.p) == any(b.first) {
+	if s.p.source {
 		s.p.edge = st.NewInput() // the source's edge: it may take runs
 	} else {
 		s.p.edge = stage.NewEdge[In](st.Capacity()) // stage workers send single messages

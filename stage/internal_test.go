@@ -1,7 +1,9 @@
 package stage
 
 import (
+	"context"
 	"errors"
+	"runtime"
 	"testing"
 	"time"
 
@@ -51,5 +53,37 @@ func TestStaleFailedCompletionDoesNotTaintTheNextRecord(t *testing.T) {
 	ev.done(ev.gen(), nil)
 	if len(fin.oks) != 2 || !fin.oks[0] || !fin.oks[1] {
 		t.Fatalf("completions %v, want [true true]: a stale completion marked the next record failed", fin.oks)
+	}
+}
+
+// A sender waiting for room on an edge that takes runs is woken when the reader takes a
+// parcel: the test waits until the sender counts itself as waiting, so the wake-up is what
+// lets it through (not room it found on arrival).
+func TestEdgeRunSenderWokenByReader(t *testing.T) {
+	e := newRunEdge[int](MaxRun)
+	full := func() *[]msg[int] {
+		r := e.getRun()
+		*r = append(*r, make([]msg[int], MaxRun)...)
+		return r
+	}
+	if !e.put(context.Background(), parcel[int]{run: full()}, MaxRun, 0) {
+		t.Fatal("a run did not fit an empty edge")
+	}
+	if e.put(context.Background(), parcel[int]{run: full()}, MaxRun, 0) {
+		t.Fatal("a second run fit an edge whose capacity the first one fills")
+	}
+	done := make(chan bool)
+	go func() { done <- e.put(context.Background(), parcel[int]{run: full()}, MaxRun, time.Minute) }()
+	for e.waiting.Load() == 0 { // no signal for "is waiting": poll the counter
+		runtime.Gosched()
+	}
+	if n := e.each(<-e.ch, func(msg[int]) {}); n != MaxRun {
+		t.Fatalf("took a parcel of %d messages, want %d", n, MaxRun)
+	}
+	if !<-done {
+		t.Fatal("the waiting sender was not woken when the reader took a parcel")
+	}
+	if e.Len() != MaxRun {
+		t.Fatalf("Len() = %d after the woken run, want %d", e.Len(), MaxRun)
 	}
 }

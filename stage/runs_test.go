@@ -72,26 +72,6 @@ func TestEdgeRunRoomAndDiscard(t *testing.T) {
 	}
 }
 
-// A run sender waiting for a run slot is woken when the reader takes a parcel.
-func TestEdgeRunSenderWokenByReader(t *testing.T) {
-	var f finisher
-	e := stage.Sink("s", func(context.Context, *stage.Event) error { return nil }).NewInput()
-	for !stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), time.Millisecond) {
-		t.Fatal("EmitEvents on an empty edge failed")
-	}
-	for stage.EmitEvents(context.Background(), e, begun(1, &f), time.Millisecond) {
-	} // the run slots are full now (the last run's event is abandoned below)
-	done := make(chan bool)
-	go func() { done <- stage.EmitEvents(context.Background(), e, begun(stage.MaxRun, &f), time.Minute) }()
-	if n := e.Discard(); n == 0 { // takes every parcel, waking the sender
-		t.Fatal("nothing to discard")
-	}
-	if !<-done {
-		t.Fatal("the waiting run sender was not woken")
-	}
-	e.Discard()
-}
-
 // A one-worker sink reads a run in order and, while its calls are fast, finishes the run's
 // events in one batch (BatchFinisher) after the run.
 func TestSinkFinishesARunInBatches(t *testing.T) {

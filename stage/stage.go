@@ -161,16 +161,16 @@ func (s *Stage[In, Out]) Err() error { return s.err }
 // Capacity returns the capacity its input edge gets.
 func (s *Stage[In, Out]) Capacity() int { return s.cfg.capacity }
 
-// TakesRuns reports whether the stage reads its input from one goroutine (one worker, the
+// takesRuns reports whether the stage reads its input from one goroutine (one worker, the
 // dispatcher of ordered workers, a batch stage), so that a source may hand it runs of messages
 // (stage.Edge.TakesRuns). Several unordered workers do not take runs: a run goes to one
 // worker, and a slow or stuck call would hold the rest of it while the others idle.
-func (s *Stage[In, Out]) TakesRuns() bool { return s.cfg.concurrency == 1 || !s.cfg.unordered }
+func (s *Stage[In, Out]) takesRuns() bool { return s.cfg.concurrency == 1 || !s.cfg.unordered }
 
 // NewInput returns a new input edge for the stage, of its Capacity, that takes runs when the
 // stage does (see Edge). The pipeline links stages with it.
 func (s *Stage[In, Out]) NewInput() *Edge[In] {
-	if s.TakesRuns() {
+	if s.takesRuns() {
 		return newRunEdge[In](s.cfg.capacity)
 	}
 	return NewEdge[In](s.cfg.capacity)
