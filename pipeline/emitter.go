@@ -83,18 +83,22 @@ func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 // and waits for events in flight to finish. If every event in flight then waits in a partial
 // batch, nothing else could ever finish one, so the batch stages without Linger flush theirs
 // (stage.BatchConfig). A polling source calls it once per poll that found it blocked (about
-// every 10 ms while it is), never per event; it costs a read of each stage's counters. Emit
-// calls it itself while it waits for the budget.
+// every 10 ms while it is), never per event; it costs a read of each batch stage's counters
+// (nothing without batch stages). Emit calls it itself while it waits for the budget.
 func (e *Emitter) Stalled() {
 	p := e.p
 	in := p.inFlight()
+	if in == 0 || len(p.batches) == 0 {
+		return
+	}
 	var batched int64
-	for _, n := range p.nodes {
+	for _, n := range p.batches {
 		batched += n.Stats().Batched
 	}
 	// An event that finished meanwhile is progress: the source may emit again before any
-	// batch needs flushing. (FlatMap children count once each in Batched, so a batch may
-	// flush early, never late.)
+	// batch needs flushing. A FlatMap's children count one each in Batched, so Batched may
+	// exceed the events behind it: then a batch may be flushed while a sibling still moves,
+	// but a flush that is needed is never missed.
 	if batched == 0 || in > batched || p.inFlight() != in {
 		return
 	}

@@ -58,6 +58,7 @@ type Closer interface {
 // node is the untyped view of a linked stage.
 type node interface {
 	Name() string
+	Kind() stage.Kind
 	Err() error
 	Tasks() int
 	Terminal() bool

@@ -39,6 +39,7 @@ type Pipeline struct {
 	// stalled is the current generation of the stall signal (stage.Env.Stalled): closed and
 	// replaced by Emitter.Stalled, so any number of batch stages can wait on it.
 	stalled atomic.Pointer[chan struct{}]
+	batches []node // the batch stages, whose partial batches Emitter.Stalled counts
 
 	errMu    sync.Mutex // guards firstErr
 	firstErr error
@@ -51,6 +52,9 @@ func newPipeline(b *Builder) *Pipeline {
 	p.tasks = 1 // the source
 	for _, n := range b.nodes {
 		p.tasks += n.Tasks()
+		if n.Kind() == stage.KindBatch {
+			p.batches = append(p.batches, n)
+		}
 	}
 	stalled := make(chan struct{})
 	p.stalled.Store(&stalled)
