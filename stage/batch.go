@@ -10,14 +10,15 @@ import (
 // Linger after the batch's first message, whichever comes first. At least one of MaxCount and
 // MaxBytes must be set.
 //
-// Linger 0 means no time limit: a partial batch waits for more input, for the end of the
-// stream, or until nothing else can move. It is flushed early, smaller than its limits, when
-// the source is blocked (its ordering or per-partition limit admits nothing more, or the
-// budget is exhausted) while every event in flight waits in a partial batch: under OrderKey
-// with fewer keys than MaxCount, say, or OrderPartition with fewer partitions. Without
-// Linger the pipeline's Build also requires that the batch can fill within the in-flight
-// budget: MaxCount × MaxEventBytes at most the budget, or MaxBytes (default Size) at most
-// the budget minus MaxEventBytes; otherwise set a Linger.
+// Linger 0 means no time limit: a partial batch waits for more input or for the end of the
+// stream (the last records of a topic wait until more arrive or the pipeline stops). It is
+// flushed early, smaller than its limits, only when nothing else could fill it: the source is
+// blocked (its ordering or per-partition limit admits none of what it holds, or the budget is
+// exhausted) and every event in flight waits in a partial batch. That happens under OrderKey
+// with fewer keys than MaxCount, under OrderPartition with fewer partitions, or with events
+// larger than MaxEventBytes. Without Linger the pipeline's Build also requires that the batch
+// can fill within the in-flight budget: MaxCount × MaxEventBytes at most the budget, or
+// MaxBytes (default Size) at most the budget minus MaxEventBytes; otherwise set a Linger.
 type BatchConfig[T any] struct {
 	MaxCount int
 	MaxBytes int64
