@@ -112,11 +112,14 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		}
 		s.c.errors.Add(1)
 		if fe, ok := err.(fatalError); ok {
-			env.Fail(&Failure{Stage: s.name, Err: fe.err, Attempts: 1, Events: r.appendEvents(nil)})
+			env.Fail(NewFailure(s.name, fe.err, 1, r.appendEvents(nil)).detached(fe.err))
 			r.done(fe.err)
 			return
 		}
-		s.failed(env, r, err, 1)
+		// The caller may be a goroutine the error handler waits on (a producer's report
+		// reader): the policy runs on the error-handling goroutine instead. The queued entry
+		// holds r, so entries never outnumber the events in flight.
+		env.later(func(ctx context.Context) { s.failedCtx(ctx, env, r, err, 1) })
 	}
 	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
 		attempts, err := s.invoke(env, w, func(ctx context.Context) error {

@@ -32,9 +32,9 @@ type copyRun struct {
 }
 
 type copyOpts struct {
-	parts   int    // partitions of "in"
 	dlq     string // "": the default error handler; else DeadLetter(dlq)
-	timeout int    // the producer's message.timeout.ms
+	ownDLQ  bool   // dead-letter through a producer of its own (closed at the test's end)
+	timeout int    // the producers' message.timeout.ms
 	pipe    []pipeline.Option
 }
 
@@ -52,7 +52,15 @@ func startCopy(t *testing.T, addr string, o copyOpts) *copyRun {
 	}
 	opts := append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))
 	if o.dlq != "" {
-		opts = append(opts, pipeline.WithErrorHandler(prod.DeadLetter(o.dlq)))
+		dlqProd := prod
+		if o.ownDLQ {
+			if dlqProd, err = kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Logger: kafkatest.Logger(), Budget: 8 << 20,
+				MaxMessageBytes: 256 << 10, Overrides: map[string]any{"message.timeout.ms": o.timeout}}); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = dlqProd.Close(context.Background()) })
+		}
+		opts = append(opts, pipeline.WithErrorHandler(dlqProd.DeadLetter(o.dlq)))
 	}
 	b := pipeline.New(src, append(opts, o.pipe...)...)
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
@@ -141,19 +149,28 @@ func refuseProduce(cl *kafkatest.Cluster, topic string) *kfake.FaultHandle {
 }
 
 // TestFaultShutdownDeadLetterRefusing: deliveries to the output topic fail (refused until
-// message.timeout.ms) and go to a dead-letter topic that keeps refusing with a retriable
-// error, so the dead-letter handler retries without end; then Run's context is cancelled. Run
-// returns within the drain and close timeouts (the handler runs on the pipeline's
-// error-handling goroutine, never on the producer's delivery-report reader, and its context is
-// cancelled when the close phase gives up), no goroutine is left, and no offset is committed
-// past the first record that was neither written nor dead-lettered.
+// message.timeout.ms) and go to a dead-letter topic that keeps refusing with a retriable error,
+// so the dead-letter handler retries without end; then Run's context is cancelled. Run
+// returns within the drain and close timeouts, no goroutine is left, and no offset is
+// committed past the first record that was neither written nor dead-lettered. The handler
+// runs on the pipeline's error-handling goroutine, never on the sink producer's
+// delivery-report reader (which Close waits for), and its context is cancelled when the close
+// phase gives up: with a dead-letter producer of its own, nothing else would stop it; with the
+// sink's producer, that producer's Close refuses the handler's next record.
 func TestFaultShutdownDeadLetterRefusing(t *testing.T) {
+	for _, own := range []bool{false, true} {
+		name := map[bool]string{false: "sink's producer", true: "own producer"}[own]
+		t.Run(name, func(t *testing.T) { shutdownDeadLetterRefusing(t, own) })
+	}
+}
+
+func shutdownDeadLetterRefusing(t *testing.T, ownDLQ bool) {
 	leaks := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // registered first: runs after the broker closed
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) }) // registered first: runs after the broker and producers closed
 	const drain, closeT = 2 * time.Second, 3 * time.Second
 	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1), kafkatest.Topic("dlq", 1))
 	produce(t, cl.Addr(), "in", "a", 10)
-	r := startCopy(t, cl.Addr(), copyOpts{dlq: "dlq", timeout: 1000,
+	r := startCopy(t, cl.Addr(), copyOpts{dlq: "dlq", ownDLQ: ownDLQ, timeout: 1000,
 		pipe: []pipeline.Option{pipeline.WithDrainTimeout(drain), pipeline.WithCloseTimeout(closeT)}})
 	kafkatest.WaitFor(t, 30*time.Second, "the first records committed", func() bool { return committedOr(cl.Addr(), 1) == 10 })
 
