@@ -189,6 +189,9 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
+		if idle && (s.held > 0 || s.st.paused.Load() > 0) { // blocked: at most once per poll
+			s.emit.Stalled() // a batch without Linger may hold what the held messages wait for
+		}
 	}
 	return nil
 }

@@ -41,7 +41,7 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 		e.tooLarge(ev, size)
 		return nil
 	}
-	if err := p.budget.Acquire(ctx, size); err != nil {
+	if err := e.acquire(ctx, size); err != nil {
 		e.begin(ev, 0)
 		stage.Abandon(ev)
 		return err
@@ -91,6 +91,59 @@ func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 		return false
 	}
 	return true
+}
+
+// Stalled tells the pipeline that the source is blocked: it holds events it cannot emit (its
+// ordering or limits admit none of them, or the budget or the first stage's input is full)
+// and waits for events in flight to finish. If every event in flight then waits in a partial
+// batch, nothing else could ever finish one, so the batch stages without Linger flush theirs
+// (stage.BatchConfig). A polling source calls it once per poll that found it blocked (about
+// every 10 ms while it is), never per event; it costs a read of each batch stage's counters
+// (nothing without batch stages). Emit calls it itself while it waits for the budget.
+func (e *Emitter) Stalled() {
+	p := e.p
+	in := p.inFlight()
+	if in == 0 || len(p.batches) == 0 {
+		return
+	}
+	var batched int64
+	for _, n := range p.batches {
+		batched += n.Stats().Batched
+	}
+	// An event that finished meanwhile is progress: the source may emit again before any
+	// batch needs flushing. A FlatMap's children count one each in Batched, so Batched may
+	// exceed the events behind it: then a batch may be flushed while a sibling still moves,
+	// but a flush that is needed is never missed.
+	if batched == 0 || in > batched || p.inFlight() != in {
+		return
+	}
+	next := make(chan struct{})
+	close(*p.stalled.Swap(&next))
+}
+
+// stallEvery is how often Emit, while it waits for the budget, reports the source stalled.
+const stallEvery = 10 * time.Millisecond
+
+// acquire takes size bytes of the budget for Emit, waiting until ctx is done; while it waits
+// it reports the source stalled every stallEvery, since the bytes may be held by a partial
+// batch that only a stall flushes.
+func (e *Emitter) acquire(ctx context.Context, size int64) error {
+	b := e.p.budget
+	if b.TryAcquire(size) {
+		return nil
+	}
+	for {
+		e.Stalled()
+		wctx, cancel := context.WithTimeout(ctx, stallEvery)
+		err := b.Acquire(wctx, size)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
 }
 
 // MaxRun is the most events TryEmitRun takes in one call.

@@ -58,10 +58,12 @@ type Closer interface {
 // node is the untyped view of a linked stage.
 type node interface {
 	Name() string
+	Kind() stage.Kind
 	Err() error
 	Tasks() int
 	Terminal() bool
 	Stats() stage.Stats
+	FitsBudget(budget, maxEventBytes int64) error
 	Close(ctx context.Context) error
 	start(env *stage.Env) error
 	discard() int
@@ -188,7 +190,7 @@ func To[In any](s Stream[In], st *stage.Stage[In, stage.None]) {
 // Build checks the wiring and configuration and returns the runnable pipeline. Every problem
 // is reported (joined), each naming its stage and field: a missing sink, a stream consumed
 // twice or never, duplicate names, capacities or concurrency below 1, a budget smaller than one
-// event.
+// event, a Batch without Linger that might not fill within the budget (stage.BatchConfig).
 func (b *Builder) Build() (*Pipeline, error) {
 	errs := append([]error(nil), b.errs...)
 	errs = append(errs, b.cfg.validate()...)
@@ -201,6 +203,9 @@ func (b *Builder) Build() (*Pipeline, error) {
 	for _, n := range b.nodes {
 		if n.dangling() {
 			errs = append(errs, fmt.Errorf("pipeline: stage %q: its output is not consumed (add a stage or a Sink): %w", n.Name(), ErrInvalid))
+		}
+		if err := n.FitsBudget(b.cfg.budget, b.cfg.maxEventBytes); err != nil {
+			errs = append(errs, fmt.Errorf("pipeline %q: %w: %w", b.cfg.name, err, ErrInvalid))
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

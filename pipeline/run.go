@@ -42,6 +42,11 @@ type Pipeline struct {
 	oversized chan struct{}
 	errQueue  *errorQueue // the error-handling goroutine of the Run; set by Run
 
+	// stalled is the current generation of the stall signal (stage.Env.Stalled): closed and
+	// replaced by Emitter.Stalled, so any number of batch stages can wait on it.
+	stalled atomic.Pointer[chan struct{}]
+	batches []node // the batch stages, whose partial batches Emitter.Stalled counts
+
 	errMu    sync.Mutex // guards firstErr
 	firstErr error
 	stopHard context.CancelFunc // cancels the hard-stop context; set by Run
@@ -54,7 +59,12 @@ func newPipeline(b *Builder) *Pipeline {
 	p.tasks = 1 // the source
 	for _, n := range b.nodes {
 		p.tasks += n.Tasks()
+		if n.Kind() == stage.KindBatch {
+			p.batches = append(p.batches, n)
+		}
 	}
+	stalled := make(chan struct{})
+	p.stalled.Store(&stalled)
 	return p
 }
 
@@ -105,6 +115,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 			return err
 		},
 	}
+	env.Stalled = func() <-chan struct{} { return *p.stalled.Load() }
 	started := true
 	for _, n := range p.nodes {
 		if err := n.start(env); err != nil {

@@ -11,8 +11,16 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
+// TestSmokeOrderedFlatMapBatch runs ordered FlatMap and Batch stages end to end in pool debug
+// mode (a misuse panics where it is detected). The mode is restored afterwards, so the rest
+// of the package runs with the production setting whatever the test order, and the test also
+// checks that no misuse was counted: a panic inside a stage call is recovered as a stage
+// error and would not fail the test by itself.
 func TestSmokeOrderedFlatMapBatch(t *testing.T) {
+	was := pool.Debug()
 	pool.SetDebug(true)
+	t.Cleanup(func() { pool.SetDebug(was) })
+	misuses := pool.DoubleReleases()
 	const n = 1000
 	src := pipeline.Generate(n, func(i int64, ev *stage.Event) { ev.Value = []byte(strconv.FormatInt(i, 10)) })
 	b := pipeline.New(src)
@@ -47,5 +55,8 @@ func TestSmokeOrderedFlatMapBatch(t *testing.T) {
 	}
 	if st := p.Stats(); st.InFlightBytes != 0 || st.InFlightEvents != 0 {
 		t.Fatalf("left in flight: %+v", st)
+	}
+	if d := pool.DoubleReleases() - misuses; d != 0 {
+		t.Fatalf("%d misuses of pooled objects detected", d)
 	}
 }

@@ -40,6 +40,15 @@ func (r ref) size() int64 {
 	return r.grp.size
 }
 
+// weight is how many source events the reference stands for: one for an event (a FlatMap
+// child counts as one, so a batch may overcount its events), a batch's count for a group.
+func (r ref) weight() int64 {
+	if r.ev != nil {
+		return 1
+	}
+	return r.grp.events
+}
+
 // appendEvents appends the source events behind the reference.
 func (r ref) appendEvents(dst []*Event) []*Event {
 	if r.ev != nil {
@@ -58,12 +67,13 @@ type group struct {
 	failed  atomic.Bool
 	members []ref
 	size    int64
+	events  int64 // sum of the members' weights
 }
 
 var groups = pool.New(func(g *group) {
 	clear(g.members)
 	g.members = g.members[:0]
-	g.size = 0
+	g.size, g.events = 0, 0
 	g.failed.Store(false)
 })
 

@@ -137,8 +137,9 @@ func TestUnorderedWorkersTakeNoRuns(t *testing.T) {
 }
 
 // Events finished in a batch are retired: a late completion or Release of one is a counted
-// misuse that changes nothing, and the recycled events come back from an EventCache live,
-// each once.
+// misuse that changes nothing. They are recycled: the events an EventCache hands out next are
+// those same objects (sync.Pool may drop some, under -race a quarter of its Puts), emptied,
+// live, each once.
 func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
 	setDebug(t, false)
 	var (
@@ -153,6 +154,11 @@ func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
 	var evs []*stage.Event
 	for range 40 {
 		run := begun(stage.MaxRun, &f)
+		for _, ev := range run { // fields the recycling must clear
+			ev.Topic, ev.Partition, ev.SourceTag, ev.Timestamp = "t", 3, 7, time.Now()
+			ev.Key, ev.Value = append(ev.Key, 'k'), append(ev.Value, 'v')
+			ev.Headers = append(ev.Headers, stage.Header{Key: "h", Value: []byte("x")})
+		}
 		evs = append(evs, run...)
 		if !stage.EmitEvents(context.Background(), in, run, time.Minute) {
 			t.Fatal("EmitEvents failed")
@@ -163,30 +169,59 @@ func TestBatchFinishedEventsAreRetiredAndRecycled(t *testing.T) {
 	if f.batches == 0 {
 		t.Fatal("no batch finish")
 	}
+	okBefore, badBefore := f.count()
+	if okBefore != len(evs) || badBefore != 0 {
+		t.Fatalf("finisher got ok=%d bad=%d, want %d/0", okBefore, badBefore, len(evs))
+	}
+	// Every event finished (batch-finished ones were retired, the others released): a late
+	// completion and a late Release of each is a misuse, counted, and reaches no finisher.
 	before := pool.DoubleReleases()
-	retired := 0
 	for _, ev := range evs {
 		was := pool.DoubleReleases()
-		ev.Release() // every event finished: batch-finished ones are retired, others released
-		if pool.DoubleReleases() != was {
-			retired++
+		stage.Complete(ev)
+		if pool.DoubleReleases() != was+1 {
+			t.Fatalf("a late completion of offset %d was not detected", ev.Offset)
 		}
+		ev.Release()
 	}
-	if d := int(pool.DoubleReleases() - before); d != len(evs) || retired != len(evs) {
-		t.Fatalf("%d of %d late Releases were counted as misuse, want all", d, len(evs))
+	if d := int(pool.DoubleReleases() - before); d != 2*len(evs) {
+		t.Fatalf("%d of %d late completions and Releases were counted as misuse, want all", d, 2*len(evs))
+	}
+	if ok, bad := f.count(); ok != okBefore || bad != badBefore {
+		t.Fatalf("late completions reached the finisher: ok=%d bad=%d, was %d/%d", ok, bad, okBefore, badBefore)
+	}
+	first := map[*stage.Event]bool{}
+	for _, ev := range evs {
+		first[ev] = true
 	}
 	var c stage.EventCache
 	seen := map[*stage.Event]bool{}
+	reused := 0
 	for range 2 * len(evs) {
 		ev := c.Get()
 		if seen[ev] {
 			t.Fatal("EventCache handed out the same event twice")
 		}
 		seen[ev] = true
-		if ev.Offset != 0 || ev.Value != nil && len(ev.Value) != 0 || ev.Size() != 0 {
+		if first[ev] {
+			reused++
+		}
+		if ev.Topic != "" || ev.Partition != 0 || ev.Offset != 0 || len(ev.Key) != 0 || len(ev.Value) != 0 ||
+			len(ev.Headers) != 0 || !ev.Timestamp.IsZero() || ev.SourceTag != 0 || ev.Size() != 0 {
 			t.Fatalf("recycled event not empty: %+v", ev)
 		}
 	}
+	if reused < len(evs)/4 {
+		t.Fatalf("%d of the %d finished events came back from the pool, want most", reused, len(evs))
+	}
+	before = pool.DoubleReleases()
+	for ev := range seen {
+		ev.Release() // live: a first Release is no misuse
+	}
+	if d := pool.DoubleReleases() - before; d != 0 {
+		t.Fatalf("%d events handed out by EventCache were not live", d)
+	}
+	t.Logf("%d of %d finished events reused", reused, len(evs))
 }
 
 // A sink that collects a run's completions finishes what it collected before a retry's

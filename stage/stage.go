@@ -74,6 +74,10 @@ type Env struct {
 	Later func(fn func(ctx context.Context))
 	// Logger receives the stage's log lines.
 	Logger *slog.Logger
+	// Stalled returns the current generation of the stall signal: a channel closed the next
+	// time the source reports it is blocked while every event in flight waits in a partial
+	// batch (pipeline.Emitter.Stalled). A Batch without Linger then flushes. Nil: never.
+	Stalled func() <-chan struct{}
 }
 
 // later runs fn through env.Later, or at once with env.Ctx when the env has none.
@@ -182,11 +186,13 @@ type Stats struct {
 	Busy        time.Duration // total time spent in the user function, over all workers, calls still running included
 	QueueLen    int           // messages waiting on the input edge now (see Edge.Len)
 	QueueCap    int           // capacity of the input edge, in messages (see Edge.Cap)
+	Batched     int64         // source events waiting in a Batch stage's partial batch (a batch of batches counts the events behind it)
 }
 
 type counters struct {
 	in, out, filtered, errors, retries, handled, panics atomic.Uint64
-	fast                                                atomic.Bool // the last timed attempt took less than sampleBelow
+	fast                                                atomic.Bool  // the last timed attempt took less than sampleBelow
+	batched                                             atomic.Int64 // Stats.Batched
 	busy                                                busyClock
 }
 
@@ -206,6 +212,8 @@ type Stage[In, Out any] struct {
 	// closeFn, for async sinks, is called after the workers exited; it must end every
 	// outstanding Done before it returns.
 	closeFn func(ctx context.Context) error
+	// fits, for batch stages, is FitsBudget's check.
+	fits func(budget, maxEventBytes int64) error
 }
 
 func newStage[In, Out any](name string, kind Kind, opts []Option) *Stage[In, Out] {
@@ -264,7 +272,7 @@ func (s *Stage[In, Out]) Stats() Stats {
 		Name: s.name, Kind: s.kind, Concurrency: s.cfg.concurrency,
 		In: s.c.in.Load(), Out: s.c.out.Load(), Filtered: s.c.filtered.Load(), Errors: s.c.errors.Load(),
 		Retries: s.c.retries.Load(), Handled: s.c.handled.Load(), Panics: s.c.panics.Load(),
-		Busy: time.Duration(s.c.busy.total()), QueueCap: s.cfg.capacity,
+		Busy: time.Duration(s.c.busy.total()), QueueCap: s.cfg.capacity, Batched: s.c.batched.Load(),
 	}
 	if q := s.queue.Load(); q != nil {
 		st.QueueLen = q.Len()

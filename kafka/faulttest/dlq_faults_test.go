@@ -3,6 +3,9 @@ package faulttest
 import (
 	"context"
 	"errors"
+	"maps"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -85,7 +88,9 @@ func TestFaultCloseDuringRebalance(t *testing.T) {
 
 // TestFaultKIP848Group: the same consume with the KIP-848 consumer group protocol
 // (group.protocol=consumer, supported by librdkafka 2.11 and the embedded broker), two members,
-// the second joining mid-stream: nothing is lost.
+// the second joining mid-stream: both own partitions at the same time, both process records,
+// and nothing is lost. The first member paces itself while the second joins, so records are
+// left for the second.
 func TestFaultKIP848Group(t *testing.T) {
 	const n, parts = 2000, 4
 	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
@@ -95,9 +100,29 @@ func TestFaultKIP848Group(t *testing.T) {
 		// KIP-848 refuses the classic session and heartbeat settings.
 		c.Overrides = map[string]any{"group.protocol": "consumer", "fetch.wait.max.ms": 50}
 	}
-	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
+	var pace atomic.Bool
+	var byA, byB partitionCount // records each member processed, per partition
+	a := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848,
+		work: func(_ context.Context, ev *stage.Event) error {
+			byA.add(ev.Partition)
+			if pace.Load() {
+				time.Sleep(20 * time.Millisecond) // pacing, not synchronisation: ~100 records/s
+			}
+			return nil
+		}})
 	kafkatest.WaitFor(t, 30*time.Second, "a quarter processed", func() bool { return s.distinct() >= n/4 })
-	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848})
+	pace.Store(true)
+	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, cfg: kip848,
+		work: func(_ context.Context, ev *stage.Event) error { byB.add(ev.Partition); return nil }})
+	var sa, sb int64
+	kafkatest.WaitFor(t, 30*time.Second, "both members to own partitions", func() bool {
+		sa, sb = a.src.Stats().Assigned, b.src.Stats().Assigned
+		return sa > 0 && sb > 0
+	})
+	if sa+sb > parts {
+		t.Fatalf("A owns %d partitions and B %d of %d", sa, sb, parts)
+	}
+	pace.Store(false)
 	kafkatest.WaitFor(t, 60*time.Second, "all processed", func() bool { return s.distinct() == n })
 	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
 	for _, r := range []*run{a, b} {
@@ -105,4 +130,40 @@ func TestFaultKIP848Group(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	na, nb := byA.total(), byB.total()
+	if na == 0 || nb == 0 {
+		t.Fatalf("A processed %d records (%v), B %d (%v): both members should have", na, byA.all(), nb, byB.all())
+	}
+	t.Logf("A processed %v, B %v (records per partition)", byA.all(), byB.all())
+}
+
+// partitionCount counts records per partition. Safe for concurrent use; the zero value is ready.
+type partitionCount struct {
+	mu sync.Mutex
+	m  map[int32]int
+}
+
+func (c *partitionCount) add(p int32) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[int32]int{}
+	}
+	c.m[p]++
+}
+
+func (c *partitionCount) all() map[int32]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return maps.Clone(c.m)
+}
+
+func (c *partitionCount) total() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, k := range c.m {
+		n += k
+	}
+	return n
 }
