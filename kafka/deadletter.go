@@ -26,15 +26,19 @@ const (
 // source event behind a failure to topic, with the original key, value and headers plus
 // headers naming the error, the stage and the original topic/partition/offset, and waits for
 // the delivery. Only then does the event complete (and get committed), so a poison message
-// never blocks its partition and is never lost.
+// never blocks its partition and is never lost. That includes a failure wrapping
+// stage.ErrNotDelivered (a sink's output record was not written): the input goes to the
+// dead-letter topic, and is committed once it is there.
 //
-// A record the broker can never accept (too large, invalid), or a fatal producer error, is a
-// fatal error at once: retrying would block its partition forever.
+// A record the broker can never accept (too large, invalid), a fatal producer error, or a
+// producer whose Close stopped accepting records (ErrProducerClosed) is a fatal error at once:
+// retrying would block its partition forever.
 //
 // A dead-letter topic that is unavailable is retried with backoff until it accepts the record
-// or ctx (the pipeline's hard-stop context) ends: the pipeline slows down (backpressure)
-// instead of losing the event. On a hard stop it returns the error, which is fatal: the event
-// is not committed and is consumed again after a restart.
+// or ctx ends: the pipeline slows down (backpressure) instead of losing the event. Every wait
+// (room in the producer queue, the delivery report, the backoff) ends with ctx, which the
+// pipeline cancels on a hard stop and when its close phase gives up: the handler then returns
+// the error, which is fatal; the event is not committed and is consumed again after a restart.
 func (p *Producer) DeadLetter(topic string) func(ctx context.Context, f *stage.Failure) error {
 	return func(ctx context.Context, f *stage.Failure) error {
 		for _, ev := range f.Events {
@@ -57,6 +61,8 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 		stage.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(int(ev.Partition)))},
 		stage.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(ev.Offset, 10))},
 	)
+	// One report at most is ever pending on reports: each attempt waits for its own, or
+	// returns (ctx done), and the channel's buffer takes the late one.
 	reports := make(chan ckafka.Event, 1)
 	backoff := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
@@ -74,14 +80,14 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 				err = ctx.Err()
 			}
 		}
-		if ctx.Err() != nil || permanent(err) || p.p.GetFatalError() != nil {
+		if ctx.Err() != nil || permanent(err) || p.fatalError() != nil {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, ev.Topic, ev.Partition, ev.Offset, err)
 		}
 		p.log.Warn("sluice/kafka: dead-letter produce failed, retrying", "topic", topic, "attempt", attempt, "err", err)
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
-		case <-ctx.Done():
+		case <-ctx.Done(): // the next attempt returns ctx's error without producing
 			t.Stop()
 		}
 		backoff = min(2*backoff, 5*time.Second)
@@ -90,6 +96,9 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 
 // permanent reports whether a produce error can never succeed on retry.
 func permanent(err error) bool {
+	if errors.Is(err, ErrProducerClosed) {
+		return true
+	}
 	var ke ckafka.Error
 	if !errors.As(err, &ke) {
 		return false

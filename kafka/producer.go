@@ -54,9 +54,15 @@ type Record struct {
 	Headers []stage.Header
 }
 
+// ErrProducerClosed is returned (wrapped) by a produce or a dead letter attempted after the
+// Producer's Close stopped accepting records. It is permanent.
+var ErrProducerClosed = errors.New("kafka: producer closed")
+
 // Producer is one idempotent librdkafka producer (acks=all) for a pipeline, shared by its
 // sink stage and its dead-letter handler whatever their concurrency. A delivery-report
-// goroutine runs from NewProducer to Close.
+// goroutine runs from NewProducer to Close; it never runs an error handler (a failed delivery
+// is Nacked, and the pipeline handles it on its error-handling goroutine), so nothing it does
+// can wait for a dead-letter topic.
 type Producer struct {
 	cfg         ProducerConfig
 	p           *ckafka.Producer
@@ -67,6 +73,13 @@ type Producer struct {
 	outstanding atomic.Int64  // produced, delivery report not yet handled
 	closeOnce   sync.Once
 	closeErr    error
+
+	// mu orders every call into librdkafka made outside Close (Produce, GetFatalError) against
+	// Close: the callers hold it shared for the call only (never while waiting for room in a
+	// full queue), Close takes it to move state on. Once Close stopped accepting records no
+	// Produce is made, and once it destroys the client no call at all.
+	mu    sync.RWMutex
+	state int // open, closing (Produce refused), destroyed (no call into librdkafka)
 
 	queueFull, deliveryErrors, deadLetters atomic.Uint64
 }
@@ -130,8 +143,17 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	return pr, nil
 }
 
-// readReports handles delivery reports: each ends its message's Done. It runs until the
-// producer is closed.
+// Producer states (Producer.state).
+const (
+	stateOpen = iota
+	stateClosing
+	stateDestroyed
+)
+
+// readReports handles delivery reports: each ends its message's Done, without blocking (a
+// failure is Nacked: its error handler runs on the pipeline's error-handling goroutine). It
+// runs until the producer is closed. A failure wraps stage.ErrNotDelivered: the record was not
+// written, so its input must not be committed unless an error handler took it over.
 func (p *Producer) readReports() {
 	defer p.reader.Done()
 	for e := range p.p.Events() {
@@ -144,16 +166,16 @@ func (p *Producer) readReports() {
 				done.Ack()
 			case isPurged(err):
 				done.Abandon()
-			case isFatal(err) || p.p.GetFatalError() != nil:
+			case isFatal(err) || p.fatalError() != nil:
 				// A fatal producer error: librdkafka fails every later record too, so stop the
 				// pipeline instead of letting a skip or dead-letter policy commit records that
 				// were never written. The batch that caused it carries the broker's error
 				// (OUT_OF_ORDER_SEQUENCE_NUMBER, say), not ErrFatal: the producer's state tells.
 				p.deliveryErrors.Add(1)
-				done.Fail(fmt.Errorf("kafka: deliver to %s: fatal producer error: %w", ev.TopicPartition, err))
+				done.Fail(fmt.Errorf("kafka: deliver to %s: fatal producer error: %w: %w", ev.TopicPartition, stage.ErrNotDelivered, err))
 			default:
 				p.deliveryErrors.Add(1)
-				done.Nack(fmt.Errorf("kafka: deliver to %s: %w", ev.TopicPartition, err))
+				done.Nack(fmt.Errorf("kafka: deliver to %s: %w: %w", ev.TopicPartition, stage.ErrNotDelivered, err))
 			}
 			p.outstanding.Add(-1)
 			select {
@@ -172,6 +194,17 @@ func (p *Producer) readReports() {
 func isFatal(err error) bool {
 	var ke ckafka.Error
 	return errors.As(err, &ke) && (ke.IsFatal() || ke.Code() == ckafka.ErrFatal)
+}
+
+// fatalError returns librdkafka's fatal error of the producer, or nil (also once Close
+// destroys the client).
+func (p *Producer) fatalError() error {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.state == stateDestroyed {
+		return nil
+	}
+	return p.p.GetFatalError()
 }
 
 func isPurged(err error) bool {
@@ -207,7 +240,8 @@ func (p *Producer) message(rec Record, opaque any) *ckafka.Message {
 
 // produce hands m to librdkafka with deliveryChan (nil: the shared report reader). When the
 // queue is full it waits for delivery reports (backpressure), never drops and never spins,
-// until ctx is done.
+// until ctx is done. After Close began it returns ErrProducerClosed (permanent) without
+// calling into librdkafka.
 func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan chan ckafka.Event) error {
 	var t *time.Timer
 	defer func() {
@@ -216,7 +250,16 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 		}
 	}()
 	for {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		p.mu.RLock()
+		if p.state != stateOpen {
+			p.mu.RUnlock()
+			return ErrProducerClosed
+		}
 		err := p.p.Produce(m, deliveryChan)
+		p.mu.RUnlock()
 		var ke ckafka.Error
 		if err == nil || !errors.As(err, &ke) || ke.Code() != ckafka.ErrQueueFull {
 			return err
@@ -237,29 +280,34 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 }
 
 // Sink returns the producing sink stage: each Record is produced and its events complete only
-// when the delivery report succeeds. A failed delivery (after librdkafka's own retries) goes
-// through the stage's error policy, except a fatal producer error (librdkafka raises one when
-// idempotence can no longer be guaranteed, and the producer then delivers nothing more): it
-// stops the pipeline with that error, whatever the policy, and its events are not committed.
-// At the end of the pipeline's Run the stage closes the producer (flush within FlushTimeout;
-// what is left is purged and not committed).
+// when the delivery report succeeds. A failed delivery (after librdkafka's own retries; for
+// instance message.timeout.ms expired during an output outage), like a produce that fails at
+// once, wraps stage.ErrNotDelivered and goes through the stage's error policy: the default
+// error handler stops the pipeline with it and DeadLetter writes the input to the dead-letter
+// topic, so the input is committed only once the record was written somewhere. A fatal
+// producer error (librdkafka raises one when idempotence can no longer be guaranteed, and the
+// producer then delivers nothing more) stops the pipeline with that error, whatever the
+// policy, and its events are not committed. At the end of the pipeline's Run the stage closes
+// the producer (flush within FlushTimeout; what is left is purged and not committed).
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
 		p.outstanding.Add(1)
 		if err := p.produce(ctx, p.message(rec, done), nil); err != nil {
 			p.outstanding.Add(-1)
 			if isFatal(err) {
-				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w", err))
+				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w: %w", stage.ErrNotDelivered, err))
 				return nil
 			}
-			return fmt.Errorf("kafka: produce: %w", err)
+			return fmt.Errorf("kafka: produce: %w: %w", stage.ErrNotDelivered, err)
 		}
 		return nil
 	}, p.Close, opts...)
 }
 
-// Close flushes (within FlushTimeout, or ctx), purges what is left (those events are not
-// committed), waits for every delivery report and closes the producer. Idempotent.
+// Close flushes (within FlushTimeout, or ctx), then stops accepting records (a produce or a
+// dead letter from then on fails with ErrProducerClosed), purges what is left (those events
+// are not committed), waits for every delivery report and closes the producer. A dead letter
+// produced during the flush is flushed with the rest. Idempotent.
 func (p *Producer) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		deadline := time.Now().Add(p.cfg.FlushTimeout)
@@ -268,6 +316,7 @@ func (p *Producer) Close(ctx context.Context) error {
 		}
 		for p.p.Flush(100) > 0 && time.Now().Before(deadline) {
 		}
+		p.setState(stateClosing)
 		if n := p.p.Len(); n > 0 {
 			p.log.Warn("sluice/kafka: flush timeout: purging undelivered messages (their events are not committed)", "messages", n)
 			if err := p.p.Purge(ckafka.PurgeQueue | ckafka.PurgeInFlight); err != nil {
@@ -275,6 +324,7 @@ func (p *Producer) Close(ctx context.Context) error {
 			}
 			p.p.Flush(1000) // serve the purge reports
 		}
+		p.setState(stateDestroyed)
 		p.p.Close() // closes Events(): the reader ends after the last report
 		p.reader.Wait()
 		if n := p.outstanding.Load(); n != 0 && p.closeErr == nil {
@@ -282,6 +332,13 @@ func (p *Producer) Close(ctx context.Context) error {
 		}
 	})
 	return p.closeErr
+}
+
+// setState moves the producer's state on, once no call that the old state allowed is running.
+func (p *Producer) setState(st int) {
+	p.mu.Lock()
+	p.state = st
+	p.mu.Unlock()
 }
 
 // ProducerStats are a Producer's counters.

@@ -115,7 +115,7 @@ func TestOversizedEventGoesToTheErrorHandler(t *testing.T) {
 			if len(f.Events) != 1 || f.Events[0].Offset != 1 || f.Stage != "source" {
 				t.Errorf("failure %v", f)
 			}
-			failures = append(failures, f.Err) // called from the source goroutine only
+			failures = append(failures, f.Err) // called from the error-handling goroutine only
 			return nil
 		}))
 	var got pipeline.Collector[int]

@@ -25,12 +25,21 @@ func (e *Emitter) Size(ev *stage.Event) int64 { return e.p.cfg.size(ev) }
 // completed at once with ok=false. The caller must not use ev after Emit.
 //
 // An event larger than the whole budget is never admitted: it goes to the error handler with
-// ErrTooLarge and is completed per its answer, and Emit returns nil.
+// ErrTooLarge (see tooLarge) and is completed per its answer, and Emit returns nil. While
+// another oversized event waits for its handler, Emit waits for it (until ctx is done).
 func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 	p := e.p
 	size := p.cfg.size(ev)
 	if size > p.budget.Limit() {
-		return e.tooLarge(ctx, ev, size)
+		select {
+		case p.oversized <- struct{}{}:
+		case <-ctx.Done():
+			e.begin(ev, 0)
+			stage.Abandon(ev)
+			return ctx.Err()
+		}
+		e.tooLarge(ev, size)
+		return nil
 	}
 	if err := e.acquire(ctx, size); err != nil {
 		e.begin(ev, 0)
@@ -48,7 +57,8 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 // TryEmit hands ev to the pipeline only if the budget and the first stage's input have room
 // now; it never blocks. On true the pipeline owns ev (as with Emit); on false the caller still
 // does and may try again later (the Kafka source pauses the partition meanwhile). An event
-// larger than the budget is handled as by Emit, and TryEmit returns true.
+// larger than the budget is handled as by Emit, and TryEmit returns true, or false while
+// another oversized event waits for its error handler.
 func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
 	return e.TryEmitWait(ctx, ev, 0)
 }
@@ -61,7 +71,12 @@ func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 	p := e.p
 	size := p.cfg.size(ev)
 	if size > p.budget.Limit() {
-		_ = e.tooLarge(ctx, ev, size)
+		select {
+		case p.oversized <- struct{}{}:
+		default:
+			return false
+		}
+		e.tooLarge(ev, size)
 		return true
 	}
 	if !p.budget.TryAcquire(size) {
@@ -186,17 +201,33 @@ func (e *Emitter) begin(ev *stage.Event, size int64) {
 	ev.Begin(size, e.p)
 }
 
-func (e *Emitter) tooLarge(ctx context.Context, ev *stage.Event, size int64) error {
+// tooLarge hands an event larger than the whole budget (never admitted: the budget could not
+// hold it) to the error handler with ErrTooLarge, and completes it per the handler's answer.
+// The caller took the p.oversized token, given back once the handler returned. The handler
+// runs on the pipeline's error-handling goroutine, never on the caller's: a polling source
+// must keep polling (max.poll.interval.ms) while a dead-letter topic that is down keeps the
+// handler retrying; meanwhile the event stays in flight and is not committed.
+func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 	p := e.p
 	p.tooLarge.Add(1)
 	e.begin(ev, 0)
-	f := &stage.Failure{Stage: "source", Attempts: 1, Events: []*stage.Event{ev},
-		Err: fmt.Errorf("%w: %d bytes, budget %d", ErrTooLarge, size, p.budget.Limit())}
-	if err := p.handle(ctx, f); err != nil {
-		p.fail(fmt.Errorf("pipeline %q: error handler: %w", p.cfg.name, err))
-		stage.Abandon(ev)
-		return nil
-	}
-	stage.Complete(ev)
-	return nil
+	err := fmt.Errorf("%w: %d bytes, budget %d", ErrTooLarge, size, p.budget.Limit())
+	p.errQueue.later(func(ctx context.Context) {
+		if ctx.Err() != nil { // hard stop, or the close phase gave up: not committed
+			<-p.oversized
+			stage.Abandon(ev)
+			return
+		}
+		f := stage.NewFailure("source", err, 1, []*stage.Event{ev})
+		herr := p.handle(ctx, f)
+		// Give the token back before completing, so the source retrying a held oversized
+		// message on this completion finds it free.
+		<-p.oversized
+		if herr != nil {
+			p.fail(fmt.Errorf("pipeline %q: error handler of %v: %w", p.cfg.name, f, herr))
+			stage.Abandon(ev)
+			return
+		}
+		stage.Complete(ev)
+	})
 }

@@ -65,14 +65,30 @@ func WithSize(fn func(*stage.Event) int64) Option { return func(c *config) { c.s
 // are consumed again later). Default 30s.
 func WithDrainTimeout(d time.Duration) Option { return func(c *config) { c.drainTimeout = d } }
 
-// WithCloseTimeout bounds each close hook at shutdown (async sinks flushing, the source's final
-// commit). Default 10s.
+// WithCloseTimeout bounds the close phase after the drain: the error handlers still queued,
+// the async sinks' close hooks (the producer's flush) and the wait for every event to finish
+// share one close timeout; when it expires, the error handlers still running get a cancelled
+// context and their events are not committed. The source's final commit and close then get
+// one close timeout of their own. Default 10s.
 func WithCloseTimeout(d time.Duration) Option { return func(c *config) { c.closeTimeout = d } }
 
 // WithErrorHandler sets the handler of failed messages under the stage.Handle policy (a
 // dead-letter producer, for example). It gets the failure and the source events behind it; a
 // nil return completes those events (they count as processed and are committed); an error is
-// fatal and stops the pipeline. Default: log the failure at Error level and return nil.
+// fatal and stops the pipeline.
+//
+// A failure wrapping stage.ErrNotDelivered means a sink's output record was not written: a
+// handler that returns nil for it takes responsibility for that record (kafka's DeadLetter
+// writes it to the dead-letter topic first); returning nil without doing so loses it.
+//
+// The handler runs on the failing stage's worker (blocking there is backpressure) or, for an
+// async sink's Nack and an oversized event, on the pipeline's error-handling goroutine, one
+// failure at a time. Either way it must return once ctx is done: ctx is cancelled on a hard
+// stop and when the close phase gives up (see WithCloseTimeout), and Run waits for it.
+//
+// Default: log the failure at Error level and return nil, except for a failure wrapping
+// stage.ErrNotDelivered: it returns an error, so Run stops with an error naming the record and
+// the record's input is not committed (it is consumed again after a restart).
 func WithErrorHandler(fn func(ctx context.Context, f *stage.Failure) error) Option {
 	return func(c *config) { c.onError = fn }
 }

@@ -36,6 +36,12 @@ type Pipeline struct {
 	idle                        chan struct{} // closed when srcDone and nothing is in flight
 	idleOnce                    sync.Once
 
+	// oversized holds a token while an oversized event waits for its error handler (see
+	// Emitter.tooLarge): at most one does, so a dead-letter topic that is down does not let a
+	// polling source read oversized records (which the budget does not count) without bound.
+	oversized chan struct{}
+	errQueue  *errorQueue // the error-handling goroutine of the Run; set by Run
+
 	// stalled is the current generation of the stall signal (stage.Env.Stalled): closed and
 	// replaced by Emitter.Stalled, so any number of batch stages can wait on it.
 	stalled atomic.Pointer[chan struct{}]
@@ -48,7 +54,8 @@ type Pipeline struct {
 }
 
 func newPipeline(b *Builder) *Pipeline {
-	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{})}
+	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{}),
+		oversized: make(chan struct{}, 1)}
 	p.tasks = 1 // the source
 	for _, n := range b.nodes {
 		p.tasks += n.Tasks()
@@ -67,8 +74,11 @@ func (p *Pipeline) Budget() *Budget { return p.budget }
 // Run runs the pipeline until the source is exhausted and everything drained (returns nil), a
 // fatal error (returns the first one, after stopping hard), or ctx is cancelled: then the
 // source stops, in-flight events drain for up to the drain timeout, the pipeline stops hard
-// if they did not, close hooks run (async sinks flush, the source commits), and Run returns
-// nil. No goroutine started by Run outlives it. Run may be called once.
+// if they did not, and the close phase runs within the close timeout (error handlers still
+// queued finish, async sinks flush, every event finishes), then the source commits and closes,
+// and Run returns nil. Run returns within the drain timeout plus the close timeout (plus the
+// source's close, itself bounded by a close timeout) as long as every error handler and close
+// hook honours its context. No goroutine started by Run outlives it. Run may be called once.
 func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.ran.CompareAndSwap(false, true) {
 		return ErrRunTwice
@@ -86,12 +96,14 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.errMu.Unlock()
 	defer stopHard()
 	defer stopSrc()
+	p.errQueue = newErrorQueue(hardCtx) // stopped by closeAll
 
 	var wg sync.WaitGroup
 	env := &stage.Env{
 		Ctx:    hardCtx,
 		Fail:   p.fail,
 		Handle: p.handle,
+		Later:  p.errQueue.later,
 		Logger: p.cfg.logger,
 		Go: func(task func()) error {
 			wg.Add(1)
@@ -167,26 +179,30 @@ func (p *Pipeline) waitDrain(ctx context.Context, stagesDone <-chan struct{}) {
 	<-stagesDone
 }
 
-// closeAll runs the stages' close hooks (async sinks end their outstanding events), waits for
-// every event to finish, then lets the source commit and close.
+// closeAll is the close phase, after every stage task exited. Within one close timeout: the
+// error handlers already queued finish (a dead-letter handler needs its producer open), the
+// stages' close hooks run (async sinks flush and end every outstanding event), and every event
+// finishes. Then the error-handling goroutine stops (if the close timeout expired first, its
+// context is cancelled: a handler stuck retrying returns, and its event is not committed), and
+// the source commits and closes within a close timeout of its own.
 func (p *Pipeline) closeAll(ctx context.Context) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
+	defer cancel()
+	p.errQueue.waitIdle(cctx.Done())
 	for _, n := range p.nodes {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
 		if err := n.Close(cctx); err != nil {
 			p.fail(err)
 		}
-		cancel()
 	}
-	t := time.NewTimer(p.cfg.closeTimeout)
 	select {
 	case <-p.idle:
-	case <-t.C:
-		p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (an async sink did not end its Done?)", p.cfg.name, p.inFlight()))
+	case <-cctx.Done():
+		p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (%v): an error handler still retrying, or an async sink that did not end its Done", p.cfg.name, p.inFlight(), p.cfg.closeTimeout))
 	}
-	t.Stop()
+	p.errQueue.stop()
 	if c, ok := p.src.(Closer); ok {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
-		if err := c.Close(cctx); err != nil {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
+		if err := c.Close(sctx); err != nil {
 			p.fail(fmt.Errorf("pipeline %q: source close: %w", p.cfg.name, err))
 		}
 		cancel()
@@ -214,10 +230,16 @@ func (p *Pipeline) err() error {
 	return p.firstErr
 }
 
-// handle is the error handler of the Handle policy.
+// handle is the error handler of the Handle policy: the one set by WithErrorHandler, or the
+// default, which logs and skips a failure, except one whose output record was not written
+// (stage.ErrNotDelivered): skipping it would commit its input without its output, so it stops
+// Run with an error naming the record.
 func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) error {
 	if p.cfg.onError != nil {
 		return p.cfg.onError(ctx, f)
+	}
+	if errors.Is(f.Err, stage.ErrNotDelivered) {
+		return fmt.Errorf("pipeline %q: the default error handler never skips a record that was not written (set WithErrorHandler, with a dead-letter topic for instance, to go on)", p.cfg.name)
 	}
 	p.cfg.logger.Error("sluice: message failed, skipped", "pipeline", p.cfg.name, "stage", f.Stage, "attempts", f.Attempts, "err", f)
 	return nil

@@ -112,11 +112,14 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		}
 		s.c.errors.Add(1)
 		if fe, ok := err.(fatalError); ok {
-			env.Fail(&Failure{Stage: s.name, Err: fe.err, Attempts: 1, Events: r.appendEvents(nil)})
+			env.Fail(NewFailure(s.name, fe.err, 1, r.appendEvents(nil)).detached(fe.err))
 			r.done(fe.err)
 			return
 		}
-		s.failed(env, r, err, 1)
+		// The caller may be a goroutine the error handler waits on (a producer's report
+		// reader): the policy runs on the error-handling goroutine instead. The queued entry
+		// holds r, so entries never outnumber the events in flight.
+		env.later(func(ctx context.Context) { s.failedCtx(ctx, env, r, err, 1) })
 	}
 	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
 		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
@@ -208,21 +211,30 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(conte
 	return call(ctx)
 }
 
-// failed ends r after its processing failed for good, according to the error policy.
+// failed ends r after its processing failed for good, according to the error policy, on the
+// calling goroutine (a worker: while the error handler blocks, the stage takes no input, which
+// is backpressure) with the hard-stop context.
 func (s *Stage[In, Out]) failed(env *Env, r ref, err error, attempts int) {
-	if env.Ctx.Err() != nil { // hard stop: abandon (not committed), never dead-letter
+	s.failedCtx(env.Ctx, env, r, err, attempts)
+}
+
+// failedCtx is failed with the context the error handler gets: Env.Ctx on a worker, the
+// error-handling goroutine's for work queued with Env.Later. Once ctx is done (hard stop, or
+// the close phase gave up) r is abandoned (not committed), never handed to the handler.
+func (s *Stage[In, Out]) failedCtx(ctx context.Context, env *Env, r ref, err error, attempts int) {
+	if ctx.Err() != nil {
 		r.done(errAborted)
 		return
 	}
-	f := &Failure{Stage: s.name, Err: err, Attempts: attempts, Events: r.appendEvents(nil)}
+	f := NewFailure(s.name, err, attempts, r.appendEvents(nil))
 	if s.cfg.policy == Fail {
-		env.Fail(f)
+		env.Fail(f.detached(err))
 		r.done(err)
 		return
 	}
 	s.c.handled.Add(1)
-	if herr := env.Handle(env.Ctx, f); herr != nil {
-		env.Fail(&Failure{Stage: s.name, Err: errors.Join(err, herr), Attempts: attempts, Events: f.Events})
+	if herr := env.Handle(ctx, f); herr != nil {
+		env.Fail(f.detached(errors.Join(err, herr)))
 		r.done(herr)
 		return
 	}

@@ -44,6 +44,16 @@ var errAborted = errors.New("sluice: abandoned by hard stop")
 // errFailedLineage ends the members of a batch that failed fatally.
 var errFailedLineage = errors.New("sluice: derived message failed")
 
+// ErrNotDelivered marks a failure that means "the output record was not written": a sink's
+// delivery failed for good (kafka.Producer's sink wraps it into every failed delivery report
+// and every error of a synchronous produce). Such a failure must not be skipped, or the input
+// would be committed without its output: the pipeline's default error handler stops Run with
+// it (the input is not committed and is consumed again after a restart), and so does the Fail
+// policy. An error handler that returns nil for it takes responsibility for the record, as
+// kafka.Producer.DeadLetter does by writing it to the dead-letter topic first. Test with
+// errors.Is.
+var ErrNotDelivered = errors.New("sluice: output record not delivered")
+
 // Env is what a running stage gets from its pipeline. The pipeline builds it; stages never do.
 type Env struct {
 	// Ctx is the hard-stop context: cancelled on a fatal error or when the drain timeout
@@ -55,6 +65,13 @@ type Env struct {
 	Fail func(err error)
 	// Handle is the error handler for the Handle policy. Its error is fatal.
 	Handle func(ctx context.Context, f *Failure) error
+	// Later queues fn to run on the pipeline's error-handling goroutine and returns at once,
+	// never blocking the caller: an async sink's Nack runs its error policy there, not on the
+	// goroutine that called Nack (a producer's delivery-report reader). fn gets a context
+	// derived from Ctx that is also cancelled when the pipeline's close phase gives up; it
+	// must end the event references it holds, and return promptly once ctx is done. nil runs
+	// fn at once on the caller's goroutine with Ctx (for stages driven without a pipeline).
+	Later func(fn func(ctx context.Context))
 	// Logger receives the stage's log lines.
 	Logger *slog.Logger
 	// Stalled returns the current generation of the stall signal: a channel closed the next
@@ -63,22 +80,73 @@ type Env struct {
 	Stalled func() <-chan struct{}
 }
 
+// later runs fn through env.Later, or at once with env.Ctx when the env has none.
+func (env *Env) later(fn func(ctx context.Context)) {
+	if env.Later == nil {
+		fn(env.Ctx)
+		return
+	}
+	env.Later(fn)
+}
+
 // Failure describes a message that failed after its retries, as given to the error handler.
 // Events are the source events behind the message; they are valid until the handler returns
-// and must not be retained.
+// and must not be retained. A Failure that stops the pipeline (Run's error) has no Events:
+// they finished and were recycled; its Error still names the record (see NewFailure).
 type Failure struct {
 	Stage    string
 	Err      error
 	Attempts int
 	Events   []*Event
+	at       failedAt // what Error reports, copied from Events by NewFailure
+}
+
+// failedAt is the part of a Failure's events that its Error reports, copied (not pointed to)
+// so that it stays true after the events were recycled for other records.
+type failedAt struct {
+	set       bool
+	events    int
+	topic     string
+	partition int32
+	offset    int64
+}
+
+func failedAtOf(evs []*Event) failedAt {
+	at := failedAt{set: true, events: len(evs)}
+	if len(evs) == 1 {
+		at.topic, at.partition, at.offset = evs[0].Topic, evs[0].Partition, evs[0].Offset
+	}
+	return at
+}
+
+// NewFailure returns a Failure of the named stage for events, with a copy of what its Error
+// reports (the topic, partition and offset of a single event, or the number of events): a
+// Failure kept after its events finished (Run's error, a log line formatted later) still names
+// the right record. A Failure built as a literal reads Events when Error is called, which is
+// only right until its events finish.
+func NewFailure(stage string, err error, attempts int, events []*Event) *Failure {
+	return &Failure{Stage: stage, Err: err, Attempts: attempts, Events: events, at: failedAtOf(events)}
+}
+
+// detached returns a copy of f without its Events (they are about to finish and be
+// recycled) that keeps what Error reports: the form in which a Failure reaches Env.Fail.
+func (f *Failure) detached(err error) *Failure {
+	at := f.at
+	if !at.set {
+		at = failedAtOf(f.Events)
+	}
+	return &Failure{Stage: f.Stage, Err: err, Attempts: f.Attempts, at: at}
 }
 
 func (f *Failure) Error() string {
-	if len(f.Events) == 1 && f.Events[0].Topic != "" {
-		ev := f.Events[0]
-		return fmt.Sprintf("stage %q: %s[%d]@%d: %v", f.Stage, ev.Topic, ev.Partition, ev.Offset, f.Err)
+	at := f.at
+	if !at.set {
+		at = failedAtOf(f.Events)
 	}
-	return fmt.Sprintf("stage %q: %d event(s): %v", f.Stage, len(f.Events), f.Err)
+	if at.events == 1 && at.topic != "" {
+		return fmt.Sprintf("stage %q: %s[%d]@%d: %v", f.Stage, at.topic, at.partition, at.offset, f.Err)
+	}
+	return fmt.Sprintf("stage %q: %d event(s): %v", f.Stage, at.events, f.Err)
 }
 
 func (f *Failure) Unwrap() error { return f.Err }
