@@ -62,6 +62,7 @@ func TestFaultCoordinatorDownAtClose(t *testing.T) {
 	processed := s.distinct()
 
 	r.stop()
+	cancelled := time.Now()
 	recovered := make(chan time.Time, 1)
 	go func() {
 		time.Sleep(recoverAfter) // the outage itself: it outlasts drain and close
@@ -79,8 +80,12 @@ func TestFaultCoordinatorDownAtClose(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Run: %v", err)
 	}
+	t.Logf("Run returned %v after the cancel, %v after the coordinator recovered", returned.Sub(cancelled), returned.Sub(back))
 	if d := returned.Sub(back); d > closeTimeout+3*time.Second {
 		t.Fatalf("Run returned %v after the coordinator recovered, want within the close timeout (%v) and 3 s", d, closeTimeout)
+	}
+	if st := r.p.Stats(); st.InFlightEvents != 0 || st.Failed != 0 {
+		t.Fatalf("the drain stopped hard: %+v", st)
 	}
 	if err := goleak.Find(leaks); err != nil {
 		t.Fatalf("goroutines left after Run returned: %v", err)
@@ -129,8 +134,9 @@ func TestFaultSlowCoordinatorAtRevoke(t *testing.T) {
 		k.SleepControl(func() { time.Sleep(commitDelay) })
 		return nil, nil, false
 	})
+	base := a.src.Stats().Rebalances // the first assignment
 	b := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2, work: slowWork, cfg: cfg})
-	kafkatest.WaitFor(t, 60*time.Second, "the first member's revoke to start", func() bool { return a.src.Stats().Rebalances >= 2 })
+	kafkatest.WaitFor(t, 60*time.Second, "the first member's revoke to start", func() bool { return a.src.Stats().Rebalances > base })
 	began := time.Now()
 	kafkatest.WaitFor(t, 60*time.Second, "the first member's revoke to end", func() bool { return a.src.Stats().Assigned < parts })
 	d := time.Since(began)
@@ -145,5 +151,34 @@ func TestFaultSlowCoordinatorAtRevoke(t *testing.T) {
 		if err := r.wait(t); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// TestFaultCommitRefusedUntilTheEnd: the coordinator refuses every commit (an error librdkafka
+// does not retry) until after the last record was processed. A refused commit never counts as
+// done: once the coordinator accepts commits again, the next one covers everything.
+func TestFaultCommitRefusedUntilTheEnd(t *testing.T) {
+	const n, parts = 200, 2
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
+	refused := cl.Kfake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.UnknownServerError, Count: -1})
+	want := produce(t, cl.Addr(), "in", "v", n)
+	s := newSeen()
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 2})
+	kafkatest.WaitFor(t, 30*time.Second, "all processed", func() bool { return s.distinct() == n })
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := refused.Wait(ctx, refused.Hits()+1); err != nil { // a commit after the end was refused
+		t.Fatal(err)
+	}
+	if c := committedSum(t, cl.Addr(), "g", "in", parts); c != 0 {
+		t.Fatalf("committed %d while the coordinator refused every commit", c)
+	}
+	refused.Remove()
+	checkAll(t, s, want, cl.Addr(), "g", "in", parts)
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.src.Stats(); st.CommitErrors == 0 {
+		t.Fatalf("no commit error counted: %+v", st)
 	}
 }
