@@ -76,8 +76,9 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	// Inside Close the pipeline has drained and Close has just committed: nothing to wait for,
 	// and a synchronous commit from this callback would block the consumer's close.
 	if !lost && !s.closing {
+		deadline := time.Now().Add(s.cfg.RevokeTimeout)
 		s.waitInFlight(states)
-		s.commitStates(states)
+		s.commitRevoked(states, deadline)
 	}
 	var err error
 	if s.coop {
@@ -138,55 +139,6 @@ func (s *Source) waitInFlight(states []*partState) {
 			s.log.Warn("sluice/kafka: revoke timeout: letting partitions go with events in flight (they will be consumed again by the next owner)", "in_flight", n, "timeout", s.cfg.RevokeTimeout)
 			return
 		}
-	}
-}
-
-// commit commits the finished offsets of every assigned partition.
-func (s *Source) commit() {
-	s.lastCommit = time.Now()
-	s.mu.Lock()
-	states := make([]*partState, 0, len(s.parts))
-	for _, ps := range s.parts {
-		states = append(states, ps)
-	}
-	s.mu.Unlock()
-	s.commitStates(states)
-}
-
-// commitStates commits, synchronously, each partition's committable offset that moved.
-func (s *Source) commitStates(states []*partState) {
-	var offs []ckafka.TopicPartition
-	s.mu.Lock()
-	for _, ps := range states {
-		if next := ps.tr.committable(); next > ps.committed {
-			offs = append(offs, ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)})
-		}
-	}
-	s.mu.Unlock()
-	if len(offs) == 0 {
-		return
-	}
-	res, err := s.c.CommitOffsets(offs)
-	if err != nil {
-		s.st.commitErrors.Add(1)
-		s.log.Warn("sluice/kafka: commit failed (retried at the next commit)", "partitions", len(offs), "err", err)
-		return
-	}
-	s.st.commits.Add(1)
-	byKey := make(map[tpKey]*partState, len(states))
-	for _, ps := range states {
-		byKey[ps.tp] = ps
-	}
-	for _, r := range res {
-		ps := byKey[tpKey{*r.Topic, r.Partition}]
-		if r.Error != nil || ps == nil {
-			if r.Error != nil {
-				s.st.commitErrors.Add(1)
-				s.log.Warn("sluice/kafka: commit", "topic", *r.Topic, "partition", r.Partition, "err", r.Error)
-			}
-			continue
-		}
-		ps.committed = int64(r.Offset)
 	}
 }
 

@@ -68,6 +68,8 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
+	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
+
 	st sourceCounters
 }
 
@@ -437,9 +439,16 @@ func (s *Source) leaveGroup(ctx context.Context) {
 
 // Close commits what finished and closes the consumer (leaving the group). The pipeline calls
 // it after the drain; call it yourself only if the pipeline never ran. Idempotent.
+//
+// Blocking: the final commit, leaving the group and waiting for the rebalance take at most
+// ctx's time. A commit the coordinator has not answered (this one, or an earlier one that
+// outlived its wait) holds the consumer's close beyond ctx until the coordinator answers it:
+// librdkafka's close waits for every outstanding commit and never gives up on one while the
+// coordinator is unreachable (confluentinc/librdkafka#3740). See commit.go.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		s.commit()
+		s.commitStates(ctx, s.assignedStates())
+		s.endCommit()
 		s.closing = true
 		s.leaveGroup(ctx)
 		if err := s.c.Close(); err != nil {
