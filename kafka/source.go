@@ -440,21 +440,42 @@ func (s *Source) leaveGroup(ctx context.Context) {
 // Close commits what finished and closes the consumer (leaving the group). The pipeline calls
 // it after the drain; call it yourself only if the pipeline never ran. Idempotent.
 //
-// Blocking: the final commit, leaving the group and waiting for the rebalance take at most
-// ctx's time. A commit the coordinator has not answered (this one, or an earlier one that
-// outlived its wait) holds the consumer's close beyond ctx until the coordinator answers it:
-// librdkafka's close waits for every outstanding commit and never gives up on one while the
-// coordinator is unreachable (confluentinc/librdkafka#3740). See commit.go.
+// Blocking: at most ctx's time. The final commit, leaving the group and waiting for the
+// rebalance are bounded by ctx. One thing is not in sluice's hands: librdkafka's consumer close
+// waits for every commit the group coordinator has not answered, and retries such a commit for
+// as long as the coordinator cannot be found (confluentinc/librdkafka#3740). When a commit is
+// still unanswered as ctx ends, Close returns an error saying so and the consumer finishes
+// closing on a goroutine of its own as soon as the coordinator answers (that goroutine is the
+// one exception to "no goroutine outlives Run"): a shutdown during a coordinator outage never
+// hangs. What finished after the last answered commit is consumed again by the next owner.
+// See commit.go.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		s.commitStates(ctx, s.assignedStates())
-		s.endCommit()
-		s.closing = true
-		s.leaveGroup(ctx)
-		if err := s.c.Close(); err != nil {
-			s.closeErr = fmt.Errorf("kafka: close consumer: %w", err)
+		if !s.awaitCommit(ctx) {
+			s.closeErr = fmt.Errorf("kafka: close: the group coordinator did not answer a commit (%v) within the close timeout: the consumer finishes closing in the background once it does (librdkafka waits for it, confluentinc/librdkafka#3740); what finished since the last answered commit is consumed again: %w", offList(s.inCommit.offs), context.Cause(ctx))
+			s.log.Error("sluice/kafka: closing the consumer in the background: a commit is unanswered", "err", s.closeErr)
+			go s.closeConsumer(ctx)
+			return
 		}
-		s.drainLogs()
+		s.closeConsumer(ctx)
 	})
 	return s.closeErr
+}
+
+// closeConsumer waits for the outstanding commit (if any), leaves the group within ctx and
+// closes the consumer. Errors after Close returned are logged.
+func (s *Source) closeConsumer(ctx context.Context) {
+	s.endCommit()
+	s.closing = true
+	s.leaveGroup(ctx)
+	if err := s.c.Close(); err != nil {
+		err = fmt.Errorf("kafka: close consumer: %w", err)
+		if s.closeErr == nil {
+			s.closeErr = err
+		} else {
+			s.log.Error("sluice/kafka: background close", "err", err)
+		}
+	}
+	s.drainLogs()
 }

@@ -2,6 +2,7 @@ package faulttest
 
 import (
 	"context"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,14 +23,16 @@ import (
 // the coordinator answers (confluentinc/librdkafka#3740), so:
 //   - the poll loop never waits for it: the records produced after it are all processed during
 //     the outage;
-//   - Close waits for its final commit at most the close timeout, then for the stranded commit
-//     (librdkafka's consumer close would wait for it anyway): Run returns as soon as the
-//     coordinator is back, within the close timeout and a slack, with no goroutine left;
+//   - Close waits for its final commit at most the close timeout; the stranded commit holds
+//     librdkafka's consumer close until the coordinator answers, so the consumer finishes
+//     closing in the background: Run returns within drain + close timeouts during the outage,
+//     with an error naming the unanswered commit, and once the coordinator is back the
+//     background close ends and no goroutine is left;
 //   - nothing is committed past what was processed, and a new consumer of the group gets the
 //     rest: nothing lost.
 func TestFaultCoordinatorDownAtClose(t *testing.T) {
 	const parts, n1, n2, n3 = 4, 400, 100, 400
-	const closeTimeout, recoverAfter = 2 * time.Second, 5 * time.Second
+	const drainTimeout, closeTimeout, recoverAfter = 3 * time.Second, 2 * time.Second, 12 * time.Second
 	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
 	want := produce(t, cl.Addr(), "in", "a", n1)
 	s := newSeen()
@@ -38,7 +41,7 @@ func TestFaultCoordinatorDownAtClose(t *testing.T) {
 		// A session long enough that the outage does not end the membership before the test
 		// cancels Run (heartbeats fail while the coordinator is away).
 		cfg:  func(c *kafka.Config) { c.Overrides["session.timeout.ms"] = 30000 },
-		pipe: []pipeline.Option{pipeline.WithDrainTimeout(3 * time.Second), pipeline.WithCloseTimeout(closeTimeout)}})
+		pipe: []pipeline.Option{pipeline.WithDrainTimeout(drainTimeout), pipeline.WithCloseTimeout(closeTimeout)}})
 	kafkatest.WaitFor(t, 30*time.Second, "the first records processed", func() bool { return s.distinct() == n1 })
 	kafkatest.WaitFor(t, 30*time.Second, "the first records committed", func() bool { return committedSum(t, cl.Addr(), "g", "in", parts) == n1 })
 
@@ -73,23 +76,25 @@ func TestFaultCoordinatorDownAtClose(t *testing.T) {
 	var err error
 	select {
 	case err = <-r.done:
-	case <-time.After(recoverAfter + 30*time.Second):
-		t.Fatal("Run did not return within 30 s of the coordinator's recovery")
+	case <-time.After(drainTimeout + closeTimeout + 3*time.Second):
+		t.Fatalf("Run did not return within drain + close timeouts (%v) during the coordinator outage", drainTimeout+closeTimeout)
 	}
-	returned, back := time.Now(), <-recovered
-	if err != nil {
-		t.Fatalf("Run: %v", err)
+	returned := time.Now()
+	t.Logf("Run returned %v after the cancel: %v", returned.Sub(cancelled), err)
+	select {
+	case <-recovered:
+		t.Fatal("the coordinator recovered before Run returned: the test does not show a bounded shutdown")
+	default:
 	}
-	t.Logf("Run returned %v after the cancel, %v after the coordinator recovered", returned.Sub(cancelled), returned.Sub(back))
-	if d := returned.Sub(back); d > closeTimeout+3*time.Second {
-		t.Fatalf("Run returned %v after the coordinator recovered, want within the close timeout (%v) and 3 s", d, closeTimeout)
+	if err == nil || !strings.Contains(err.Error(), "did not answer a commit") {
+		t.Fatalf("Run = %v, want an error naming the unanswered commit", err)
 	}
 	if st := r.p.Stats(); st.InFlightEvents != 0 || st.Failed != 0 {
 		t.Fatalf("the drain stopped hard: %+v", st)
 	}
-	if err := goleak.Find(leaks); err != nil {
-		t.Fatalf("goroutines left after Run returned: %v", err)
-	}
+	<-recovered
+	// The consumer finishes closing in the background once the coordinator answers.
+	kafkatest.WaitFor(t, 30*time.Second, "the background close to end (no goroutine left)", func() bool { return goleak.Find(leaks) == nil })
 	got := committedSum(t, cl.Addr(), "g", "in", parts)
 	if got < n1 || got > int64(processed) {
 		t.Fatalf("committed %d after the outage, want between the last successful commit (%d) and what was processed (%d)", got, n1, processed)
