@@ -86,7 +86,10 @@ type Config struct {
 	// also committed on revoke and on close.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoke waits for the revoked partitions' in-flight
-	// events before committing what finished and letting go. Default 10s.
+	// events before committing what finished and letting go. Default 10s. Events still in
+	// flight then are never committed (the next owner processes them again) and keep their
+	// ordering slots on this member until they finish: if the partition comes back, their
+	// keys (OrderKey) or the partition (OrderPartition) stay busy until then.
 	RevokeTimeout time.Duration
 	// Eager selects the eager rebalance protocol (range assignor) instead of the default
 	// cooperative-sticky one.
