@@ -75,14 +75,21 @@ type Config struct {
 	MaxMessageBytes int64
 	// Ordering of events in flight per partition. Default OrderKey.
 	Ordering Ordering
-	// MaxInFlightPerPartition bounds the events of one partition in flight; beyond it the
-	// partition is paused. It also bounds the offset tracker's memory. Default 4096.
+	// MaxInFlightPerPartition bounds each partition's span: the records from its oldest
+	// unfinished offset to the newest one read (in flight, finished above an unfinished one,
+	// and held back), which is what a restart reads again and what the offset tracker keeps.
+	// It therefore also bounds the partition's events in flight. At the bound the partition
+	// is paused, whatever one stuck event does (a blocked call, a long retry, a pending
+	// delivery); it resumes once its span is down to half. Default 4096.
 	MaxInFlightPerPartition int
 	// CommitInterval is how often finished offsets are committed. Default 5s. Offsets are
 	// also committed on revoke and on close.
 	CommitInterval time.Duration
 	// RevokeTimeout bounds how long a revoke waits for the revoked partitions' in-flight
-	// events before committing what finished and letting go. Default 10s.
+	// events before committing what finished and letting go. Default 10s. Events still in
+	// flight then are never committed (the next owner processes them again) and keep their
+	// ordering slots on this member until they finish: if the partition comes back, their
+	// keys (OrderKey) or the partition (OrderPartition) stay busy until then.
 	RevokeTimeout time.Duration
 	// Eager selects the eager rebalance protocol (range assignor) instead of the default
 	// cooperative-sticky one.

@@ -27,13 +27,16 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	for _, tp := range parts {
 		s.epoch++
 		k := tpKey{*tp.Topic, tp.Partition}
-		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), keys: map[string]int{}, committed: -1}
-		if old := s.parts[k]; old != nil { // assigned again without a revoke: forget the old one
-			delete(s.byEpoch, old.epoch)
-			s.letGo(c, old)
-		}
+		// The gate may still hold events of an earlier assignment on this member (let go
+		// after RevokeTimeout): they stay busy for this one.
+		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1}
+		old := s.parts[k]
 		s.parts[k] = ps
 		s.byEpoch[ps.epoch] = ps
+		if old != nil { // assigned again without a revoke: retire the old one
+			s.letGo(c, old)
+			s.retire(old)
+		}
 	}
 	s.last = nil
 	s.st.assigned.Store(int64(len(s.parts)))
@@ -57,7 +60,9 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 
 // revoke stops emitting the revoked partitions, drops their held messages, waits (bounded)
 // for their in-flight events, commits what finished, and lets them go. A lost assignment is
-// dropped at once without committing: another member may already own it.
+// dropped at once without committing: another member may already own it. Events still in
+// flight keep their partition's ordering gate (retire): if the partition comes back to this
+// member, its keys (OrderKey) or the partition (OrderPartition) stay busy until they finish.
 func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.rebalances.Add(1)
 	lost := c.AssignmentLost()
@@ -92,7 +97,7 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.mu.Lock()
 	for _, ps := range states {
 		delete(s.parts, ps.tp)
-		delete(s.byEpoch, ps.epoch)
+		s.retire(ps)
 	}
 	s.last = nil
 	s.st.assigned.Store(int64(len(s.parts)))

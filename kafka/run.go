@@ -30,16 +30,19 @@ type runMsg struct {
 // is per message, negligible next to copying a large one).
 const maxRunBytes = 256 << 10
 
-// collect adds m to the run. It reports whether the run is full (flush it).
+// collect adds m to the run. It reports whether the run is full, or m's partition may have
+// reached its span bound (window.go): flush it.
 func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
 	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
 	s.runBytes += len(m.Key) + len(m.Value)
-	return len(s.run) == pipeline.MaxRun || s.runBytes >= maxRunBytes
+	ps.span++
+	return len(s.run) == pipeline.MaxRun || s.runBytes >= maxRunBytes || s.atBound(ps)
 }
 
 // flush records the run's offsets, admits what its partitions' ordering and limits allow,
 // hands the admitted events to the pipeline in one piece, and holds, in order, what was gated
-// and what the pipeline did not take (pausing those partitions).
+// and what the pipeline did not take (pausing those partitions). A partition whose span
+// reached its bound is paused too.
 func (s *Source) flush(ctx context.Context) {
 	if len(s.run) == 0 {
 		return
@@ -50,7 +53,8 @@ func (s *Source) flush(ctx context.Context) {
 	s.mu.Lock()
 	for i := range s.run {
 		r := &s.run[i]
-		r.ps.tr.received(int64(r.m.TopicPartition.Offset))
+		r.ps.tr.received(int64(r.m.TopicPartition.Offset), s.gateKey(r.m))
+		r.ps.span = r.ps.tr.pending()
 		if r.ps.gatedNow || !s.admit(r.ps, r.m) {
 			r.ps.gatedNow = true // what follows in its partition waits behind it
 			gated = append(gated, i)
@@ -67,7 +71,7 @@ func (s *Source) flush(ctx context.Context) {
 		for i, j := 0, n; i < len(s.run) && j < len(out); i++ {
 			if r := &s.run[i]; r.ev == out[j] {
 				j++
-				s.untake(r.ps, r.ev)
+				s.untake(r.ps, r.m)
 			}
 		}
 		s.mu.Unlock()
@@ -84,6 +88,11 @@ func (s *Source) flush(ctx context.Context) {
 		r.ps.gatedNow = false
 		s.dropEvent(r.ev)
 		s.hold(r.ps, r.m, false)
+	}
+	for i := range s.run {
+		if ps := s.run[i].ps; !ps.full && s.atBound(ps) {
+			s.pauseFull(ps)
+		}
 	}
 	clear(out)
 	clear(s.run)
@@ -114,35 +123,10 @@ func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) 
 		return emitted
 	}
 	s.mu.Lock()
-	s.untake(ps, ev)
+	s.untake(ps, m)
 	s.mu.Unlock()
 	s.dropEvent(ev)
 	return full
-}
-
-// admit reports whether m's partition's ordering and in-flight limit let m go now, and if so
-// counts it in flight. Caller holds s.mu.
-func (s *Source) admit(ps *partState, m *ckafka.Message) bool {
-	keyed := s.cfg.Ordering == OrderKey && len(m.Key) > 0
-	switch {
-	case ps.inflight >= s.cfg.MaxInFlightPerPartition,
-		s.cfg.Ordering == OrderPartition && ps.inflight > 0,
-		keyed && ps.keys[string(m.Key)] > 0:
-		return false
-	}
-	ps.inflight++
-	if keyed {
-		ps.keys[string(m.Key)]++
-	}
-	return true
-}
-
-// untake undoes admit for an event that was not emitted. Caller holds s.mu.
-func (s *Source) untake(ps *partState, ev *stage.Event) {
-	ps.inflight--
-	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
-		s.dropKey(ps, ev.Key)
-	}
 }
 
 // event returns m as a pooled event (m keeps its bytes; the event borrows them).

@@ -31,8 +31,11 @@ import (
 // soon as Poll has nothing ready, so it adds no waiting.
 //
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
-// CommitInterval, on revoke and on close. A completion from an earlier assignment of a
-// partition (its epoch differs) is ignored, never committed.
+// CommitInterval, on revoke and on close. Completions are matched by the event's Origin, never
+// by fields a stage may change. A completion from an earlier assignment or offset sequence of
+// a partition (its epoch differs) releases its ordering slot and is never committed. The span
+// from a partition's oldest unfinished offset to its newest received one is bounded by
+// MaxInFlightPerPartition (window.go).
 type Source struct {
 	cfg  Config
 	c    *ckafka.Consumer
@@ -40,12 +43,13 @@ type Source struct {
 	log  *slog.Logger
 	logs chan ckafka.LogEvent
 
-	// mu guards parts, byEpoch, epoch and every partState's shared fields. parts, byEpoch and
+	// mu guards parts, byEpoch, gates, epoch and every partState's shared fields. parts and
 	// partState.revoking are written only by the polling goroutine (in the rebalance
 	// callbacks), which therefore reads them without mu; every other goroutine takes mu.
 	mu         sync.Mutex
 	parts      map[tpKey]*partState
-	byEpoch    map[uint64]*partState // the same partitions by assignment epoch, for Complete
+	byEpoch    map[uint64]*partState // by epoch, for Complete: assigned, and retired ones with events in flight
+	gates      map[tpKey]*gate       // ordering gates of assigned partitions and of those with events in flight
 	epoch      uint64
 	revokeWake chan struct{} // capacity 1: a revoking partition's last in-flight event finished
 
@@ -55,6 +59,7 @@ type Source struct {
 	held       int             // held messages over all partitions
 	heldBytes  int64           // their key and value bytes
 	retrySeq   uint64          // doneSeq when the held messages were last retried
+	spanSeq    uint64          // doneSeq when the spans at the bound were last re-read
 	last       *partState      // the partition of the previous message (nil after a rebalance)
 	run        []runMsg        // messages polled and not yet admitted or held: see flush
 	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
@@ -78,20 +83,25 @@ type tpKey struct {
 	partition int32
 }
 
-// partState is one assigned partition. Fields marked "mu" are guarded by Source.mu; the rest
-// belong to the polling goroutine.
+// partState is one assigned partition's current sequence of offsets (or, retired, an earlier
+// assignment or sequence whose events are still in flight). Fields marked "mu" are guarded by
+// Source.mu; the rest belong to the polling goroutine.
 type partState struct {
 	tp       tpKey
-	epoch    uint64         // mu (immutable after assign)
-	tr       *tracker       // mu
-	inflight int            // mu: events emitted and not completed
-	keys     map[string]int // mu: in-flight count per key (OrderKey)
-	revoking bool           // mu (written by the polling goroutine only)
+	epoch    uint64   // mu (changed only by restartSeq)
+	tr       *tracker // mu
+	inflight int      // mu: events of this epoch emitted and not completed
+	g        *gate    // mu: the partition's ordering gate (shared by its epochs)
+	revoking bool     // mu (written by the polling goroutine only)
+	gone     bool     // mu: retired; completions release their slots and are never committed
 
 	held      []*ckafka.Message // messages received but not emitted, in offset order
 	paused    bool
 	gatedNow  bool  // flush gated one of its messages: the rest of the run waits too
 	committed int64 // last committed offset, -1 none
+	lastRecv  int64 // the newest offset received on this assignment, -1 none
+	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
+	full      bool  // paused at the span bound (window.go) until the span halves
 }
 
 // NewSource validates cfg and creates the consumer (it connects in the background; it
@@ -114,7 +124,7 @@ func NewSource(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
 	}
-	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, revokeWake: make(chan struct{}, 1)}
+	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1)}
 	return s, nil
 }
 
@@ -144,8 +154,8 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 	defer s.dropRun()
 	for ctx.Err() == nil {
 		timeout := int(DefaultPollInterval / time.Millisecond)
-		if s.held > 0 {
-			timeout = 10 // held messages wait for room: look again soon
+		if s.held > 0 || s.st.paused.Load() > 0 {
+			timeout = 10 // held messages and paused partitions wait for room: look again soon
 		}
 		if len(s.run) > 0 {
 			timeout = 0 // the run goes out as soon as Poll has nothing ready
@@ -182,6 +192,10 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
 				s.commit()
 			}
+		}
+		if seq := s.st.doneSeq.Load(); s.st.paused.Load() > 0 && seq != s.spanSeq && (idle || s.polls%housekeepEvery == 0) {
+			s.spanSeq = seq
+			s.refreshSpans()
 		}
 		// Retry held messages only when something finished (a key or slot freed, budget
 		// returned) or the pipeline may have room again: never a scan per polled message.
@@ -248,11 +262,20 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.st.stale.Add(1) // fetched before a revoke: the next owner consumes it
 		return
 	}
+	if off := int64(m.TopicPartition.Offset); off <= ps.lastRecv {
+		s.flush(ctx) // the old sequence's messages go to the old tracker first
+		s.restartSeq(ps, m)
+	}
+	ps.lastRecv = int64(m.TopicPartition.Offset)
 	if len(ps.held) > 0 { // the run holds none of ps's messages: they would precede these
 		s.mu.Lock()
-		ps.tr.received(int64(m.TopicPartition.Offset))
+		ps.tr.received(int64(m.TopicPartition.Offset), s.gateKey(m))
+		ps.span = ps.tr.pending()
 		s.mu.Unlock()
 		s.hold(ps, m, false)
+		if !ps.full && s.atBound(ps) {
+			s.pauseFull(ps)
+		}
 		return
 	}
 	if s.collect(ps, m) {
@@ -277,15 +300,6 @@ const (
 	gated              // ordering or per-partition limit: other partitions may go on
 	full               // budget or first edge full: nothing can go on
 )
-
-// dropKey ends one in-flight use of key. Caller holds s.mu.
-func (s *Source) dropKey(ps *partState, key []byte) {
-	if n := ps.keys[string(key)]; n > 1 {
-		ps.keys[string(key)] = n - 1
-	} else {
-		delete(ps.keys, string(key))
-	}
-}
 
 // hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
 // pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages,
@@ -357,65 +371,13 @@ func (s *Source) resumeIfRoom() {
 		return
 	}
 	for _, ps := range s.parts {
-		if ps.paused && len(ps.held) == 0 {
+		if ps.paused && len(ps.held) == 0 && !ps.full {
 			if err := s.c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
 				s.log.Warn("sluice/kafka: resume", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 				continue
 			}
 			ps.paused = false
 			s.st.paused.Add(-1)
-		}
-	}
-}
-
-// Complete implements pipeline.Source: it records a finished offset (ok) and frees the
-// partition's and key's in-flight slot. Called from any goroutine.
-func (s *Source) Complete(ev *stage.Event, ok bool) {
-	s.mu.Lock()
-	s.complete(s.byEpoch[ev.SourceTag], ev, ok)
-	s.mu.Unlock()
-	s.st.doneSeq.Add(1)
-}
-
-// CompleteBatch implements pipeline.BatchCompleter: Complete for several events, under one
-// lock.
-func (s *Source) CompleteBatch(evs []*stage.Event, ok []bool) {
-	s.mu.Lock()
-	var ps *partState // runs mostly come from one partition: look it up once per change
-	for i, ev := range evs {
-		if ps == nil || ps.epoch != ev.SourceTag {
-			ps = s.byEpoch[ev.SourceTag]
-		}
-		s.complete(ps, ev, ok[i])
-	}
-	s.mu.Unlock()
-	s.st.doneSeq.Add(1)
-}
-
-// complete is Complete's body, for ev of ps (nil: its partition was revoked); the caller then
-// moves doneSeq on. Caller holds s.mu.
-func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
-	if ps == nil {
-		ev.Key, ev.Value = nil, nil
-		s.st.late.Add(1) // the partition was revoked: never commit for a partition we lost
-		return
-	}
-	ps.inflight--
-	if s.cfg.Ordering == OrderKey && len(ev.Key) > 0 {
-		s.dropKey(ps, ev.Key)
-	}
-	// The bytes came from the consumer for this event only: do not let the event pool keep
-	// them alive.
-	ev.Key, ev.Value = nil, nil
-	if ok {
-		ps.tr.finished(ev.Offset)
-	} else {
-		s.st.unfinished.Add(1)
-	}
-	if ps.revoking && ps.inflight == 0 {
-		select {
-		case s.revokeWake <- struct{}{}:
-		default:
 		}
 	}
 }

@@ -9,6 +9,7 @@ type sourceCounters struct {
 	assigned, paused                                          atomic.Int64
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
 	late, stale, unfinished, errors, logs, runs, runMsgs      atomic.Uint64
+	rewinds                                                   atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
@@ -22,9 +23,10 @@ type SourceStats struct {
 	CommitErrors    uint64           // failed commits (retried at the next commit)
 	Rebalances      uint64           // assign and revoke callbacks
 	RevokeTimeouts  uint64           // revokes that let go with events in flight
-	LateCompletions uint64           // completions for partitions no longer owned (never committed)
+	LateCompletions uint64           // completions for partitions let go, or of an old offset sequence (never committed)
 	Stale           uint64           // messages dropped because their partition was being revoked
 	Unfinished      uint64           // events completed not ok (not committed)
+	Rewinds         uint64           // offsets that moved backwards on an assignment (log truncated, topic re-created)
 	Errors          uint64           // librdkafka errors
 	Logs            uint64           // librdkafka log lines forwarded to slog
 	Runs            uint64           // runs of polled messages handed over (in one piece if the first stage takes runs)
@@ -85,7 +87,8 @@ func (s *Source) Stats() SourceStats {
 		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
 		Rebalances: s.st.rebalances.Load(), RevokeTimeouts: s.st.revokeTimeouts.Load(),
 		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
-		Errors: s.st.errors.Load(), Logs: s.st.logs.Load(),
+		Rewinds: s.st.rewinds.Load(),
+		Errors:  s.st.errors.Load(), Logs: s.st.logs.Load(),
 		Runs: s.st.runs.Load(), RunMessages: s.st.runMsgs.Load(),
 	}
 	if raw := s.st.statsJSON.Load(); raw != nil {

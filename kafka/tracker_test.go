@@ -9,7 +9,7 @@ import (
 func TestTrackerCommitsOnlyContiguous(t *testing.T) {
 	tr := newTracker()
 	for off := range int64(10) {
-		tr.received(off)
+		tr.received(off, nil)
 	}
 	for _, off := range []int64{3, 1, 2} {
 		if !tr.finished(off) {
@@ -45,7 +45,7 @@ func TestTrackerGapsInOffsets(t *testing.T) {
 	// last finished one + 1, whatever the gap.
 	tr := newTracker()
 	for _, off := range []int64{5, 9, 10, 20} {
-		tr.received(off)
+		tr.received(off, nil)
 	}
 	if tr.finished(6) {
 		t.Fatal("finished(6) of a never-received offset returned true")
@@ -70,7 +70,7 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 	// A sliding window: receive ahead, finish each window in reverse order.
 	for base := int64(0); base < n; base += window {
 		for off := base; off < base+window; off++ {
-			tr.received(off)
+			tr.received(off, nil)
 		}
 		for off := base + window - 1; off > base; off-- {
 			if !tr.finished(off) {
@@ -91,9 +91,9 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 	}
 	// One offset held back while 100k others finish: memory stays bounded by compaction.
 	tr = newTracker()
-	tr.received(0)
+	tr.received(0, nil)
 	for off := int64(1); off <= n; off++ {
-		tr.received(off)
+		tr.received(off, nil)
 		tr.finished(off)
 	}
 	if tr.committable() != -1 {
@@ -106,7 +106,7 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 	// Head-of-line: compaction while the head is finished in pieces.
 	tr = newTracker()
 	for off := range int64(n) {
-		tr.received(off)
+		tr.received(off, nil)
 	}
 	for off := range int64(n) {
 		tr.finished(off)
@@ -119,32 +119,60 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 	}
 }
 
-// TestLateCompletionNotCommitted: a completion carrying an earlier assignment's epoch (the
-// partition was revoked and assigned again) is counted late and never reaches the tracker.
-func TestLateCompletionNotCommitted(t *testing.T) {
-	s := &Source{cfg: Config{Ordering: OrderKey}, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, revokeWake: make(chan struct{}, 1)}
-	k := tpKey{"t", 0}
-	ps := &partState{tp: k, epoch: 2, tr: newTracker(), keys: map[string]int{}, committed: -1}
-	s.parts[k], s.byEpoch[ps.epoch] = ps, ps
-	ps.tr.received(7)
-	ps.inflight, ps.keys["a"] = 1, 1
-
+// emittedEvent returns an event as the source emits it (Origin fixed by Begin).
+func emittedEvent(tag uint64, off int64, key string) *stage.Event {
 	ev := stage.GetEvent()
-	ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, ev.Key = "t", 0, 7, 1, []byte("a")
+	ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, ev.Key = "t", 0, off, tag, []byte(key)
+	ev.Begin(0, nil)
+	return ev
+}
+
+func recycle(ev *stage.Event) {
+	stage.Unbegin(ev)
+	ev.Release()
+}
+
+// TestLateCompletionNotCommitted: a completion of an unknown epoch is counted late; one of a
+// retired epoch (the partition let go with it in flight) releases its ordering slot in the
+// gate it shares with the new assignment and is never committed; a current one commits, frees
+// the slot the tracker kept (whatever the event's fields say now) and wakes a revoke.
+func TestLateCompletionNotCommitted(t *testing.T) {
+	s := &Source{cfg: Config{Ordering: OrderKey}, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1)}
+	k := tpKey{"t", 0}
+	g := s.gateFor(k)
+	old := &partState{tp: k, epoch: 1, tr: newTracker(), g: g, committed: -1, gone: true}
+	ps := &partState{tp: k, epoch: 2, tr: newTracker(), g: g, committed: -1}
+	s.parts[k], s.byEpoch[ps.epoch], s.byEpoch[old.epoch] = ps, ps, old
+	old.tr.received(7, []byte("a"))
+	old.inflight, g.inflight, g.keys["a"] = 1, 1, 1
+
+	ev := emittedEvent(9, 7, "a")
 	s.Complete(ev, true)
-	if got := s.Stats().LateCompletions; got != 1 {
-		t.Fatalf("LateCompletions = %d, want 1", got)
+	recycle(ev)
+	if got := s.Stats().LateCompletions; got != 1 || g.keys["a"] != 1 {
+		t.Fatalf("unknown epoch: LateCompletions = %d (want 1), key count %d (want 1)", got, g.keys["a"])
 	}
-	if ps.tr.committable() != -1 || ps.inflight != 1 || ps.keys["a"] != 1 {
-		t.Fatalf("late completion changed the new assignment: committable %d, inflight %d, key %d", ps.tr.committable(), ps.inflight, ps.keys["a"])
+	ev = emittedEvent(1, 7, "a")
+	ev.Key, ev.Offset, ev.SourceTag = []byte("changed by a stage"), 99, 2
+	s.Complete(ev, true)
+	recycle(ev)
+	if got := s.Stats().LateCompletions; got != 2 || g.inflight != 0 || len(g.keys) != 0 || s.byEpoch[1] != nil {
+		t.Fatalf("retired epoch: late %d, gate %d %v, byEpoch[1] %v", got, g.inflight, g.keys, s.byEpoch[1])
+	}
+	if ps.tr.committable() != -1 || ps.inflight != 0 || s.gates[k] != g {
+		t.Fatalf("late completion changed the new assignment: committable %d, inflight %d", ps.tr.committable(), ps.inflight)
 	}
 
 	// The current epoch's completion counts; a revoking partition's last one wakes the revoke.
+	ps.tr.received(7, []byte("a"))
+	ps.inflight, g.inflight, g.keys["a"] = 1, 1, 1
 	ps.revoking = true
-	ev.SourceTag, ev.Key = 2, []byte("a")
+	ev = emittedEvent(2, 7, "a")
+	ev.Key = nil // a stage cleared it: the slot is still released
 	s.Complete(ev, true)
-	if ps.tr.committable() != 8 || ps.inflight != 0 || len(ps.keys) != 0 {
-		t.Fatalf("committable %d, inflight %d, keys %v", ps.tr.committable(), ps.inflight, ps.keys)
+	recycle(ev)
+	if ps.tr.committable() != 8 || ps.inflight != 0 || g.inflight != 0 || len(g.keys) != 0 {
+		t.Fatalf("committable %d, inflight %d, gate %d %v", ps.tr.committable(), ps.inflight, g.inflight, g.keys)
 	}
 	select {
 	case <-s.revokeWake:
@@ -152,14 +180,50 @@ func TestLateCompletionNotCommitted(t *testing.T) {
 		t.Fatal("revoke not woken by the last in-flight completion")
 	}
 	// Not ok: freed but not committed.
-	ps.tr.received(8)
-	ps.inflight = 1
-	ev.Offset, ev.Key = 8, nil
+	ps.tr.received(8, []byte("b"))
+	ps.inflight, g.inflight, g.keys["b"] = 1, 1, 1
+	ev = emittedEvent(2, 8, "b")
 	s.Complete(ev, false)
-	if ps.tr.committable() != 8 || s.Stats().Unfinished != 1 {
-		t.Fatalf("unfinished event committed: committable %d, unfinished %d", ps.tr.committable(), s.Stats().Unfinished)
+	recycle(ev)
+	if ps.tr.committable() != 8 || s.Stats().Unfinished != 1 || len(g.keys) != 0 {
+		t.Fatalf("unfinished event committed: committable %d, unfinished %d, keys %v", ps.tr.committable(), s.Stats().Unfinished, g.keys)
 	}
-	ev.Release()
+}
+
+// TestTrackerKeepsKeys: the tracker returns the key kept at receipt, once, whether the event
+// finished or not, across compaction.
+func TestTrackerKeepsKeys(t *testing.T) {
+	tr := newTracker()
+	tr.received(0, nil) // before any key: no key slice yet
+	const n = 3000
+	for off := int64(1); off < n; off++ {
+		tr.received(off, []byte{byte(off), byte(off >> 8)})
+	}
+	check := func(off int64, ok bool) {
+		t.Helper()
+		key, found := tr.complete(off, ok)
+		if !found || off == 0 && key != nil || off > 0 && (len(key) != 2 || key[0] != byte(off) || key[1] != byte(off>>8)) {
+			t.Fatalf("complete(%d) = %v, %v", off, key, found)
+		}
+	}
+	for off := int64(0); off < 2000; off++ { // in order: folds, and compacts past 1024
+		check(off, true)
+	}
+	if tr.head > 1024 {
+		t.Fatalf("not compacted: head %d", tr.head)
+	}
+	check(2500, false) // not ok: the key is released, the offset stays unfinished
+	if key, found := tr.complete(2500, true); !found || key != nil {
+		t.Fatalf("second complete(2500) = %v, %v: the key must be returned once", key, found)
+	}
+	for off := int64(n - 1); off >= 2000; off-- {
+		if off != 2500 {
+			check(off, true)
+		}
+	}
+	if tr.committable() != n || tr.pending() != 0 {
+		t.Fatalf("committable %d, pending %d", tr.committable(), tr.pending())
+	}
 }
 
 // TestConsumerConfigFollowsPlan: the librdkafka keys are derived from Plan, and overrides are

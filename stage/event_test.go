@@ -91,6 +91,32 @@ func TestEventUnbeginReturnsOwnership(t *testing.T) {
 	}
 }
 
+// TestEventOriginFixedAtEmission: Begin fixes the event's Origin from its fields; a stage
+// changing them afterwards does not move it; a recycled event starts with none.
+func TestEventOriginFixedAtEmission(t *testing.T) {
+	var f finisher
+	ev := stage.GetEvent()
+	if ev.Origin() != (stage.Origin{}) {
+		t.Fatalf("Origin before emission = %+v", ev.Origin())
+	}
+	ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, ev.Key = "in", 3, 42, 7, []byte("k")
+	ev.Begin(1, &f)
+	want := stage.Origin{Topic: "in", Partition: 3, Offset: 42, Tag: 7}
+	ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, ev.Key = "other", 9, 1, 8, nil
+	if got := ev.Origin(); got != want {
+		t.Fatalf("Origin = %+v after a stage changed the fields, want %+v", got, want)
+	}
+	stage.Complete(ev) // the finisher releases it
+	if ok, _ := f.count(); ok != 1 {
+		t.Fatal("not finished")
+	}
+	ev = stage.GetEvent()
+	defer ev.Release()
+	if ev.Origin() != (stage.Origin{}) {
+		t.Fatalf("a recycled event kept its Origin: %+v", ev.Origin())
+	}
+}
+
 func TestEventDoubleReleaseIsCounted(t *testing.T) {
 	setDebug(t, false)
 	before := pool.DoubleReleases()

@@ -1,0 +1,80 @@
+package kafka
+
+import ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+// A partition's window is the span of records from its oldest unfinished offset to the newest
+// one received (its tracker's pending entries: in flight, finished above a gap, and held). It
+// is what a restart reads again and what the tracker keeps, so Config.MaxInFlightPerPartition
+// bounds it, whatever one stuck event does (a blocked call, a long retry, a pending delivery).
+//
+// Enforcement, on the polling goroutine: ps.span is an upper bound of the span, exact
+// whenever the goroutine holds s.mu (each flush, each held receipt) and counting the messages
+// collected since; completions only shrink the real span. When ps.span reaches the limit the
+// run is flushed, and if the exact span is at the limit the partition is paused. librdkafka
+// returns none of a partition's messages once Pause returned (those it prefetched are
+// dropped and fetched again after Resume), so the span never exceeds the limit. The partition
+// resumes (resumeIfRoom) once completions brought its span down to half the limit.
+
+// atBound reports whether ps's span (as the polling goroutine knows it) is at the limit.
+func (s *Source) atBound(ps *partState) bool { return ps.span >= s.cfg.MaxInFlightPerPartition }
+
+// pauseFull marks ps as held at the span bound and pauses it (if not paused already).
+func (s *Source) pauseFull(ps *partState) {
+	ps.full = true
+	if ps.paused {
+		return
+	}
+	if err := s.c.Pause([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+		s.log.Warn("sluice/kafka: pause at the in-flight span bound", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+		return
+	}
+	ps.paused = true
+	s.st.paused.Add(1)
+	s.st.pauses.Add(1)
+}
+
+// refreshSpans re-reads the span of the partitions held at the bound (only completions shrink
+// it: the caller calls it when some finished) and releases those down to half the limit,
+// which resumeIfRoom then resumes. One lock, only while some partition is held.
+func (s *Source) refreshSpans() {
+	held := false
+	for _, ps := range s.parts {
+		held = held || ps.full
+	}
+	if !held {
+		return
+	}
+	s.mu.Lock()
+	for _, ps := range s.parts {
+		if ps.full {
+			ps.span = ps.tr.pending()
+			ps.full = ps.span > s.cfg.MaxInFlightPerPartition/2
+		}
+	}
+	s.mu.Unlock()
+}
+
+// restartSeq starts a new sequence of ps's offsets: m's offset is not above the last one
+// received on this assignment, because the log went back (truncated, or the topic deleted and
+// re-created) and librdkafka's auto.offset.reset moved the position down. The tracker needs
+// increasing offsets, so the new sequence gets a fresh one under a new epoch, and its commits
+// may go below the old ones. The old sequence's events in flight keep their ordering slots
+// under the old epoch until they complete, never committed; its held messages were never
+// emitted and are dropped: the log they came from no longer has them.
+//
+// Polling goroutine; the caller flushed the run first, so it holds none of ps's messages.
+func (s *Source) restartSeq(ps *partState, m *ckafka.Message) {
+	s.st.rewinds.Add(1)
+	s.log.Warn("sluice/kafka: offsets moved backwards (log truncated or topic re-created): committing from the new offsets",
+		"topic", ps.tp.topic, "partition", ps.tp.partition, "offset", int64(m.TopicPartition.Offset), "last", ps.lastRecv, "held_dropped", len(ps.held))
+	s.letGo(s.c, ps) // drop the old held messages; resume if paused
+	s.mu.Lock()
+	old := &partState{tp: ps.tp, epoch: ps.epoch, tr: ps.tr, inflight: ps.inflight, g: ps.g}
+	s.byEpoch[old.epoch] = old
+	s.retire(old)
+	s.epoch++
+	ps.epoch, ps.tr, ps.inflight = s.epoch, newTracker(), 0
+	s.byEpoch[ps.epoch] = ps
+	s.mu.Unlock()
+	ps.committed, ps.span, ps.full = -1, 0, false
+}
