@@ -33,6 +33,7 @@ import (
 type commitCall struct {
 	offs   []ckafka.TopicPartition
 	states []*partState  // the partitions of offs, to mark committed on success
+	epochs []uint64      // each state's epoch when the commit started (see reapCommit)
 	done   chan struct{} // closed when CommitOffsets returned; res and err are set then
 	res    []ckafka.TopicPartition
 	err    error
@@ -100,18 +101,20 @@ func (s *Source) commitRevoked(states []*partState, deadline time.Time) {
 func (s *Source) startCommit(states []*partState) {
 	var offs []ckafka.TopicPartition
 	var moved []*partState
+	var epochs []uint64
 	s.mu.Lock()
 	for _, ps := range states {
 		if next := ps.tr.committable(); next > ps.committed {
 			offs = append(offs, ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)})
 			moved = append(moved, ps)
+			epochs = append(epochs, ps.epoch)
 		}
 	}
 	s.mu.Unlock()
 	if len(offs) == 0 {
 		return
 	}
-	call := &commitCall{offs: offs, states: moved, done: make(chan struct{})}
+	call := &commitCall{offs: offs, states: moved, epochs: epochs, done: make(chan struct{})}
 	s.inCommit = call
 	go func() {
 		defer close(call.done)
@@ -152,10 +155,16 @@ func (s *Source) reapCommit() bool {
 		return true
 	}
 	s.st.commits.Add(1)
+	// A partition whose offsets moved backwards while the commit was out (restartSeq: new
+	// epoch, committed reset to -1) keeps its reset: the answer is about the old sequence.
 	byKey := make(map[tpKey]*partState, len(call.states))
-	for _, ps := range call.states {
-		byKey[ps.tp] = ps
+	s.mu.Lock()
+	for i, ps := range call.states {
+		if ps.epoch == call.epochs[i] {
+			byKey[ps.tp] = ps
+		}
 	}
+	s.mu.Unlock()
 	for _, r := range call.res {
 		ps := byKey[tpKey{*r.Topic, r.Partition}]
 		if r.Error != nil || ps == nil {
