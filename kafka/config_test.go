@@ -107,22 +107,33 @@ func TestMemoryPlan(t *testing.T) {
 		budget, maxMsg int64
 		want           kafka.Memory
 	}{
-		{16 << 20, 1 << 20, kafka.Memory{Budget: 16 << 20, InFlight: 8 << 20, Prefetch: 4 << 20, FetchMaxBytes: 2 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 4 << 20}},
-		{4 << 20, 256 << 10, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Prefetch: 1 << 20, FetchMaxBytes: 512 << 10, PartitionFetchBytes: 512 << 10, ProducerQueue: 1 << 20}},
-		{4 << 20, 1 << 20, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Prefetch: 1 << 20, FetchMaxBytes: 1 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 1 << 20}},
-		{1 << 30, 1 << 20, kafka.Memory{Budget: 1 << 30, InFlight: 512 << 20, Prefetch: 256 << 20, FetchMaxBytes: 50 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 256 << 20}},
+		{16 << 20, 1 << 20, kafka.Memory{Budget: 16 << 20, InFlight: 8 << 20, Held: 1 << 20, HeldMax: 1<<20 + 256<<10 + 1<<20 + pipeline.EventOverhead,
+			Prefetch: 3 << 20, FetchMaxBytes: 2 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 4 << 20, PerPartition: 4096 * 196}},
+		{4 << 20, 256 << 10, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Held: 256 << 10, HeldMax: 256<<10 + 256<<10 + 256<<10 + pipeline.EventOverhead,
+			Prefetch: 768 << 10, FetchMaxBytes: 512 << 10, PartitionFetchBytes: 512 << 10, ProducerQueue: 1 << 20, PerPartition: 4096 * 196}},
+		{4 << 20, 1 << 20, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Held: 256 << 10, HeldMax: 256<<10 + 256<<10 + 1<<20 + pipeline.EventOverhead,
+			Prefetch: 768 << 10, FetchMaxBytes: 1 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 1 << 20, PerPartition: 4096 * 196}},
+		{1 << 30, 1 << 20, kafka.Memory{Budget: 1 << 30, InFlight: 512 << 20, Held: 64 << 20, HeldMax: 64<<20 + 256<<10 + 1<<20 + pipeline.EventOverhead,
+			Prefetch: 192 << 20, FetchMaxBytes: 50 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 256 << 20, PerPartition: 4096 * 196}},
 	} {
-		if got := kafka.Plan(tc.budget, tc.maxMsg); got != tc.want {
+		got := kafka.Plan(tc.budget, tc.maxMsg)
+		if got != tc.want {
 			t.Errorf("Plan(%d, %d) = %+v, want %+v", tc.budget, tc.maxMsg, got, tc.want)
+		}
+		if sum := got.InFlight + got.Held + got.Prefetch + got.ProducerQueue; sum != tc.budget {
+			t.Errorf("Plan(%d, %d): in flight + held + prefetch + producer queue = %d, want the budget", tc.budget, tc.maxMsg, sum)
+		}
+		if h, want := got.GoHeap(3), (got.InFlight+got.HeldMax)*5/4+3*got.PerPartition; h != want {
+			t.Errorf("Plan(%d, %d).GoHeap(3) = %d, want %d", tc.budget, tc.maxMsg, h, want)
 		}
 	}
 	cfg := kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: kafkatest.Logger(), Budget: 32 << 20, MaxMessageBytes: 1 << 20,
-		Overrides: map[string]any{"fetch.max.bytes": 3 << 20, "queued.max.messages.kbytes": 1024}}
+		Overrides: map[string]any{"fetch.max.bytes": 3 << 20, "queued.max.messages.kbytes": 1024}, MaxInFlightPerPartition: 100, Ordering: kafka.OrderNone}
 	src := newSource(t, cfg)
 	defer src.Close(context.Background())
 	mem := src.Memory()
 	want := kafka.Plan(32<<20, 1<<20)
-	want.FetchMaxBytes, want.Prefetch = 3<<20, 1<<20
+	want.FetchMaxBytes, want.Prefetch, want.PerPartition = 3<<20, 1<<20, 100*36 // no key table under OrderNone
 	if mem != want {
 		t.Fatalf("Memory() = %+v, want %+v", mem, want)
 	}

@@ -110,10 +110,8 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 // a later assignment of it to this member would otherwise never fetch. Polling goroutine only.
 func (s *Source) letGo(c *ckafka.Consumer, ps *partState) {
 	s.held -= len(ps.held)
-	for _, m := range ps.held {
-		s.heldBytes -= int64(len(m.Key) + len(m.Value))
-	}
-	ps.held = nil
+	s.heldBytes -= ps.heldBytes
+	ps.held, ps.heldBytes = nil, 0
 	if ps.paused {
 		if err := c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
 			s.log.Warn("sluice/kafka: resume on revoke", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)

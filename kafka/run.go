@@ -25,16 +25,16 @@ type runMsg struct {
 	ev *stage.Event
 }
 
-// maxRunBytes bounds the key and value bytes of a run: runs of large messages are shorter, so
-// the few runs the first edge queues stay a small working set (the hand-over cost a run saves
-// is per message, negligible next to copying a large one).
+// maxRunBytes bounds the bytes of a run (counted by msgSize: headers and overhead included):
+// runs of large messages are shorter, so the few runs the first edge queues stay a small working
+// set (the hand-over cost a run saves is per message, negligible next to copying a large one).
 const maxRunBytes = 256 << 10
 
 // collect adds m to the run. It reports whether the run is full, or m's partition may have
 // reached its span bound (window.go): flush it.
 func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
 	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
-	s.runBytes += len(m.Key) + len(m.Value)
+	s.runBytes += int(msgSize(m))
 	ps.span++
 	return len(s.run) == pipeline.MaxRun || s.runBytes >= maxRunBytes || s.atBound(ps)
 }

@@ -20,7 +20,8 @@ import (
 // Backpressure: a message that cannot be emitted now (budget or first edge full, per-partition
 // limit, key or partition already in flight) is held and its partition paused; Poll keeps
 // running (max.poll.interval.ms never expires, rebalances are served); the partition resumes
-// once its held messages are emitted and the budget is below half. librdkafka drops a paused
+// once its held messages are emitted, the budget is below half and all held messages together
+// are below Memory.Held (at Held every partition is paused). librdkafka drops a paused
 // partition's prefetched messages and refetches from the position after the last message it
 // returned, which the held messages cover: nothing is lost.
 //
@@ -57,14 +58,14 @@ type Source struct {
 	emit       *pipeline.Emitter
 	runCtx     context.Context // Run's context, for the flush at a rebalance
 	held       int             // held messages over all partitions
-	heldBytes  int64           // their key and value bytes
+	heldBytes  int64           // their bytes, counted by msgSize (as pipeline.EventSize counts)
 	retrySeq   uint64          // doneSeq when the held messages were last retried
 	spanSeq    uint64          // doneSeq when the spans at the bound were last re-read
 	last       *partState      // the partition of the previous message (nil after a rebalance)
 	run        []runMsg        // messages polled and not yet admitted or held: see flush
 	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
 	runGated   []int           // flush's gated messages, as indices into run
-	runBytes   int             // key and value bytes of the run
+	runBytes   int             // bytes of the run, counted by msgSize
 	events     stage.EventCache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
@@ -96,6 +97,7 @@ type partState struct {
 	gone     bool     // mu: retired; completions release their slots and are never committed
 
 	held      []*ckafka.Message // messages received but not emitted, in offset order
+	heldBytes int64             // their bytes, counted by msgSize
 	paused    bool
 	gatedNow  bool  // flush gated one of its messages: the rest of the run waits too
 	committed int64 // last committed offset, -1 none
@@ -302,24 +304,23 @@ const (
 )
 
 // hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
-// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages,
-// or all partitions hold more than a quarter of the prefetch share: a key or partition that is
-// merely busy (ordering) does not cost a pause, a discarded prefetch and a refetch.
+// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages, or
+// when all partitions together hold half of Memory.Held: a key or partition that is merely busy
+// (ordering) does not cost a pause, a discarded prefetch and a refetch. Once they hold
+// Memory.Held it pauses every partition, and resumeIfRoom resumes none until they hold less:
+// Poll returns nothing of a paused partition, so only the rest of the run being flushed can
+// still be held (Memory.HeldMax).
 func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
+	n := msgSize(m)
 	ps.held = append(ps.held, m)
+	ps.heldBytes += n
 	s.held++
-	s.heldBytes += int64(len(m.Key) + len(m.Value))
-	if !pause && len(ps.held) < maxHeldPerPartition && s.heldBytes*4 < s.mem.Prefetch {
-		return
-	}
-	if !ps.paused {
-		if err := s.c.Pause([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
-			s.log.Warn("sluice/kafka: pause", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
-			return
-		}
-		ps.paused = true
-		s.st.paused.Add(1)
-		s.st.pauses.Add(1)
+	s.heldBytes += n
+	switch {
+	case s.heldBytes >= s.mem.Held:
+		s.pausePartitions(nil)
+	case pause || len(ps.held) >= maxHeldPerPartition || s.heldBytes*2 >= s.mem.Held:
+		s.pausePartitions(ps)
 	}
 }
 
@@ -338,8 +339,10 @@ func (s *Source) retryHeld(ctx context.Context) {
 			if !mustWait {
 				switch s.tryEmit(ctx, ps, m) {
 				case emitted:
+					n := msgSize(m)
 					s.held--
-					s.heldBytes -= int64(len(m.Key) + len(m.Value))
+					s.heldBytes -= n
+					ps.heldBytes -= n
 					continue
 				case full:
 					stop = true
@@ -361,9 +364,10 @@ func (s *Source) retryHeld(ctx context.Context) {
 	}
 }
 
-// resumeIfRoom resumes paused partitions with nothing held once the budget is below half.
+// resumeIfRoom resumes paused partitions with nothing held once the budget is below half and
+// all held messages together are below Memory.Held.
 func (s *Source) resumeIfRoom() {
-	if s.st.paused.Load() == 0 {
+	if s.st.paused.Load() == 0 || s.heldBytes >= s.mem.Held {
 		return
 	}
 	b := s.emit.Budget()

@@ -63,7 +63,7 @@ func TestTryEmitReturnsFalseWhenFullAndCallerKeepsTheEvent(t *testing.T) {
 		g.open()
 		return emit.Emit(ctx, kept) // and emit it later
 	}}
-	b := pipeline.New(src, pipeline.WithLogger(quiet))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize))
 	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error {
 		return g.pass(ctx, ev.Offset)
 	}, stage.Capacity(1)))
@@ -95,7 +95,7 @@ func TestTryEmitReturnsFalseWhenTheBudgetIsFull(t *testing.T) {
 		g.open()       // only now may events complete and free the budget
 		return nil
 	}}
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(15), pipeline.WithMaxEventBytes(5))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(15), pipeline.WithMaxEventBytes(5))
 	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }))
 	p := build(t, b)
 	if err := p.Run(context.Background()); err != nil {
@@ -110,7 +110,7 @@ func TestOversizedEventGoesToTheErrorHandler(t *testing.T) {
 	var failures []error
 	src := pipeline.FromSlice([][]byte{[]byte("ok"), make([]byte, 500), []byte("ok")})
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(100), pipeline.WithMaxEventBytes(100),
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(100), pipeline.WithMaxEventBytes(100),
 		pipeline.WithErrorHandler(func(_ context.Context, f *stage.Failure) error {
 			if len(f.Events) != 1 || f.Events[0].Offset != 1 || f.Stage != "source" {
 				t.Errorf("failure %v", f)
@@ -142,7 +142,7 @@ func TestOversizedEventHandlerErrorFailsRun(t *testing.T) {
 	errDLQ := errors.New("dead-letter refused")
 	src := pipeline.FromSlice([][]byte{make([]byte, 11)})
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10),
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10),
 		pipeline.WithErrorHandler(func(context.Context, *stage.Failure) error { return errDLQ }))
 	pipeline.To(b.Source(), stage.Sink("s", func(context.Context, *stage.Event) error { return nil }))
 	if err := build(t, b).Run(context.Background()); !errors.Is(err, errDLQ) {

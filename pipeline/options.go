@@ -35,7 +35,7 @@ func defaultConfig() config {
 	return config{
 		budget:        DefaultBudget,
 		maxEventBytes: DefaultMaxEventBytes,
-		size:          PayloadSize,
+		size:          EventSize,
 		drainTimeout:  DefaultDrainTimeout,
 		closeTimeout:  DefaultCloseTimeout,
 		logger:        slog.Default(),
@@ -43,11 +43,40 @@ func defaultConfig() config {
 	}
 }
 
-// PayloadSize is the default size function: len(Key) + len(Value).
-func PayloadSize(ev *stage.Event) int64 { return int64(len(ev.Key) + len(ev.Value)) }
+// EventOverhead is the heap one source event costs beyond its record's bytes, which EventSize
+// counts with them: the pooled stage.Event and, for the Kafka source, its message and
+// bookkeeping (the offset tracker entry, the key table slot). Measured with the Kafka source as
+// the live heap after GC per event, 8,000 records of 0 bytes: 227 B in flight without a key,
+// 306 B with 7-byte keys under OrderKey, 253 B held back by the source (not yet emitted). The
+// constant leaves room for the bookkeeping slices' growth and for longer keys, whose table
+// copy EventSize does not count.
+const EventOverhead = 512
 
-// WithBudget sets the byte budget: the most bytes (by the size function) of source events in
-// flight at once, from emission to completion. Default 64 MiB. It must be at least
+// HeaderOverhead is the heap one header costs beyond its name and value, which EventSize counts
+// with them: the header's entry in the event's and the message's header slices and the
+// rounding of its name's allocation (measured 44–61 B per header).
+const HeaderOverhead = 64
+
+// EventSize is the default size function: what an event holds on the heap, as the byte budget
+// counts it. It is PayloadSize plus EventOverhead plus HeaderOverhead per header, so records
+// with empty values or large headers count what they really cost.
+func EventSize(ev *stage.Event) int64 {
+	return PayloadSize(ev) + EventOverhead + HeaderOverhead*int64(len(ev.Headers))
+}
+
+// PayloadSize is the record's own bytes: len(Key) + len(Value) + the length of every header's
+// name and value, without the per-event and per-header overhead EventSize adds. It suits tests
+// and sources whose budget is an exact byte count (WithSize(PayloadSize)).
+func PayloadSize(ev *stage.Event) int64 {
+	n := len(ev.Key) + len(ev.Value)
+	for i := range ev.Headers {
+		n += len(ev.Headers[i].Key) + len(ev.Headers[i].Value)
+	}
+	return int64(n)
+}
+
+// WithBudget sets the byte budget: the most bytes (by the size function, default EventSize) of
+// source events in flight at once, from emission to completion. Default 64 MiB. It must be at least
 // MaxEventBytes, or Build fails. When the budget is exhausted the source waits (the Kafka source
 // pauses its partitions).
 func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes } }
@@ -57,7 +86,10 @@ func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes 
 // (never a deadlock).
 func WithMaxEventBytes(n int64) Option { return func(c *config) { c.maxEventBytes = n } }
 
-// WithSize sets the function that gives an event's budget bytes. Default PayloadSize.
+// WithSize sets the function that gives an event's budget bytes. Default EventSize (record bytes,
+// headers included, plus a fixed per-event and per-header overhead); PayloadSize counts the
+// record's bytes only. The Kafka source counts the messages it holds back as EventSize does,
+// whatever this is set to.
 func WithSize(fn func(*stage.Event) int64) Option { return func(c *config) { c.size = fn } }
 
 // WithDrainTimeout bounds the drain after Run's context is cancelled: in-flight events may

@@ -148,7 +148,7 @@ func TestRunsGoOneByOneToUnorderedWorkers(t *testing.T) {
 func TestTryEmitRunBudgetTakesAPrefix(t *testing.T) {
 	g := newGate()
 	src := &handOver{ready: make(chan *pipeline.Emitter, 1)}
-	b := pipeline.New(src, pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithLogger(quiet))
+	b := pipeline.New(src, pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize))
 	pipeline.To(b.Source(), stage.Sink("sink", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }))
 	p := build(t, b)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -73,7 +73,7 @@ func TestBottleneckNamesTheBlockedStage(t *testing.T) {
 	const slowCap = 4
 	src := sized(40, 1)
 	g := newGate()
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(1))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(1))
 	fast := pipeline.Then(b.Source(), stage.Map("fast", offsetOf))
 	slow := pipeline.Then(fast, stage.Map("slow", func(ctx context.Context, v int64) (int64, error) {
 		return v, g.pass(ctx, v)
