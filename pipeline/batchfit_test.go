@@ -104,7 +104,7 @@ func TestBatchWithoutLingerFlushedWhenEmitWaitsForBudget(t *testing.T) {
 	const n = 200
 	src := sized(n, 50)
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(10), pipeline.WithDrainTimeout(100*time.Millisecond))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(10), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithDrainTimeout(100*time.Millisecond))
 	var got collectBatches
 	batches := pipeline.Then(pipeline.Then(b.Source(), mapOf("offset")), stage.Batch("batch", stage.BatchConfig[int64]{MaxCount: 100}))
 	pipeline.To(batches, got.sink())
@@ -135,7 +135,7 @@ func TestStallDoesNotFlushWhileEventsMove(t *testing.T) {
 	const n, count = 30, 10
 	src := sized(n, 100) // the 1000-byte budget holds exactly one batch
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithSize(pipeline.PayloadSize))
 	g := newGate()
 	held := pipeline.Then(b.Source(), stage.Map("hold5", func(ctx context.Context, ev *stage.Event) (int64, error) {
 		if ev.Offset == 5 {
