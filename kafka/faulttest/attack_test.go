@@ -1,8 +1,11 @@
 package faulttest
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"os"
+	"os/exec"
 	"testing"
 	"time"
 
@@ -70,5 +73,46 @@ func TestFaultAttackPanickingErrorHandler(t *testing.T) {
 	t.Logf("Run: %.200v", err)
 	if c := committedOr(cl.Addr(), 1); c > 0 {
 		t.Fatalf("committed %d: no event was handled", c)
+	}
+}
+
+// TestFaultAttackPanickingErrorHandlerAsync: the same panicking error handler, reached through
+// the producer sink's Nack (the delivery to "out" fails after message.timeout.ms), so it runs
+// on the pipeline's error-handling goroutine. The process must live and Run must return an
+// error. The scenario runs in a child process (this test binary, re-executed), so a crash
+// fails this test instead of killing the suite.
+func TestFaultAttackPanickingErrorHandlerAsync(t *testing.T) {
+	if os.Getenv("SLUICE_ATTACK_CHILD") != "" {
+		asyncPanicChild(t)
+		return
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFaultAttackPanickingErrorHandlerAsync$", "-test.v")
+	cmd.Env = append(os.Environ(), "SLUICE_ATTACK_CHILD=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		tail := out[max(0, len(out)-1500):]
+		if i := bytes.Index(out, []byte("panic: ")); i >= 0 {
+			tail = out[i:min(len(out), i+1500)]
+		}
+		t.Fatalf("child: %v (the process died or the scenario failed):\n%s", err, tail)
+	}
+}
+
+func asyncPanicChild(t *testing.T) {
+	const drain, closeT = 2 * time.Second, 2 * time.Second
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1))
+	produce(t, cl.Addr(), "in", "v", 5)
+	refuseProduce(cl, "out")
+	r := startCopy(t, cl.Addr(), copyOpts{timeout: 500, pipe: []pipeline.Option{
+		pipeline.WithDrainTimeout(drain), pipeline.WithCloseTimeout(closeT),
+		pipeline.WithErrorHandler(func(context.Context, *stage.Failure) error { panic("handler bug") }),
+	}})
+	err := awaitRun(t, r.done, 30*time.Second)
+	if err == nil {
+		t.Fatal("Run = nil after the error handler panicked")
+	}
+	t.Logf("Run: %.200v", err)
+	if c := committedOr(cl.Addr(), 1); c > 0 {
+		t.Fatalf("committed %d: nothing was written", c)
 	}
 }
