@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 	"time"
 
@@ -114,5 +115,130 @@ func asyncPanicChild(t *testing.T) {
 	t.Logf("Run: %.200v", err)
 	if c := committedOr(cl.Addr(), 1); c > 0 {
 		t.Fatalf("committed %d: nothing was written", c)
+	}
+}
+
+// TestFaultAttackSpanOneBatchNoLinger: MaxInFlightPerPartition 1 (the span bound is then one
+// record) under OrderNone, with a Batch of 8 and no Linger: Build accepts it, so it must make
+// progress (the partial batch is flushed when the source cannot admit more).
+func TestFaultAttackSpanOneBatchNoLinger(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const n, parts = 60, 2
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	src := attackSource(t, cl.Addr(), func(c *kafka.Config) { c.MaxInFlightPerPartition, c.Ordering = 1, kafka.OrderNone })
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
+	s := newSeen()
+	batches := pipeline.Then(b.Source(), stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 8}))
+	pipeline.To(batches, stage.Sink("work", func(_ context.Context, evs []*stage.Event) error {
+		for _, ev := range evs {
+			s.add(string(ev.Value))
+		}
+		return nil
+	}))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	kafkatest.WaitFor(t, 30*time.Second, "every record processed", func() bool { return s.distinct() == n })
+	kafkatest.WaitFor(t, 15*time.Second, "commits to reach the end", func() bool { return committedOr(cl.Addr(), parts) == n })
+	cancel()
+	if err := awaitRun(t, done, 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if miss := s.missing(want); len(miss) > 0 {
+		t.Fatalf("missing %v", miss)
+	}
+}
+
+// TestFaultAttackCancelBeforeAssignment: Run's context is cancelled before the group assigned
+// anything (the broker's group coordinator never answers). Run returns promptly, nil, and no
+// goroutine is left.
+func TestFaultAttackCancelBeforeAssignment(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1))
+	src := attackSource(t, cl.Addr(), nil)
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()), pipeline.WithCloseTimeout(2*time.Second))...)
+	pipeline.To(b.Source(), stage.Sink("work", func(context.Context, *stage.Event) error { return nil }))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	began := time.Now()
+	go func() { done <- p.Run(ctx) }()
+	if err := awaitRun(t, done, 15*time.Second); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	t.Logf("Run returned after %v", time.Since(began).Round(time.Millisecond))
+}
+
+// TestFaultAttackRoutedEventNamesOrigin: a stage re-targets an event (it sets Topic, Partition
+// and Offset, as a router might; stage.Event says the source is never misled by it), and a
+// later stage fails on it. The README: the dead-letter record carries "headers naming the
+// error, stage and original topic/partition/offset", and Run's error names the failing
+// record's topic, partition and offset. Both must name in[0]@0, where the record came from.
+func TestFaultAttackRoutedEventNamesOrigin(t *testing.T) {
+	for _, dlq := range []bool{true, false} {
+		t.Run(map[bool]string{true: "dead letter", false: "fail"}[dlq], func(t *testing.T) { routedEventNamesOrigin(t, dlq) })
+	}
+}
+
+func routedEventNamesOrigin(t *testing.T, dlq bool) {
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("dlq", 1))
+	produce(t, cl.Addr(), "in", "v", 1)
+	src := attackSource(t, cl.Addr(), nil)
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close(context.Background())
+	opts := append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))
+	sinkOpts := []stage.Option{stage.OnError(stage.Fail)}
+	if dlq {
+		opts, sinkOpts = append(opts, pipeline.WithErrorHandler(prod.DeadLetter("dlq"))), nil
+	}
+	b := pipeline.New(src, opts...)
+	routed := pipeline.Then(b.Source(), stage.Map("route", func(_ context.Context, ev *stage.Event) (*stage.Event, error) {
+		ev.Topic, ev.Partition, ev.Offset = "orders-eu", 7, 12345
+		return ev, nil
+	}))
+	pipeline.To(routed, stage.Sink("work", func(context.Context, *stage.Event) error { return errors.New("poison") }, sinkOpts...))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	if !dlq {
+		err := awaitRun(t, done, 30*time.Second)
+		if err == nil || !strings.Contains(err.Error(), "in[0]@0") {
+			t.Fatalf("Run = %v, want an error naming in[0]@0", err)
+		}
+		return
+	}
+	msgs, err := kafkatest.ReadMessages(cl.Addr(), "dlq", 1, 30*time.Second)
+	if err != nil || len(msgs) != 1 {
+		t.Fatalf("dead letters %d: %v", len(msgs), err)
+	}
+	cancel()
+	if err := awaitRun(t, done, 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	h := map[string]string{}
+	for _, x := range msgs[0].Headers {
+		h[x.Key] = string(x.Value)
+	}
+	if got := h[kafka.HeaderTopic] + "[" + h[kafka.HeaderPartition] + "]@" + h[kafka.HeaderOffset]; got != "in[0]@0" {
+		t.Fatalf("dead letter names %s, want in[0]@0 (where the record came from)", got)
 	}
 }
