@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -240,5 +241,63 @@ func routedEventNamesOrigin(t *testing.T, dlq bool) {
 	}
 	if got := h[kafka.HeaderTopic] + "[" + h[kafka.HeaderPartition] + "]@" + h[kafka.HeaderOffset]; got != "in[0]@0" {
 		t.Fatalf("dead letter names %s, want in[0]@0 (where the record came from)", got)
+	}
+}
+
+// TestFaultAttackFlatMapChildToRefusingDeadLetter: a FlatMap fans each record out to three
+// children; the sink fails the middle child of records from offset 5 on, and the dead-letter
+// topic refuses with a retriable error, so the handler retries on the sink's worker. Then
+// Run's context is cancelled: Run returns within drain + close, with an error, and the commit
+// never passes offset 5 (its failed child was neither written nor dead-lettered), though its
+// siblings succeeded.
+func TestFaultAttackFlatMapChildToRefusingDeadLetter(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const drain, closeT = 2 * time.Second, 2 * time.Second
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("dlq", 1))
+	produce(t, cl.Addr(), "in", "v", 20)
+	refuseProduce(cl, "dlq")
+	src := attackSource(t, cl.Addr(), nil)
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10,
+		Overrides: map[string]any{"message.timeout.ms": 300}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()), pipeline.WithDrainTimeout(drain),
+		pipeline.WithCloseTimeout(closeT), pipeline.WithErrorHandler(prod.DeadLetter("dlq")))...)
+	type child struct {
+		off int64
+		i   int
+	}
+	kids := pipeline.Then(b.Source(), stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]child, error) {
+		return []child{{ev.Offset, 0}, {ev.Offset, 1}, {ev.Offset, 2}}, nil
+	}))
+	var failing atomic.Int64
+	pipeline.To(kids, stage.Sink("work", func(_ context.Context, c child) error {
+		if c.off >= 5 && c.i == 1 {
+			failing.Add(1)
+			return errors.New("poison child")
+		}
+		return nil
+	}, stage.Concurrency(2)))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	kafkatest.WaitFor(t, 30*time.Second, "a child failing", func() bool { return failing.Load() > 0 })
+	kafkatest.WaitFor(t, 30*time.Second, "the commit reaching 5", func() bool { return committedOr(cl.Addr(), 1) == 5 })
+	cancel()
+	began := time.Now()
+	err = awaitRun(t, done, drain+closeT+10*time.Second)
+	t.Logf("Run returned after %v: %.300v", time.Since(began).Round(time.Millisecond), err)
+	if err == nil {
+		t.Fatal("Run = nil: a failed child was neither written nor dead-lettered")
+	}
+	if c := committedOr(cl.Addr(), 1); c != 5 {
+		t.Fatalf("committed %d, want 5", c)
 	}
 }
