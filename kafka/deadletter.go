@@ -23,8 +23,9 @@ const (
 )
 
 // DeadLetter returns an error handler (for pipeline.WithErrorHandler) that produces every
-// source event behind a failure to topic, with the original key, value and headers plus
-// headers naming the error, the stage and the original topic/partition/offset, and waits for
+// source event behind a failure to topic, with the event's key, value and headers (the record's own
+// unless a stage replaced them) plus
+// headers naming the error, the stage and the original topic/partition/offset (Event.Origin), and waits for
 // the delivery. Only then does the event complete (and get committed), so a poison message
 // never blocks its partition and is never lost. That includes a failure wrapping
 // stage.ErrNotDelivered (a sink's output record was not written): the input goes to the
@@ -52,14 +53,15 @@ func (p *Producer) DeadLetter(topic string) func(ctx context.Context, f *stage.F
 
 func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failure, ev *stage.Event) error {
 	rec := Record{Topic: topic, Key: ev.Key, Value: ev.Value}
+	from := ev.Origin() // where the record came from, whatever a stage did to the event's fields
 	rec.Headers = append(rec.Headers, ev.Headers...)
 	rec.Headers = append(rec.Headers,
 		stage.Header{Key: HeaderError, Value: []byte(f.Err.Error())},
 		stage.Header{Key: HeaderStage, Value: []byte(f.Stage)},
 		stage.Header{Key: HeaderAttempts, Value: []byte(strconv.Itoa(f.Attempts))},
-		stage.Header{Key: HeaderTopic, Value: []byte(ev.Topic)},
-		stage.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(int(ev.Partition)))},
-		stage.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(ev.Offset, 10))},
+		stage.Header{Key: HeaderTopic, Value: []byte(from.Topic)},
+		stage.Header{Key: HeaderPartition, Value: []byte(strconv.Itoa(int(from.Partition)))},
+		stage.Header{Key: HeaderOffset, Value: []byte(strconv.FormatInt(from.Offset, 10))},
 	)
 	// One report at most is ever pending on reports: each attempt waits for its own, or
 	// returns (ctx done), and the channel's buffer takes the late one.
@@ -81,7 +83,7 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 			}
 		}
 		if ctx.Err() != nil || permanent(err) || p.fatalError() != nil {
-			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, ev.Topic, ev.Partition, ev.Offset, err)
+			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, from.Topic, from.Partition, from.Offset, err)
 		}
 		p.log.Warn("sluice/kafka: dead-letter produce failed, retrying", "topic", topic, "attempt", attempt, "err", err)
 		t := time.NewTimer(backoff)

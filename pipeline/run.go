@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,8 +235,19 @@ func (p *Pipeline) err() error {
 // default, which logs and skips a failure, except one whose output record was not written
 // (stage.ErrNotDelivered): skipping it would commit its input without its output, so it stops
 // Run with an error naming the record.
-func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) error {
+//
+// A panic in the user's handler is recovered and returned as a *stage.PanicError (stage
+// "<stage> error handler"), which the caller treats like any error of the handler: the
+// pipeline stops and the event is not committed. Unrecovered, it would kill the process (on
+// the error-handling goroutine) or leave a stage's input undrained and Run hanging (on a
+// worker).
+func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) (err error) {
 	if p.cfg.onError != nil {
+		defer func() {
+			if r := recover(); r != nil {
+				err = &stage.PanicError{Stage: f.Stage + " error handler", Value: r, Stack: debug.Stack()}
+			}
+		}()
 		return p.cfg.onError(ctx, f)
 	}
 	if errors.Is(f.Err, stage.ErrNotDelivered) {

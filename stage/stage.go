@@ -113,8 +113,12 @@ type failedAt struct {
 
 func failedAtOf(evs []*Event) failedAt {
 	at := failedAt{set: true, events: len(evs)}
-	if len(evs) == 1 {
-		at.topic, at.partition, at.offset = evs[0].Topic, evs[0].Partition, evs[0].Offset
+	if len(evs) == 1 { // where the record came from, not what a stage made of its fields
+		if o := evs[0].Origin(); o != (Origin{}) {
+			at.topic, at.partition, at.offset = o.Topic, o.Partition, o.Offset
+		} else { // never emitted (a Failure built by hand)
+			at.topic, at.partition, at.offset = evs[0].Topic, evs[0].Partition, evs[0].Offset
+		}
 	}
 	return at
 }
