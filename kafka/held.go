@@ -1,12 +1,14 @@
 package kafka
 
 import (
+	"context"
+
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
 	"github.com/sluicehq/sluice/pipeline"
 )
 
-// The messages the source holds back (received, not yet emitted: see hold in source.go) are
+// The messages the source holds back (received, not yet emitted: see hold) are
 // bounded by Memory.Held in the bytes the pipeline's default size function counts: at half of
 // it the partition that holds one more is paused, at Held every partition is, and none resumes
 // until they hold less (resumeIfRoom). Polling goroutine only.
@@ -52,4 +54,91 @@ func (s *Source) pausePartitions(ps *partState) {
 	}
 	s.st.paused.Add(int64(len(which)))
 	s.st.pauses.Add(uint64(len(which)))
+}
+
+// maxHeldPerPartition bounds the messages a partition holds back (waiting for their key or
+// partition slot) before it is paused.
+const maxHeldPerPartition = 256
+
+// hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
+// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages, or
+// when all partitions together hold half of Memory.Held: a key or partition that is merely busy
+// (ordering) does not cost a pause, a discarded prefetch and a refetch. Once they hold
+// Memory.Held it pauses every partition, and resumeIfRoom resumes none until they hold less:
+// Poll returns nothing of a paused partition, so only the rest of the run being flushed can
+// still be held (Memory.HeldMax).
+func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
+	n := msgSize(m)
+	ps.held = append(ps.held, m)
+	ps.heldBytes += n
+	s.held++
+	s.heldBytes += n
+	switch {
+	case s.heldBytes >= s.mem.Held:
+		s.pausePartitions(nil)
+	case pause || len(ps.held) >= maxHeldPerPartition || s.heldBytes*2 >= s.mem.Held:
+		s.pausePartitions(ps)
+	}
+}
+
+// retryHeld emits what it can of the held messages, keeping each partition's order (and, in
+// key mode, each key's order).
+func (s *Source) retryHeld(ctx context.Context) {
+	for _, ps := range s.parts {
+		if len(ps.held) == 0 {
+			continue
+		}
+		keep := ps.held[:0]
+		var blocked map[string]bool // keys with an earlier message still held (key mode)
+		stop := false
+		for _, m := range ps.held {
+			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
+			if !mustWait {
+				switch s.tryEmit(ctx, ps, m) {
+				case emitted:
+					n := msgSize(m)
+					s.held--
+					s.heldBytes -= n
+					ps.heldBytes -= n
+					continue
+				case full:
+					stop = true
+				}
+			}
+			keep = append(keep, m)
+			if s.cfg.Ordering == OrderKey && len(m.Key) > 0 {
+				if blocked == nil {
+					blocked = map[string]bool{}
+				}
+				blocked[string(m.Key)] = true
+			}
+		}
+		clear(ps.held[len(keep):])
+		ps.held = keep
+		if stop {
+			return
+		}
+	}
+}
+
+// resumeIfRoom resumes paused partitions with nothing held once the budget is below half and
+// all held messages together are below Memory.Held.
+func (s *Source) resumeIfRoom() {
+	if s.st.paused.Load() == 0 || s.heldBytes >= s.mem.Held {
+		return
+	}
+	b := s.emit.Budget()
+	if b.InFlight()*2 > b.Limit() {
+		return
+	}
+	for _, ps := range s.parts {
+		if ps.paused && len(ps.held) == 0 && !ps.full {
+			if err := s.c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
+				s.log.Warn("sluice/kafka: resume", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
+				continue
+			}
+			ps.paused = false
+			s.st.paused.Add(-1)
+		}
+	}
 }

@@ -291,10 +291,6 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 // busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
 const emitWait = 50 * time.Millisecond
 
-// maxHeldPerPartition bounds the messages a partition holds back (waiting for their key or
-// partition slot) before it is paused.
-const maxHeldPerPartition = 256
-
 type emitResult int
 
 const (
@@ -302,89 +298,6 @@ const (
 	gated              // ordering or per-partition limit: other partitions may go on
 	full               // budget or first edge full: nothing can go on
 )
-
-// hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
-// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages, or
-// when all partitions together hold half of Memory.Held: a key or partition that is merely busy
-// (ordering) does not cost a pause, a discarded prefetch and a refetch. Once they hold
-// Memory.Held it pauses every partition, and resumeIfRoom resumes none until they hold less:
-// Poll returns nothing of a paused partition, so only the rest of the run being flushed can
-// still be held (Memory.HeldMax).
-func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
-	n := msgSize(m)
-	ps.held = append(ps.held, m)
-	ps.heldBytes += n
-	s.held++
-	s.heldBytes += n
-	switch {
-	case s.heldBytes >= s.mem.Held:
-		s.pausePartitions(nil)
-	case pause || len(ps.held) >= maxHeldPerPartition || s.heldBytes*2 >= s.mem.Held:
-		s.pausePartitions(ps)
-	}
-}
-
-// retryHeld emits what it can of the held messages, keeping each partition's order (and, in
-// key mode, each key's order).
-func (s *Source) retryHeld(ctx context.Context) {
-	for _, ps := range s.parts {
-		if len(ps.held) == 0 {
-			continue
-		}
-		keep := ps.held[:0]
-		var blocked map[string]bool // keys with an earlier message still held (key mode)
-		stop := false
-		for _, m := range ps.held {
-			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
-			if !mustWait {
-				switch s.tryEmit(ctx, ps, m) {
-				case emitted:
-					n := msgSize(m)
-					s.held--
-					s.heldBytes -= n
-					ps.heldBytes -= n
-					continue
-				case full:
-					stop = true
-				}
-			}
-			keep = append(keep, m)
-			if s.cfg.Ordering == OrderKey && len(m.Key) > 0 {
-				if blocked == nil {
-					blocked = map[string]bool{}
-				}
-				blocked[string(m.Key)] = true
-			}
-		}
-		clear(ps.held[len(keep):])
-		ps.held = keep
-		if stop {
-			return
-		}
-	}
-}
-
-// resumeIfRoom resumes paused partitions with nothing held once the budget is below half and
-// all held messages together are below Memory.Held.
-func (s *Source) resumeIfRoom() {
-	if s.st.paused.Load() == 0 || s.heldBytes >= s.mem.Held {
-		return
-	}
-	b := s.emit.Budget()
-	if b.InFlight()*2 > b.Limit() {
-		return
-	}
-	for _, ps := range s.parts {
-		if ps.paused && len(ps.held) == 0 && !ps.full {
-			if err := s.c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
-				s.log.Warn("sluice/kafka: resume", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
-				continue
-			}
-			ps.paused = false
-			s.st.paused.Add(-1)
-		}
-	}
-}
 
 // leaveGroup unsubscribes and polls (dropping messages: nothing more is emitted) until the
 // revoke has run and nothing is assigned, or ctx ends. Closing a consumer in the middle of a
