@@ -1,6 +1,7 @@
 package faulttest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
@@ -228,4 +230,169 @@ func TestFaultAttack2AsyncSinkFinishesAndReturnsError(t *testing.T) {
 	if st := r.p.Stats(); st.Completed+st.Failed != st.Emitted || st.InFlightEvents != 0 {
 		t.Fatalf("completed %d + failed %d vs emitted %d, in flight %d", st.Completed, st.Failed, st.Emitted, st.InFlightEvents)
 	}
+}
+
+// produceSized writes n records to topic, key "k-i%keys", value "prefix-i" padded with 'x' so
+// that key + value are exactly size bytes, and waits for every delivery.
+func produceSized(t *testing.T, addr, topic, prefix string, n, keys, size int) map[string]bool {
+	t.Helper()
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "enable.idempotence": true, "acks": "all", "linger.ms": 5,
+		"log_level": 3, "message.max.bytes": 4 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	want := map[string]bool{}
+	reports := make(chan ckafka.Event, n)
+	for i := range n {
+		key := fmt.Sprintf("k-%d", i%keys)
+		v := []byte(fmt.Sprintf("%s-%d-", prefix, i))
+		v = append(v, bytes.Repeat([]byte{'x'}, size-len(key)-len(v))...)
+		want[string(v)] = true
+		if err := p.Produce(&ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
+			Key: []byte(key), Value: v}, reports); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range n {
+		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
+			t.Fatal(m.TopicPartition.Error)
+		}
+	}
+	return want
+}
+
+// TestFaultAttack2SmallestBudgetDeadLetter: the smallest budget Build accepts (Budget = 4 ×
+// MaxMessageBytes) with records of exactly MaxMessageBytes (key + value), copied to "out"
+// through the producer sink, which refuses them (message.timeout.ms 500), with
+// DeadLetter("dlq") on the same producer, as the README's minimal pipeline has it. Each record
+// must reach the dead-letter topic and the commits the end.
+func TestFaultAttack2SmallestBudgetDeadLetter(t *testing.T) {
+	const m, n = 64 << 10, 6
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1), kafkatest.Topic("dlq", 1))
+	produceSized(t, cl.Addr(), "in", "v", n, 3, m)
+	refuseProduce(cl, "out")
+	src := attackSource(t, cl.Addr(), func(c *kafka.Config) { c.Budget, c.MaxMessageBytes = 4*m, m })
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 4 * m,
+		MaxMessageBytes: m, Overrides: map[string]any{"message.timeout.ms": 500}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()),
+		pipeline.WithDrainTimeout(2*time.Second), pipeline.WithCloseTimeout(2*time.Second),
+		pipeline.WithErrorHandler(prod.DeadLetter("dlq")))...)
+	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
+		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
+	}))
+	pipeline.To(recs, prod.Sink("produce"))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	defer func() {
+		cancel()
+		err := awaitRun(t, done, 20*time.Second)
+		t.Logf("Run: %.300v; producer %+v", err, prod.Stats())
+	}()
+	kafkatest.WaitFor(t, 20*time.Second, "every record dead-lettered and committed", func() bool { return committedOr(cl.Addr(), 1) == n })
+}
+
+// progress runs source "in" (4 partitions, 200 records of 37 keys) through the stages wire
+// builds, whose sink records values into s. Without Linger the last records of a topic may wait
+// in a partial batch until the pipeline stops (BatchConfig), so it asserts that every record is
+// emitted and at most tail stay in flight within 20 s; then Run is cancelled: it returns nil,
+// every record reached the sink and the commits reach the end.
+func progress(t *testing.T, tail int64, mod func(*kafka.Config), wire func(b *pipeline.Builder, s *seen)) {
+	t.Helper()
+	const n, parts = 200, 4
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts))
+	want := produce(t, cl.Addr(), "in", "v", n)
+	src := attackSource(t, cl.Addr(), mod)
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()),
+		pipeline.WithDrainTimeout(2*time.Second), pipeline.WithCloseTimeout(2*time.Second))...)
+	s := newSeen()
+	wire(b, s)
+	p, err := b.Build()
+	if err != nil {
+		t.Fatalf("Build: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }()
+	end := time.Now().Add(20 * time.Second)
+	for st := p.Stats(); st.Emitted < n || st.InFlightEvents > tail; st = p.Stats() {
+		if time.Now().After(end) {
+			cancel()
+			err := awaitRun(t, done, 20*time.Second)
+			t.Fatalf("no progress: emitted %d of %d, %d in flight (tail allowed %d), %d processed; Run then: %v", st.Emitted, n, st.InFlightEvents, tail, s.distinct(), err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	cancel()
+	if err := awaitRun(t, done, 20*time.Second); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	if miss := s.missing(want); len(miss) > 0 {
+		t.Fatalf("%d records never processed", len(miss))
+	}
+	if c := committedOr(cl.Addr(), parts); c != n {
+		t.Fatalf("committed %d, want %d", c, n)
+	}
+}
+
+func batchSink(s *seen) func(context.Context, []*stage.Event) error {
+	return func(_ context.Context, evs []*stage.Event) error {
+		for _, ev := range evs {
+			s.add(string(ev.Value))
+		}
+		return nil
+	}
+}
+
+// TestFaultAttack2Combos: configurations Build accepts must make progress.
+func TestFaultAttack2Combos(t *testing.T) {
+	t.Run("BatchAfterFlatMap", func(t *testing.T) {
+		progress(t, 7, nil, func(b *pipeline.Builder, s *seen) {
+			kids := pipeline.Then(b.Source(), stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]*stage.Event, error) {
+				return []*stage.Event{ev, ev}, nil
+			}))
+			pipeline.To(pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 8})), stage.Sink("sink", batchSink(s)))
+		})
+	})
+	t.Run("BatchOfBatch", func(t *testing.T) {
+		progress(t, 15, nil, func(b *pipeline.Builder, s *seen) {
+			b1 := pipeline.Then(b.Source(), stage.Batch("b1", stage.BatchConfig[*stage.Event]{MaxCount: 4}))
+			b2 := pipeline.Then(b1, stage.Batch("b2", stage.BatchConfig[[]*stage.Event]{MaxCount: 4}))
+			pipeline.To(b2, stage.Sink("sink", func(ctx context.Context, bs [][]*stage.Event) error {
+				for _, evs := range bs {
+					_ = batchSink(s)(ctx, evs)
+				}
+				return nil
+			}))
+		})
+	})
+	t.Run("Capacity1Concurrency8", func(t *testing.T) {
+		progress(t, 0, nil, func(b *pipeline.Builder, s *seen) {
+			m := pipeline.Then(b.Source(), stage.Map("m", func(_ context.Context, ev *stage.Event) (*stage.Event, error) { return ev, nil },
+				stage.Capacity(1), stage.Concurrency(8)))
+			pipeline.To(m, stage.Sink("sink", func(_ context.Context, ev *stage.Event) error { s.add(string(ev.Value)); return nil },
+				stage.Capacity(1), stage.Concurrency(8)))
+		})
+	})
+	t.Run("Span1OrderKeyBatch2", func(t *testing.T) {
+		progress(t, 1, func(c *kafka.Config) { c.MaxInFlightPerPartition = 1 }, func(b *pipeline.Builder, s *seen) {
+			pipeline.To(pipeline.Then(b.Source(), stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 2})), stage.Sink("sink", batchSink(s)))
+		})
+	})
+	t.Run("FlatMapBatchCapacity1", func(t *testing.T) {
+		progress(t, 15, func(c *kafka.Config) { c.MaxInFlightPerPartition = 2 }, func(b *pipeline.Builder, s *seen) {
+			kids := pipeline.Then(b.Source(), stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]*stage.Event, error) {
+				return []*stage.Event{ev, ev, ev}, nil
+			}, stage.Capacity(1)))
+			pipeline.To(pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 16}, stage.Capacity(1))), stage.Sink("sink", batchSink(s), stage.Capacity(1)))
+		})
+	})
 }
