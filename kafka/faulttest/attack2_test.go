@@ -1,7 +1,6 @@
 package faulttest
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"github.com/twmb/franz-go/pkg/kmsg"
 	"go.uber.org/goleak"
 
@@ -102,12 +100,8 @@ func TestFaultAttack2NackStormSlowDeadLetter(t *testing.T) {
 	}
 	out := topicValues(t, cl.Addr(), "out", 1)
 	dlq := topicValues(t, cl.Addr(), "dlq", 1)
-	t.Logf("out %d, dlq %d %v", out.distinct(), dlq.distinct(), dlq.m)
+	t.Logf("out %d, dlq %d", out.distinct(), dlq.distinct())
 	committedBelow(t, cl.Addr(), parts, n, out, dlq)
-	_ = fmt.Sprint
-	_ = stage.ErrNotDelivered
-	_ = kafka.HeaderOffset
-	_ = context.Background
 }
 
 // asyncRun is source "in" → an AsyncSink the test writes, running in the background.
@@ -232,74 +226,6 @@ func TestFaultAttack2AsyncSinkFinishesAndReturnsError(t *testing.T) {
 	}
 }
 
-// produceSized writes n records to topic, key "k-i%keys", value "prefix-i" padded with 'x' so
-// that key + value are exactly size bytes, and waits for every delivery.
-func produceSized(t *testing.T, addr, topic, prefix string, n, keys, size int) map[string]bool {
-	t.Helper()
-	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "enable.idempotence": true, "acks": "all", "linger.ms": 5,
-		"log_level": 3, "message.max.bytes": 4 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	want := map[string]bool{}
-	reports := make(chan ckafka.Event, n)
-	for i := range n {
-		key := fmt.Sprintf("k-%d", i%keys)
-		v := []byte(fmt.Sprintf("%s-%d-", prefix, i))
-		v = append(v, bytes.Repeat([]byte{'x'}, size-len(key)-len(v))...)
-		want[string(v)] = true
-		if err := p.Produce(&ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
-			Key: []byte(key), Value: v}, reports); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for range n {
-		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
-			t.Fatal(m.TopicPartition.Error)
-		}
-	}
-	return want
-}
-
-// TestFaultAttack2SmallestBudgetDeadLetter: the smallest budget Build accepts (Budget = 4 ×
-// MaxMessageBytes) with records of exactly MaxMessageBytes (key + value), copied to "out"
-// through the producer sink, which refuses them (message.timeout.ms 500), with
-// DeadLetter("dlq") on the same producer, as the README's minimal pipeline has it. Each record
-// must reach the dead-letter topic and the commits the end.
-func TestFaultAttack2SmallestBudgetDeadLetter(t *testing.T) {
-	const m, n = 64 << 10, 6
-	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1), kafkatest.Topic("dlq", 1))
-	produceSized(t, cl.Addr(), "in", "v", n, 3, m)
-	refuseProduce(cl, "out")
-	src := attackSource(t, cl.Addr(), func(c *kafka.Config) { c.Budget, c.MaxMessageBytes = 4*m, m })
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 4 * m,
-		MaxMessageBytes: m, Overrides: map[string]any{"message.timeout.ms": 500}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()),
-		pipeline.WithDrainTimeout(2*time.Second), pipeline.WithCloseTimeout(2*time.Second),
-		pipeline.WithErrorHandler(prod.DeadLetter("dlq")))...)
-	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
-		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
-	}))
-	pipeline.To(recs, prod.Sink("produce"))
-	p, err := b.Build()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- p.Run(ctx) }()
-	defer func() {
-		cancel()
-		err := awaitRun(t, done, 20*time.Second)
-		t.Logf("Run: %.300v; producer %+v", err, prod.Stats())
-	}()
-	kafkatest.WaitFor(t, 20*time.Second, "every record dead-lettered and committed", func() bool { return committedOr(cl.Addr(), 1) == n })
-}
-
 // progress runs source "in" (4 partitions, 200 records of 37 keys) through the stages wire
 // builds, whose sink records values into s. Without Linger the last records of a topic may wait
 // in a partial batch until the pipeline stops (BatchConfig), so it asserts that every record is
@@ -395,4 +321,62 @@ func TestFaultAttack2Combos(t *testing.T) {
 			pipeline.To(pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 16}, stage.Capacity(1))), stage.Sink("sink", batchSink(s), stage.Capacity(1)))
 		})
 	})
+}
+
+// TestFaultAttack2TopicRecreatedCommitOutstanding: the topic is deleted and re-created while
+// old events are in flight (the sink blocks on offsets 200 and above) and a commit of the old
+// sequence is outstanding (the coordinator answers OffsetCommit after 2 s). The new records are
+// processed and the committed offset ends at the new end (no late commit of the old sequence
+// left above it).
+func TestFaultAttack2TopicRecreatedCommitOutstanding(t *testing.T) {
+	const n1, n2 = 300, 40
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", 1))
+	produce(t, cl.Addr(), "in", "old", n1)
+	k := cl.Kfake()
+	var commits atomic.Int64
+	k.ControlKey(int16(kmsg.OffsetCommit), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		commits.Add(1)
+		k.SleepControl(func() { time.Sleep(2 * time.Second) })
+		return nil, nil, false
+	})
+	gate := make(chan struct{})
+	var released atomic.Bool
+	s := newSeen()
+	var oldIdx = func(v string) int {
+		var i int
+		if _, err := fmt.Sscanf(v, "old-%d", &i); err != nil {
+			return -1
+		}
+		return i
+	}
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", work: func(ctx context.Context, ev *stage.Event) error {
+		if i := oldIdx(string(ev.Value)); i >= 200 && !released.Load() {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		return nil
+	}})
+	kafkatest.WaitFor(t, 30*time.Second, "200 old records processed and a commit outstanding", func() bool { return s.distinct() >= 200 && commits.Load() > 0 })
+	if err := k.DeleteTopic("in"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.CreateTopic(context.Background(), "in", 1); err != nil {
+		t.Fatal(err)
+	}
+	want := produce(t, cl.Addr(), "in", "new", n2)
+	released.Store(true)
+	close(gate)
+	kafkatest.WaitFor(t, 60*time.Second, "the new records processed", func() bool { return len(s.missing(want)) == 0 })
+	kafkatest.WaitFor(t, 30*time.Second, "commits at the new end", func() bool { return committedOr(cl.Addr(), 1) == n2 })
+	if err := r.wait(t); err != nil {
+		t.Fatal(err)
+	}
+	if c := committedOr(cl.Addr(), 1); c != n2 {
+		t.Fatalf("committed %d after Run, want the new end %d", c, n2)
+	}
+	t.Logf("rewinds %d, commits %d", r.src.Stats().Rewinds, commits.Load())
 }
