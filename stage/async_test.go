@@ -285,3 +285,40 @@ func TestFaultPoolReuseStress(t *testing.T) {
 		t.Fatalf("unexpected failures %+v", fs.all())
 	}
 }
+
+// TestAsyncSinkFnThatEndsItsDoneAndFails: fn ends its Done and then returns an error or panics
+// (a misuse: an fn that returns an error has not taken ownership). The Done already finished the
+// message, so the misuse is counted and nothing else happens: no retry, no second failure, no
+// ticket reused twice (which would finish another record's event). Every event finishes exactly
+// once.
+func TestAsyncSinkFnThatEndsItsDoneAndFails(t *testing.T) {
+	const n = 300
+	before := pool.DoubleReleases()
+	fn := func(_ context.Context, v int64, done stage.Done) error {
+		switch v % 3 {
+		case 1:
+			done.Ack()
+			return errors.New("acked and failed")
+		case 2:
+			done.Ack()
+			panic("acked and panicked")
+		}
+		done.Ack()
+		return nil
+	}
+	var fs failures
+	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", fn, nil, stage.Concurrency(4), stage.Retry(2, time.Millisecond, time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done.exactlyOnceOK(t, n)
+	if got := pool.DoubleReleases() - before; got != 2*n/3 {
+		t.Fatalf("misuses counted %d, want %d", got, 2*n/3)
+	}
+	if len(fs.all()) != 0 {
+		t.Fatalf("failures handled %d, want none (every Done ended ok)", len(fs.all()))
+	}
+	if st := stageStats(t, p, "produce"); st.Out != n {
+		t.Fatalf("stats %+v", st)
+	}
+}

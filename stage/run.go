@@ -122,20 +122,40 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		env.later(func(ctx context.Context) { s.failedCtx(ctx, env, r, err, 1) })
 	}
 	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
-		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
+		// ended: fn (or a goroutine it started) ended its Done although fn then returned an
+		// error or panicked, a misuse: the Done already owns m.r, so there is no retry and no
+		// second failure, which would end m.r twice.
+		ended := false
+		attempts, err := s.invoke(env, w, func(ctx context.Context) (err error) {
+			if ended {
+				return nil
+			}
 			t := tickets.Get()
 			gen := t.state.Load() &^ 1
 			t.r = m.r
 			t.state.Store(gen | 1)
-			err := fn(ctx, m.v, Done{t: t, gen: gen, fin: fin})
-			if err != nil { // fn did not take ownership: retire the ticket unused
-				t.state.Store(gen + 2)
+			returned := false
+			defer func() {
+				if returned && err == nil {
+					return // fn took ownership: the Done ends m.r
+				}
+				// fn did not take ownership (an error, or a panic that attempt recovers):
+				// retire the ticket unused, unless its Done already ended. The CAS races a
+				// late Ack from a goroutine fn started: exactly one of them wins.
+				if !t.state.CompareAndSwap(gen|1, gen+2) {
+					pool.ReportMisuse("stage.AsyncSink: fn ended its Done and then returned an error or panicked")
+					ended = true
+					err = nil
+					return
+				}
 				t.r = ref{}
 				tickets.Put(t)
-			}
+			}()
+			err = fn(ctx, m.v, Done{t: t, gen: gen, fin: fin})
+			returned = true
 			return err
 		})
-		if err != nil {
+		if err != nil && !ended {
 			s.failed(env, m.r, err, attempts)
 		}
 	}
