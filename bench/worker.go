@@ -274,7 +274,7 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 	if err != nil {
 		return err
 	}
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(quietLogger()))...)
+	b := pipeline.New(src, pipeline.WithLogger(quietLogger()))
 	slow := func(ctx context.Context, ev *stage.Event) error {
 		time.Sleep(sleep)
 		sl.record(ev.Partition, ev.Offset)

@@ -187,3 +187,34 @@ func TestForwardLogsStartsTheLogPoller(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineTakesTheSourceBudget: pipeline.New applies the source's own options (its
+// in-flight share of the budget and its largest message), so a pipeline built without them
+// runs on the source's plan; an explicit option still wins.
+func TestPipelineTakesTheSourceBudget(t *testing.T) {
+	src, err := kafka.NewSource(kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Budget: 24 << 20, Logger: kafkatest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(context.Background())
+	sink := func() *stage.Stage[*stage.Event, stage.None] {
+		return stage.Sink("s", func(context.Context, *stage.Event) error { return nil })
+	}
+	b := pipeline.New(src)
+	pipeline.To(b.Source(), sink())
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := p.Budget().Limit(), src.Memory().InFlight; got != want {
+		t.Fatalf("pipeline budget %d, want the source's in-flight share %d", got, want)
+	}
+	b = pipeline.New(src, pipeline.WithBudget(5<<20))
+	pipeline.To(b.Source(), sink())
+	if p, err = b.Build(); err != nil {
+		t.Fatal(err)
+	}
+	if got := p.Budget().Limit(); got != 5<<20 {
+		t.Fatalf("pipeline budget %d, want the explicit 5 MiB", got)
+	}
+}

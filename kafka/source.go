@@ -134,7 +134,8 @@ func NewSource(cfg Config) (*Source, error) {
 func (s *Source) Memory() Memory { return s.mem }
 
 // PipelineOptions returns the pipeline options that match the source: the in-flight budget
-// (Memory().InFlight) and the largest event.
+// (Memory().InFlight) and the largest event. pipeline.New applies them itself, before the
+// options it is given.
 func (s *Source) PipelineOptions() []pipeline.Option {
 	return []pipeline.Option{pipeline.WithBudget(s.mem.InFlight), pipeline.WithMaxEventBytes(s.cfg.MaxMessageBytes)}
 }
@@ -147,7 +148,7 @@ func (s *Source) Consumer() *ckafka.Consumer { return s.c }
 func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 	s.emit, s.runCtx = emit, ctx
 	if lim := emit.Budget().Limit(); lim != s.mem.InFlight {
-		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (use PipelineOptions)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
+		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (an explicit pipeline.WithBudget overrides it)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
 	}
 	if err := s.c.SubscribeTopics(s.cfg.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)

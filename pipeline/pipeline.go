@@ -97,8 +97,15 @@ type Builder struct {
 }
 
 // New starts a pipeline on src. Link stages from Source() with Then and To, then Build.
+//
+// A source that knows the options it needs (a method PipelineOptions() []Option, as the Kafka
+// source has: its in-flight budget and largest message) gets them applied first; opts come
+// after and win.
 func New(src Source, opts ...Option) *Builder {
 	b := &Builder{src: src, cfg: defaultConfig(), names: map[string]bool{}, first: &port[*stage.Event]{source: true}}
+	if so, ok := src.(interface{ PipelineOptions() []Option }); ok {
+		opts = append(so.PipelineOptions(), opts...)
+	}
 	for _, o := range opts {
 		o(&b.cfg)
 	}

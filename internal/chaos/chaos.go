@@ -239,7 +239,7 @@ func (h *harness) addMember() error {
 	if err != nil {
 		return err
 	}
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(h.cfg.Logger), pipeline.WithDrainTimeout(20*time.Second))...)
+	b := pipeline.New(src, pipeline.WithLogger(h.cfg.Logger), pipeline.WithDrainTimeout(20*time.Second))
 	pipeline.To(b.Source(), stage.Sink("record", func(_ context.Context, ev *stage.Event) error {
 		time.Sleep(100 * time.Microsecond)
 		h.mu.Lock()
