@@ -1,6 +1,10 @@
 package kafka
 
-import ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+import (
+	"unsafe"
+
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+)
 
 // gate is one partition's ordering state on this member: its events in flight and, under
 // OrderKey, the in-flight count of each key. It belongs to the partition, not to one
@@ -52,7 +56,12 @@ func (s *Source) admit(ps *partState, m *ckafka.Message) bool {
 	g.inflight++
 	ps.inflight++
 	if key != nil {
-		g.keys[string(key)]++
+		// The table's key aliases the message's key bytes instead of copying them: those are
+		// counted in flight already (a copy of a long key would count twice, beyond the memory
+		// formula), stay alive in the tracker until the event completes (then release deletes
+		// the entry: under OrderKey a key is in flight at most once), and are never written
+		// (a stage may replace ev.Key, never write into the source's bytes).
+		g.keys[unsafe.String(unsafe.SliceData(key), len(key))]++
 	}
 	return true
 }

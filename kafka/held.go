@@ -67,8 +67,15 @@ const maxHeldPerPartition = 256
 // Memory.Held it pauses every partition, and resumeIfRoom resumes none until they hold less:
 // Poll returns nothing of a paused partition, so only the rest of the run being flushed can
 // still be held (Memory.HeldMax).
+//
+// A record larger than the in-flight budget (oversized: it reaches the pipeline only through
+// the error handler, one at a time) is held outside Memory.Held, which it would fill by itself
+// and so pause every partition while a dead-letter topic is down: it pauses its own partition
+// only (Poll then returns nothing more of it, so a partition holds at most the oversized
+// records of one run: one, since a run ends at maxRunBytes). Records above the budget are
+// outside the memory formula.
 func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
-	n := msgSize(m)
+	n := s.heldSize(m)
 	ps.held = append(ps.held, m)
 	ps.heldBytes += n
 	s.held++
@@ -79,6 +86,15 @@ func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
 	case pause || len(ps.held) >= maxHeldPerPartition || s.heldBytes*2 >= s.mem.Held:
 		s.pausePartitions(ps)
 	}
+}
+
+// heldSize is what m counts against Memory.Held: msgSize, or 0 for an oversized record (see
+// hold).
+func (s *Source) heldSize(m *ckafka.Message) int64 {
+	if n := msgSize(m); n <= s.emit.Budget().Limit() {
+		return n
+	}
+	return 0
 }
 
 // retryHeld emits what it can of the held messages, keeping each partition's order (and, in
@@ -96,7 +112,7 @@ func (s *Source) retryHeld(ctx context.Context) {
 			if !mustWait {
 				switch s.tryEmit(ctx, ps, m) {
 				case emitted:
-					n := msgSize(m)
+					n := s.heldSize(m)
 					s.held--
 					s.heldBytes -= n
 					ps.heldBytes -= n

@@ -122,10 +122,15 @@ func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) 
 	if s.emit.TryEmitWait(ctx, ev, emitWait) {
 		return emitted
 	}
+	// An oversized record waits for another one's error handler: only its partition waits.
+	oversized := s.emit.Size(ev) > s.emit.Budget().Limit()
 	s.mu.Lock()
 	s.untake(ps, m)
 	s.mu.Unlock()
 	s.dropEvent(ev)
+	if oversized {
+		return gated
+	}
 	return full
 }
 

@@ -207,7 +207,7 @@ func TestFaultAttack3OversizedOnSeveralPartitions(t *testing.T) {
 			t.Fatalf("dead-lettered records %v: want each of %v once", got, bigs)
 		}
 	}
-	if len(got) != parts || s.dups() != 0 {
+	if len(got) != len(bigs) || s.dups() != 0 {
 		t.Fatalf("dead-lettered %v, duplicates processed %d", got, s.dups())
 	}
 }
