@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,5 +156,64 @@ func TestDrainTimeoutStopsHard(t *testing.T) {
 	}
 	if handled != 0 {
 		t.Fatalf("the error handler got %d abandoned events; a hard stop must not dead-letter", handled)
+	}
+}
+
+// TestRunReturnsDespiteACallThatIgnoresItsContext: a stage function that ignores its context
+// and never returns (a user bug) cannot hold Run: after the drain timeout's hard stop Run waits
+// at most the close timeout for the workers, then returns an error saying calls are still
+// running; the close phase shares that timeout, so Run returns within drain + 2 × close. The
+// stuck call's event is not committed. When the call finally returns, its goroutine ends.
+func TestRunReturnsDespiteACallThatIgnoresItsContext(t *testing.T) {
+	const drain, closeT = 100 * time.Millisecond, 300 * time.Millisecond
+	leaks := goleak.IgnoreCurrent()
+	release := make(chan struct{})
+	entered := make(chan struct{}, 1)
+	src := sized(10, 5)
+	done := track(src)
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithDrainTimeout(drain), pipeline.WithCloseTimeout(closeT))
+	pipeline.To(b.Source(), stage.Sink("ignores-ctx", func(_ context.Context, ev *stage.Event) error {
+		if ev.Offset == 3 {
+			entered <- struct{}{}
+			<-release // ignores ctx
+		}
+		return nil
+	}))
+	p := build(t, b)
+	ctx, cancel := context.WithCancel(context.Background())
+	wait := start(t, ctx, p, func() { cancel() })
+	<-entered
+	cancel()
+	began := time.Now()
+	errc := make(chan error, 1)
+	go func() { errc <- wait() }()
+	var err error
+	select {
+	case err = <-errc:
+	case <-time.After(10 * time.Second):
+		close(release) // let the test end
+		t.Fatal("Run did not return within 10 s of the cancel: a call that ignores its context holds it")
+	}
+	took := time.Since(began)
+	t.Logf("Run returned after %v: %v", took, err)
+	if err == nil || !strings.Contains(err.Error(), "still running") {
+		t.Fatalf("Run = %v, want an error saying stage calls are still running", err)
+	}
+	if bound := drain + 2*closeT + 500*time.Millisecond; took > bound {
+		t.Fatalf("Run returned after %v, want within drain + 2 × close (+ slack) = %v", took, bound)
+	}
+	done.mu.Lock()
+	ok3 := done.ok[3]
+	done.mu.Unlock()
+	if ok3 != 0 {
+		t.Fatal("the stuck call's event was completed ok")
+	}
+	close(release) // the call returns: its worker ends
+	kafkaWait := time.Now().Add(5 * time.Second)
+	for goleak.Find(leaks) != nil && time.Now().Before(kafkaWait) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := goleak.Find(leaks); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // errorQueue is the pipeline's error-handling goroutine, one per Run: it runs the work handed
@@ -117,11 +118,23 @@ func (q *errorQueue) waitIdle(timeout <-chan struct{}) bool {
 // and makes later run entries itself from then on. The pipeline calls it once, in the close
 // phase, after every event finished or the close timeout expired: in the first case nothing is
 // queued any more, since every entry holds an unfinished event.
+//
+// It waits for the goroutine at most stopWait: a handler that ignores its context must not hold
+// Run. The goroutine then ends once that handler returns (the entries after it run with the
+// cancelled context first).
 func (q *errorQueue) stop() {
 	q.cancel()
 	q.mu.Lock()
 	q.stopping = true
 	q.mu.Unlock()
 	q.signal()
-	<-q.done
+	t := time.NewTimer(stopWait)
+	defer t.Stop()
+	select {
+	case <-q.done:
+	case <-t.C:
+	}
 }
+
+// stopWait bounds how long stop waits for a handler after cancelling its context.
+const stopWait = 100 * time.Millisecond

@@ -132,12 +132,17 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 	stagesDone := make(chan struct{})
 	go func() { wg.Wait(); close(stagesDone) }()
-	p.waitDrain(ctx, stagesDone)
+	closeBy, stuck := p.waitDrain(ctx, hardCtx, stagesDone)
 	for _, n := range p.nodes { // only a hard stop leaves messages behind
 		n.discard()
 	}
-	p.closeAll(ctx)
-	if err := workers.Close(context.Background()); err != nil {
+	p.closeAll(ctx, closeBy)
+	wctx, cancel := context.Background(), context.CancelFunc(func() {})
+	if stuck { // tasks stuck in user code: do not wait for them again
+		wctx, cancel = context.WithTimeout(wctx, 100*time.Millisecond)
+	}
+	defer cancel()
+	if err := workers.Close(wctx); err != nil && !stuck {
 		p.fail(err)
 	}
 	return p.err()
@@ -160,34 +165,53 @@ func (p *Pipeline) sourceExited() {
 	}
 }
 
-// waitDrain waits for every stage task to exit; once ctx is cancelled it waits at most the
-// drain timeout, then stops hard.
-func (p *Pipeline) waitDrain(ctx context.Context, stagesDone <-chan struct{}) {
+// waitDrain waits for every stage task to exit and returns the deadline of the close phase.
+// Once ctx is cancelled it waits at most the drain timeout, then stops hard. After a hard stop
+// (the drain timeout, or a fatal error) it waits at most the close timeout for the tasks to see
+// it: a user function that ignores its context can keep a worker forever, and Run must not
+// wait for it. It then records an error and Run goes on without those tasks (their events are
+// not committed; the goroutines end when the calls return). The close phase shares that one
+// close timeout, so Run returns within drain + 2 × close timeout (see closeAll).
+func (p *Pipeline) waitDrain(ctx, hardCtx context.Context, stagesDone <-chan struct{}) (closeBy time.Time, stuck bool) {
 	select {
 	case <-stagesDone:
-		return
+		return time.Now().Add(p.cfg.closeTimeout), false
 	case <-ctx.Done():
+	case <-hardCtx.Done(): // a fatal error stopped the pipeline hard
 	}
-	t := time.NewTimer(p.cfg.drainTimeout)
+	if hardCtx.Err() == nil {
+		t := time.NewTimer(p.cfg.drainTimeout)
+		select {
+		case <-stagesDone:
+			t.Stop()
+			return time.Now().Add(p.cfg.closeTimeout), false
+		case <-hardCtx.Done():
+		case <-t.C:
+			p.cfg.logger.Warn("sluice: drain timeout expired, stopping hard", "pipeline", p.cfg.name, "timeout", p.cfg.drainTimeout, "in_flight_events", p.inFlight())
+			p.stopHard()
+		}
+		t.Stop()
+	}
+	closeBy = time.Now().Add(p.cfg.closeTimeout)
+	t := time.NewTimer(p.cfg.closeTimeout)
 	defer t.Stop()
 	select {
 	case <-stagesDone:
-		return
+		return closeBy, false
 	case <-t.C:
-		p.cfg.logger.Warn("sluice: drain timeout expired, stopping hard", "pipeline", p.cfg.name, "timeout", p.cfg.drainTimeout, "in_flight_events", p.inFlight())
-		p.stopHard()
+		p.fail(fmt.Errorf("pipeline %q: stage calls still running %v after the hard stop (a function that ignores its context?): Run returns without them; their events are not committed (%d event(s) in flight)", p.cfg.name, p.cfg.closeTimeout, p.inFlight()))
+		return closeBy, true
 	}
-	<-stagesDone
 }
 
-// closeAll is the close phase, after every stage task exited. Within one close timeout: the
-// error handlers already queued finish (a dead-letter handler needs its producer open), the
-// stages' close hooks run (async sinks flush and end every outstanding event), and every event
-// finishes. Then the error-handling goroutine stops (if the close timeout expired first, its
-// context is cancelled: a handler stuck retrying returns, and its event is not committed), and
-// the source commits and closes within a close timeout of its own.
-func (p *Pipeline) closeAll(ctx context.Context) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
+// closeAll runs the close phase, within closeBy (one close timeout): it waits for the queued
+// error handlers (a dead-letter handler needs its producer), runs the stages' close hooks
+// (async sinks flush and end their outstanding events), waits for every event to finish, and
+// stops the error-handling goroutine (a handler still retrying gets a cancelled context: its
+// event is not committed). Then the source commits and closes, within a close timeout of its
+// own.
+func (p *Pipeline) closeAll(ctx context.Context, closeBy time.Time) {
+	cctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), closeBy)
 	defer cancel()
 	p.errQueue.waitIdle(cctx.Done())
 	for _, n := range p.nodes {

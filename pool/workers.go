@@ -156,6 +156,9 @@ func (w *Workers) Close(ctx context.Context) error {
 	select {
 	case <-finished:
 	case <-ctx.Done():
+		// Tasks still running (stuck in user code): stop ants' own goroutines (purge, clock)
+		// now; each task's goroutine ends when its task returns.
+		w.ants.Release()
 		return ctx.Err()
 	}
 	// ReleaseTimeout waits for the ants goroutines themselves to exit, so none outlives Close.
