@@ -2,14 +2,18 @@ package faulttest
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 	"go.uber.org/goleak"
 
+	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
@@ -133,5 +137,122 @@ func TestFaultAttack4ShutdownBoundUserCodeIgnoresContext(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// order is what the README's minimal pipeline decodes.
+type order struct {
+	ID    int    `json:"id"`
+	Item  string `json:"item"`
+	key   []byte
+	Price int `json:"price,omitempty"`
+}
+
+// TestFaultAttack4ReadmeMinimalPipeline runs the README's "A minimal pipeline" as written (only
+// the broker address differs) with real decode and enrich functions against the embedded
+// broker: 300 orders, three of them poison (not JSON). Every order ends in orders-out, every
+// poison record in orders-dlq, nothing twice in the output, the commits reach the end of
+// every partition, Run returns nil on cancel and no goroutine is left.
+func TestFaultAttack4ReadmeMinimalPipeline(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const n, parts = 300, 4
+	cl := kafkatest.StartT(t, kafkatest.Topic("orders", parts), kafkatest.Topic("orders-out", parts), kafkatest.Topic("orders-dlq", 1))
+	addr := cl.Addr()
+	poison := map[int]bool{7: true, 150: true, 299: true}
+	w, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "acks": "all", "log_level": 3, "go.delivery.reports": false})
+	if err != nil {
+		t.Fatal(err)
+	}
+	topic := "orders"
+	for i := range n {
+		v := fmt.Sprintf(`{"id":%d,"item":"item-%d"}`, i, i%13)
+		if poison[i] {
+			v = fmt.Sprintf("poison-%d{", i)
+		}
+		if err := w.Produce(&ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny},
+			Key: []byte(fmt.Sprintf("customer-%d", i%17)), Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left := w.Flush(30000); left != 0 {
+		t.Fatalf("%d orders not written", left)
+	}
+	w.Close()
+
+	decode := func(_ context.Context, ev *stage.Event) (order, error) {
+		var o order
+		if err := json.Unmarshal(ev.Value, &o); err != nil {
+			return order{}, fmt.Errorf("decode: %w", err)
+		}
+		o.key = append([]byte(nil), ev.Key...)
+		return o, nil
+	}
+	enrich := func(_ context.Context, o order) (kafka.Record, error) {
+		o.Price = 100 + o.ID%7
+		v, err := json.Marshal(o)
+		return kafka.Record{Key: o.key, Value: v}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	// The README's code, verbatim but for the address and the error checks it elides.
+	src, err := kafka.NewSource(kafka.Config{
+		Brokers: addr, GroupID: "orders", Topics: []string{"orders"},
+		Budget: 64 << 20, // the whole data budget: in flight + held back + librdkafka prefetch + producer queue
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "orders-out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("orders-dlq"))) // src brings its budget
+	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Retry(2, 10*time.Millisecond, time.Second)))
+	records := pipeline.Then(orders, stage.Map("enrich", enrich, stage.Concurrency(8)))
+	pipeline.To(records, prod.Sink("produce"))
+
+	p, err := b.Build() // wiring and configuration errors, each naming its field
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- p.Run(ctx) }() // blocks; cancel ctx to drain, commit and return
+
+	kafkatest.WaitFor(t, 60*time.Second, "commits to reach the end of every partition", func() bool {
+		sum, err := kafkatest.CommittedSum(addr, "orders", "orders", parts)
+		return err == nil && sum == n
+	})
+	cancel()
+	if err := awaitRun(t, done, 60*time.Second); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	out, err := kafkatest.ReadMessages(addr, "orders-out", n-len(poison), 30*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[int]int{}
+	for _, m := range out {
+		var o order
+		if err := json.Unmarshal(m.Value, &o); err != nil || o.Price != 100+o.ID%7 || string(m.Key) != fmt.Sprintf("customer-%d", o.ID%17) {
+			t.Fatalf("output %q (key %q) is not an enriched order: %v", m.Value, m.Key, err)
+		}
+		got[o.ID]++
+	}
+	for i := range n {
+		if want := map[bool]int{true: 0, false: 1}[poison[i]]; got[i] != want {
+			t.Errorf("order %d is in the output %d times, want %d", i, got[i], want)
+		}
+	}
+	dlq := topicValues(t, addr, "orders-dlq", 1)
+	for i := range poison {
+		if dlq.m[fmt.Sprintf("poison-%d{", i)] != 1 {
+			t.Errorf("poison-%d in the dead-letter topic %d times, want once (dlq %v)", i, dlq.m[fmt.Sprintf("poison-%d{", i)], dlq.m)
+		}
+	}
+	if dlq.distinct() != len(poison) {
+		t.Errorf("dead-letter topic holds %v, want the %d poison records", dlq.m, len(poison))
 	}
 }
