@@ -256,3 +256,182 @@ func TestFaultAttack4ReadmeMinimalPipeline(t *testing.T) {
 		t.Errorf("dead-letter topic holds %v, want the %d poison records", dlq.m, len(poison))
 	}
 }
+
+// keyWatch counts, per member, the events of each partition's key between the first stage's
+// call and the source's Complete: two at once is a violation of OrderKey.
+type keyWatch struct {
+	*kafka.Source
+	mu         sync.Mutex
+	busy       map[string]map[stage.Origin]bool // partition/key → events in flight
+	where      map[stage.Origin]string
+	violations int
+	seen       atomic.Int64
+}
+
+func newKeyWatch(src *kafka.Source) *keyWatch {
+	return &keyWatch{Source: src, busy: map[string]map[stage.Origin]bool{}, where: map[stage.Origin]string{}}
+}
+
+// enter records ev as in flight under its partition and key.
+func (w *keyWatch) enter(t *testing.T, ev *stage.Event) {
+	o := ev.Origin()
+	k := fmt.Sprintf("%d/%s", o.Partition, ev.Key)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.seen.Add(1)
+	if w.busy[k] == nil {
+		w.busy[k] = map[stage.Origin]bool{}
+	}
+	w.busy[k][o] = true
+	w.where[o] = k
+	if len(w.busy[k]) > 1 {
+		w.violations++
+		t.Errorf("key %s: %d events in flight at once: %v", k, len(w.busy[k]), w.busy[k])
+	}
+}
+
+func (w *keyWatch) leave(ev *stage.Event) {
+	o := ev.Origin()
+	w.mu.Lock()
+	if k, ok := w.where[o]; ok {
+		delete(w.busy[k], o)
+		delete(w.where, o)
+	}
+	w.mu.Unlock()
+}
+
+func (w *keyWatch) Complete(ev *stage.Event, ok bool) { w.leave(ev); w.Source.Complete(ev, ok) }
+
+func (w *keyWatch) CompleteBatch(evs []*stage.Event, ok []bool) {
+	for _, ev := range evs {
+		w.leave(ev)
+	}
+	w.Source.CompleteBatch(evs, ok)
+}
+
+// member is one consumer of "in": copy → producer sink to "out" (every 20th record to "bad",
+// which refuses it until message.timeout.ms, so its delivery fails and goes to the dead-letter
+// handler on a producer of its own, writing to "dlq").
+type member struct {
+	w    *keyWatch
+	p    *pipeline.Pipeline
+	prod *kafka.Producer
+	dlqP *kafka.Producer
+	done chan error
+	stop context.CancelFunc
+}
+
+func startMember(t *testing.T, addr string, drain, closeT time.Duration) *member {
+	t.Helper()
+	src := attackSource(t, addr, nil)
+	w := newKeyWatch(src)
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: kafkatest.Logger(), Budget: 8 << 20,
+		MaxMessageBytes: 256 << 10, Overrides: map[string]any{"message.timeout.ms": 300}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dlqP, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := pipeline.New(w, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()), pipeline.WithDrainTimeout(drain),
+		pipeline.WithCloseTimeout(closeT), pipeline.WithErrorHandler(dlqP.DeadLetter("dlq")))...)
+	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
+		w.enter(t, ev)
+		time.Sleep(2 * time.Millisecond)
+		r := kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}
+		var i int
+		if _, err := fmt.Sscanf(string(ev.Value), "v-%d", &i); err == nil && i%20 == 0 {
+			r.Topic = "bad"
+		}
+		return r, nil
+	}, stage.Concurrency(4)))
+	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(4)))
+	p, err := b.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &member{w: w, p: p, prod: prod, dlqP: dlqP, done: make(chan error, 1), stop: cancel}
+	go func() { m.done <- p.Run(ctx) }()
+	return m
+}
+
+// TestFaultAttack4RebalanceWithSlowDeadLetters: member A copies "in" (4 partitions, 400
+// records) to "out"; every 20th record's delivery fails and waits on the error-handling queue
+// for a dead-letter topic answering each produce after 300 ms. Meanwhile member B joins
+// (and gets partitions), then leaves. Never two events of one key in flight on a member;
+// never a commit past a record neither in "out" nor in "dlq" (checked after B joined, after it
+// left, at the end); Run returns within drain + 2 × close; everything reaches out ∪ dlq and the
+// commits reach the end; no goroutine left.
+func TestFaultAttack4RebalanceWithSlowDeadLetters(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
+	const drain, closeT, n, parts = 3 * time.Second, 3 * time.Second, 400, 4
+	cl := kafkatest.StartT(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts), kafkatest.Topic("bad", 1), kafkatest.Topic("dlq", 1))
+	addr := cl.Addr()
+	want := produce(t, addr, "in", "v", n)
+	refuseProduce(cl, "bad")
+	slowProduceTo(cl, "dlq", 300*time.Millisecond)
+	stopMember := func(m *member, what string) error {
+		m.stop()
+		began := time.Now()
+		err := awaitRun(t, m.done, drain+2*closeT+10*time.Second)
+		if took := time.Since(began); took > drain+2*closeT+time.Second {
+			t.Errorf("%s: Run took %v, want within drain + 2 × close (%v)", what, took, drain+2*closeT)
+		}
+		_ = m.dlqP.Close(context.Background())
+		t.Logf("%s: Run returned after %v: %v; sink %+v; dlq %+v", what, time.Since(began).Round(time.Millisecond), err, m.prod.Stats(), m.dlqP.Stats())
+		return err
+	}
+	noCommitPastUnwritten := func(when string) {
+		committedBelowNow(t, addr, parts, n, when)
+	}
+
+	a := startMember(t, addr, drain, closeT)
+	kafkatest.WaitFor(t, 30*time.Second, "A's first dead letters", func() bool { return a.dlqP.Stats().DeadLetters >= 2 })
+	b := startMember(t, addr, drain, closeT)
+	kafkatest.WaitFor(t, 30*time.Second, "B to process records", func() bool { return b.w.seen.Load() >= 10 })
+	noCommitPastUnwritten("after B joined")
+	if err := stopMember(b, "B"); err != nil {
+		t.Logf("B: %v (a dead letter the close phase gave up on is not committed)", err)
+	}
+	noCommitPastUnwritten("after B left")
+	kafkatest.WaitFor(t, 60*time.Second, "commits to reach the end", func() bool { return committedOr(addr, parts) == n })
+	if err := stopMember(a, "A"); err != nil {
+		t.Errorf("A: Run after everything was committed: %v, want nil", err)
+	}
+	out, dlq := topicValues(t, addr, "out", parts), topicValues(t, addr, "dlq", 1)
+	for v := range want {
+		var i int
+		_, _ = fmt.Sscanf(v, "v-%d", &i)
+		if got := map[bool]int{true: dlq.m[v], false: out.m[v]}[i%20 == 0]; got == 0 {
+			t.Errorf("%s lost: out %d, dlq %d", v, out.m[v], dlq.m[v])
+		}
+	}
+	t.Logf("A saw %d, B saw %d; out %d, dlq %d; key violations A %d, B %d", a.w.seen.Load(), b.w.seen.Load(), out.distinct(), dlq.distinct(), a.w.violations, b.w.violations)
+}
+
+// committedBelowNow reads the committed offsets first, then "out" and "dlq": every record of
+// "in" below its partition's committed offset must be in one of them (read after the commit,
+// they can only hold more).
+func committedBelowNow(t *testing.T, addr string, parts, n int, when string) {
+	t.Helper()
+	committed, err := kafkatest.Committed(addr, "g", "in", parts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, dlq := topicValues(t, addr, "out", parts), topicValues(t, addr, "dlq", 1)
+	in, err := kafkatest.ReadMessages(addr, "in", n, 30*time.Second)
+	if err != nil || len(in) != n {
+		t.Fatalf("reading in: %d of %d, %v", len(in), n, err)
+	}
+	for _, m := range in {
+		v := string(m.Value)
+		if int64(m.TopicPartition.Offset) < committed[m.TopicPartition.Partition] && out.m[v] == 0 && dlq.m[v] == 0 {
+			t.Errorf("%s: in[%d]@%d (%s) committed (offset %d) but neither written nor dead-lettered",
+				when, m.TopicPartition.Partition, m.TopicPartition.Offset, v, committed[m.TopicPartition.Partition])
+		}
+	}
+	t.Logf("%s: committed %v, out %d, dlq %d", when, committed, out.distinct(), dlq.distinct())
+}
