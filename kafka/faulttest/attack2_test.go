@@ -350,17 +350,21 @@ func TestFaultAttack2TopicRecreatedCommitOutstanding(t *testing.T) {
 		}
 		return i
 	}
-	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", work: func(ctx context.Context, ev *stage.Event) error {
-		if i := oldIdx(string(ev.Value)); i >= 200 && !released.Load() {
-			select {
-			case <-gate:
-			case <-ctx.Done():
-				return ctx.Err()
+	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in",
+		// Heartbeats wait behind the slow commits on the coordinator's connection: a session
+		// well above the delay keeps the member in the group on a loaded machine.
+		cfg: func(c *kafka.Config) { c.Overrides["session.timeout.ms"] = 30000 },
+		work: func(ctx context.Context, ev *stage.Event) error {
+			if i := oldIdx(string(ev.Value)); i >= 200 && !released.Load() {
+				select {
+				case <-gate:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
 			}
-		}
-		return nil
-	}})
-	kafkatest.WaitFor(t, 30*time.Second, "200 old records processed and a commit outstanding", func() bool { return s.distinct() >= 200 && commits.Load() > 0 })
+			return nil
+		}})
+	kafkatest.WaitFor(t, 60*time.Second, "200 old records processed and a commit outstanding", func() bool { return s.distinct() >= 200 && commits.Load() > 0 })
 	if err := k.DeleteTopic("in"); err != nil {
 		t.Fatal(err)
 	}
