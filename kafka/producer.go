@@ -322,7 +322,7 @@ func (p *Producer) Close(ctx context.Context) error {
 			if err := p.p.Purge(ckafka.PurgeQueue | ckafka.PurgeInFlight); err != nil {
 				p.closeErr = fmt.Errorf("kafka: purge: %w", err)
 			}
-			p.p.Flush(1000) // serve the purge reports
+			p.p.Flush(int(min(time.Second, max(time.Until(deadline), 100*time.Millisecond)) / time.Millisecond)) // serve the purge reports
 		}
 		p.setState(stateDestroyed)
 		p.p.Close() // closes Events(): the reader ends after the last report

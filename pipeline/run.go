@@ -77,9 +77,14 @@ func (p *Pipeline) Budget() *Budget { return p.budget }
 // source stops, in-flight events drain for up to the drain timeout, the pipeline stops hard
 // if they did not, and the close phase runs within the close timeout (error handlers still
 // queued finish, async sinks flush, every event finishes), then the source commits and closes,
-// and Run returns nil. Run returns within the drain timeout plus the close timeout (plus the
-// source's close, itself bounded by a close timeout) as long as every error handler and close
-// hook honours its context. No goroutine started by Run outlives it. Run may be called once.
+// and Run returns nil.
+//
+// Blocking: Run returns within the drain timeout plus twice the close timeout, even when user
+// code ignores its context: after a hard stop it waits for stage calls, error handlers and
+// close hooks at most the close timeout, then returns an error saying calls are still running
+// (their events are not committed; their goroutines end when the calls return). Otherwise no
+// goroutine started by Run outlives it; the Kafka source documents the one exception librdkafka
+// imposes (a commit the group coordinator never answers). Run may be called once.
 func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.ran.CompareAndSwap(false, true) {
 		return ErrRunTwice
