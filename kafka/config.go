@@ -55,8 +55,11 @@ const (
 	DefaultCommitInterval          = 5 * time.Second
 	DefaultRevokeTimeout           = 10 * time.Second
 	DefaultStatsInterval           = 5 * time.Second
-	DefaultPollInterval            = 100 * time.Millisecond
 )
+
+// pollInterval is how long the polling goroutine waits in Poll when nothing is held or
+// collected: rebalances and stats are served within it, and Run's context is checked after it.
+const pollInterval = 100 * time.Millisecond
 
 // ErrConfig is wrapped by every configuration error.
 var ErrConfig = errors.New("invalid kafka configuration")

@@ -156,7 +156,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 	s.lastCommit = time.Now()
 	defer s.dropRun()
 	for ctx.Err() == nil {
-		timeout := int(DefaultPollInterval / time.Millisecond)
+		timeout := int(pollInterval / time.Millisecond)
 		if s.held > 0 || s.st.paused.Load() > 0 {
 			timeout = 10 // held messages and paused partitions wait for room: look again soon
 		}
