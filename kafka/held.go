@@ -61,12 +61,12 @@ func (s *Source) pausePartitions(ps *partState) {
 const maxHeldPerPartition = 256
 
 // hold keeps m for later. It pauses m's partition, so librdkafka stops fetching it, when the
-// pipeline is full (pause is true), or when the partition holds maxHeldPerPartition messages, or
-// when all partitions together hold half of Memory.Held: a key or partition that is merely busy
-// (ordering) does not cost a pause, a discarded prefetch and a refetch. Once they hold
-// Memory.Held it pauses every partition, and resumeIfRoom resumes none until they hold less:
-// Poll returns nothing of a paused partition, so only the rest of the run being flushed can
-// still be held (Memory.HeldMax).
+// pipeline is full (pause is true) or when the partition holds maxHeldPerPartition messages: a
+// key or partition that is merely busy (ordering) does not cost a pause, a discarded prefetch
+// and a refetch (librdkafka fetches a resumed partition again only about a second later). Once
+// all partitions together hold Memory.Held it pauses every partition, and resumeIfRoom resumes
+// none until they hold less: Poll returns nothing of a paused partition, so only the rest of
+// the run being flushed can still be held (Memory.HeldMax).
 //
 // A record larger than the in-flight budget (oversized: it reaches the pipeline only through
 // the error handler, one at a time) is held outside Memory.Held, which it would fill by itself
@@ -83,7 +83,7 @@ func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
 	switch {
 	case s.heldBytes >= s.mem.Held:
 		s.pausePartitions(nil)
-	case pause || len(ps.held) >= maxHeldPerPartition || s.heldBytes*2 >= s.mem.Held:
+	case pause || len(ps.held) >= maxHeldPerPartition:
 		s.pausePartitions(ps)
 	}
 }

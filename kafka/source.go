@@ -343,12 +343,21 @@ func (s *Source) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// closeConsumer waits for the outstanding commit (if any), leaves the group within ctx and
-// closes the consumer. Errors after Close returned are logged.
+// closeConsumer leaves the group, waits for the outstanding commit (if any) and closes the
+// consumer. It leaves first: a member that waits for a commit before leaving keeps its
+// partitions and stalls the group's next rebalance (the coordinator waits for every member to
+// rejoin), while the commit itself may wait behind that rebalance on the coordinator's
+// connection. Leaving is bounded by ctx, or, once Close's time is up (the background close),
+// by RevokeTimeout. Errors after Close returned are logged.
 func (s *Source) closeConsumer(ctx context.Context) {
-	s.endCommit()
 	s.closing = true
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
+		defer cancel()
+	}
 	s.leaveGroup(ctx)
+	s.endCommit()
 	if err := s.c.Close(); err != nil {
 		err = fmt.Errorf("kafka: close consumer: %w", err)
 		if s.closeErr == nil {
