@@ -21,16 +21,7 @@ func (s *Source) atBound(ps *partState) bool { return ps.span >= s.cfg.MaxInFlig
 // pauseFull marks ps as held at the span bound and pauses it (if not paused already).
 func (s *Source) pauseFull(ps *partState) {
 	ps.full = true
-	if ps.paused {
-		return
-	}
-	if err := s.c.Pause([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
-		s.log.Warn("sluice/kafka: pause at the in-flight span bound", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
-		return
-	}
-	ps.paused = true
-	s.st.paused.Add(1)
-	s.st.pauses.Add(1)
+	s.pausePartitions(ps)
 }
 
 // refreshSpans re-reads the span of the partitions held at the bound (only completions shrink

@@ -135,18 +135,20 @@ func NewFailure(stage string, err error, attempts int, events []*Event) *Failure
 // detached returns a copy of f without its Events (they are about to finish and be
 // recycled) that keeps what Error reports: the form in which a Failure reaches Env.Fail.
 func (f *Failure) detached(err error) *Failure {
-	at := f.at
-	if !at.set {
-		at = failedAtOf(f.Events)
+	return &Failure{Stage: f.Stage, Err: err, Attempts: f.Attempts, at: f.where()}
+}
+
+// where returns what Error reports: the copy NewFailure took, or (a Failure built as a literal)
+// read from Events now.
+func (f *Failure) where() failedAt {
+	if f.at.set {
+		return f.at
 	}
-	return &Failure{Stage: f.Stage, Err: err, Attempts: f.Attempts, at: at}
+	return failedAtOf(f.Events)
 }
 
 func (f *Failure) Error() string {
-	at := f.at
-	if !at.set {
-		at = failedAtOf(f.Events)
-	}
+	at := f.where()
 	if at.events == 1 && at.topic != "" {
 		return fmt.Sprintf("stage %q: %s[%d]@%d: %v", f.Stage, at.topic, at.partition, at.offset, f.Err)
 	}
