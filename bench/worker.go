@@ -284,7 +284,7 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 	}
 	var opts []stage.Option
 	if capacity > 0 {
-		opts = append(opts, stage.Capacity(capacity))
+		opts = append(opts, stage.WithCapacity(capacity))
 	}
 	if fast {
 		// One no-op stage that counts, as the bare loop counts; commits follow completion.
@@ -294,7 +294,7 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 			return nil
 		}, opts...))
 	} else {
-		pipeline.To(b.Source(), stage.Sink("sink", slow, append(opts, stage.Concurrency(slots))...))
+		pipeline.To(b.Source(), stage.Sink("sink", slow, append(opts, stage.WithConcurrency(slots))...))
 	}
 	p, err := b.Build()
 	if err != nil {

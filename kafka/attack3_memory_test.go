@@ -79,7 +79,7 @@ func blockedSink(n, conc int) func(b *pipeline.Builder, release <-chan struct{},
 			<-release
 			done(ev)
 			return nil
-		}, stage.Capacity(n), stage.Concurrency(conc)))
+		}, stage.WithCapacity(n), stage.WithConcurrency(conc)))
 	}
 }
 

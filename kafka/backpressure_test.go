@@ -55,7 +55,7 @@ func TestFaultSlowSinkWithinBudget(t *testing.T) {
 			}
 			got.add(0, int64(i), i >= 0 && len(ev.Value) == size(i))
 			return nil
-		}, stage.Capacity(n)))
+		}, stage.WithCapacity(n)))
 	})
 	t.Cleanup(open) // after a failure too: the pipeline stops only once the sink returns
 	m.blockedHeap(t, parts, n)
@@ -100,8 +100,8 @@ func pipeToProducer(prod *kafka.Producer, conc int) func(b *pipeline.Builder) {
 	return func(b *pipeline.Builder) {
 		recs := pipeline.Then(b.Source(), stage.Map("to-record", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 			return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
-		}, stage.Concurrency(conc)))
-		pipeline.To(recs, prod.Sink("produce", stage.Concurrency(conc)))
+		}, stage.WithConcurrency(conc)))
+		pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(conc)))
 	}
 }
 

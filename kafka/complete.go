@@ -17,9 +17,9 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 	s.st.doneSeq.Add(1)
 }
 
-// CompleteBatch implements pipeline.BatchCompleter: Complete for several events, under one
+// CompleteMany is Complete for several events (the pipeline calls it for a burst a worker finished together), under one
 // lock.
-func (s *Source) CompleteBatch(evs []*stage.Event, ok []bool) {
+func (s *Source) CompleteMany(evs []*stage.Event, ok []bool) {
 	s.mu.Lock()
 	var ps *partState // runs mostly come from one partition: look it up once per change
 	for i, ev := range evs {

@@ -143,8 +143,8 @@ func TestMemoryPlan(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if p.Budget().Limit() != mem.InFlight {
-		t.Fatalf("pipeline budget %d, want InFlight %d", p.Budget().Limit(), mem.InFlight)
+	if got := p.Stats().BudgetBytes; got != mem.InFlight {
+		t.Fatalf("pipeline budget %d, want InFlight %d", got, mem.InFlight)
 	}
 }
 
@@ -206,7 +206,7 @@ func TestPipelineTakesTheSourceBudget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := p.Budget().Limit(), src.Memory().InFlight; got != want {
+	if got, want := p.Stats().BudgetBytes, src.Memory().InFlight; got != want {
 		t.Fatalf("pipeline budget %d, want the source's in-flight share %d", got, want)
 	}
 	b = pipeline.New(src, pipeline.WithBudget(5<<20))
@@ -214,7 +214,7 @@ func TestPipelineTakesTheSourceBudget(t *testing.T) {
 	if p, err = b.Build(); err != nil {
 		t.Fatal(err)
 	}
-	if got := p.Budget().Limit(); got != 5<<20 {
+	if got := p.Stats().BudgetBytes; got != 5<<20 {
 		t.Fatalf("pipeline budget %d, want the explicit 5 MiB", got)
 	}
 }

@@ -29,8 +29,8 @@ func TestConsumeProcessProduceSetEquality(t *testing.T) {
 	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
 	recs := pipeline.Then(b.Source(), stage.Map("to-record", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
-	}, stage.Concurrency(4)))
-	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(4)))
+	}, stage.WithConcurrency(4)))
+	pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)

@@ -90,7 +90,7 @@ func rebalanceScenario(t *testing.T, eager bool) {
 		cfg := sourceConfig(cl.Addr(), "g-rebal", "in")
 		cfg.Eager = eager
 		return start(t, newSource(t, cfg), func(b *pipeline.Builder) {
-			pipeline.To(b.Source(), got.sink("collect", func(*stage.Event) { time.Sleep(300 * time.Microsecond) }, stage.Concurrency(2)))
+			pipeline.To(b.Source(), got.sink("collect", func(*stage.Event) { time.Sleep(300 * time.Microsecond) }, stage.WithConcurrency(2)))
 		})
 	}
 	distinct := func() int { return len(values(got.all())) }
@@ -168,7 +168,7 @@ func TestFaultRevokeWhileInFlight(t *testing.T) {
 					}
 				}
 				return ev, nil
-			}, stage.Concurrency(16), stage.Unordered()))
+			}, stage.WithConcurrency(16), stage.WithUnordered()))
 			got := &gotA
 			if second {
 				got = &gotB

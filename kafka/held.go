@@ -91,7 +91,7 @@ func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
 // heldSize is what m counts against Memory.Held: msgSize, or 0 for an oversized record (see
 // hold).
 func (s *Source) heldSize(m *ckafka.Message) int64 {
-	if n := msgSize(m); n <= s.emit.Budget().Limit() {
+	if n := msgSize(m); n <= s.emit.Limit() {
 		return n
 	}
 	return 0
@@ -143,8 +143,7 @@ func (s *Source) resumeIfRoom() {
 	if s.st.paused.Load() == 0 || s.heldBytes >= s.mem.Held {
 		return
 	}
-	b := s.emit.Budget()
-	if b.InFlight()*2 > b.Limit() {
+	if s.emit.InFlightBytes()*2 > s.emit.Limit() {
 		return
 	}
 	for _, ps := range s.parts {

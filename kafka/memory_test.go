@@ -285,7 +285,7 @@ func headerRecords(t *testing.T, group string, ordering kafka.Ordering, n int, b
 			whole := len(ev.Headers) == 1 && ev.Headers[0].Key == "trace" && len(ev.Headers[0].Value) == headerLen
 			got.add(ev.Partition, ev.Offset, whole)
 			return nil
-		}, stage.Capacity(n)))
+		}, stage.WithCapacity(n)))
 	})
 	t.Cleanup(open) // after a failure too: the pipeline stops only once the sink returns
 	m.blockedHeap(t, parts, n)
@@ -320,7 +320,7 @@ func TestEventSizeCoversHeap(t *testing.T) {
 			<-release
 			got.add(ev.Partition, ev.Offset, len(ev.Key) == 7 && len(ev.Headers) == 2)
 			return nil
-		}, stage.Capacity(n)))
+		}, stage.WithCapacity(n)))
 	})
 	t.Cleanup(open)
 	peak := m.blockedHeap(t, parts, n)

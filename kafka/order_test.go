@@ -39,7 +39,7 @@ func TestOutOfOrderCompletionCommitsContiguous(t *testing.T) {
 				time.Sleep(time.Duration(ev.Offset*7919%5) * time.Millisecond)
 			}
 			return ev, nil
-		}, stage.Concurrency(8), stage.Unordered()))
+		}, stage.WithConcurrency(8), stage.WithUnordered()))
 		pipeline.To(work, got.sink("collect", nil))
 	})
 	kafkatest.WaitFor(t, 60*time.Second, "all but the held-back event to complete", func() bool { return r.p.Stats().Completed >= n-1 })
@@ -81,7 +81,7 @@ func TestKeyOrderUnderConcurrency(t *testing.T) {
 			defer conc.leave()
 			time.Sleep(time.Duration(ev.Offset*7919%300) * time.Microsecond)
 			return ev, nil
-		}, stage.Concurrency(16), stage.Unordered()))
+		}, stage.WithConcurrency(16), stage.WithUnordered()))
 		pipeline.To(work, stage.Sink("collect", func(_ context.Context, ev *stage.Event) error {
 			i, err := strconv.Atoi(strings.TrimPrefix(string(ev.Value), "v-"))
 			if err != nil {
@@ -91,7 +91,7 @@ func TestKeyOrderUnderConcurrency(t *testing.T) {
 			seqs[string(ev.Key)] = append(seqs[string(ev.Key)], i)
 			mu.Unlock()
 			return nil
-		}, stage.Concurrency(4)))
+		}, stage.WithConcurrency(4)))
 	})
 	kafkatest.WaitFor(t, 60*time.Second, "all events", func() bool { return r.p.Stats().Completed >= n })
 	if err := r.stop(); err != nil {
@@ -139,7 +139,7 @@ func TestOrderPartitionOneInFlight(t *testing.T) {
 			// Long enough for the other partitions' events to reach the stage meanwhile.
 			time.Sleep(2 * time.Millisecond)
 			return ev, nil
-		}, stage.Concurrency(8), stage.Unordered()))
+		}, stage.WithConcurrency(8), stage.WithUnordered()))
 		pipeline.To(work, got.sink("collect", func(ev *stage.Event) {
 			mu.Lock()
 			if l, ok := last[ev.Partition]; ok && ev.Offset <= l {

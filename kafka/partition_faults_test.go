@@ -44,7 +44,7 @@ func TestFaultStuckEventBoundsSpan(t *testing.T) {
 			}
 			past.Add(1)
 			return nil
-		}, stage.Concurrency(8), stage.Unordered()))
+		}, stage.WithConcurrency(8), stage.WithUnordered()))
 	})
 	t.Cleanup(unblock)     // before the pipeline stops (cleanups run last first)
 	const bound = span - 1 // the window holds offset 0 and at most span-1 records after it
@@ -103,7 +103,7 @@ func TestFaultStageChangesKey(t *testing.T) {
 					defer conc.leave()
 					time.Sleep(time.Millisecond)
 					return ev, nil
-				}, stage.Concurrency(4), stage.Unordered()))
+				}, stage.WithConcurrency(4), stage.WithUnordered()))
 				pipeline.To(work, got.sink("collect", nil))
 			})
 			kafkatest.WaitFor(t, 30*time.Second, "every record of the key", func() bool { return len(got.all()) >= n })
@@ -214,7 +214,7 @@ func TestFaultRevokeTimeoutReassignedKey(t *testing.T) {
 				}
 			}
 			return ev, nil
-		}, stage.Concurrency(8), stage.Unordered()))
+		}, stage.WithConcurrency(8), stage.WithUnordered()))
 		pipeline.To(work, gotA.sink("collect", nil))
 	})
 	t.Cleanup(unblock)

@@ -301,7 +301,7 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 			return fmt.Errorf("kafka: produce: %w: %w", stage.ErrNotDelivered, err)
 		}
 		return nil
-	}, p.Close, opts...)
+	}, append([]stage.Option{stage.WithClose(p.Close)}, opts...)...)
 }
 
 // Close flushes (within FlushTimeout, or ctx), then stops accepting records (a produce or a

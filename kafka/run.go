@@ -5,12 +5,12 @@ import (
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
-	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/internal/handover"
 	"github.com/sluicehq/sluice/stage"
 )
 
 // The polling goroutine hands messages over in runs: it collects the messages Poll returns
-// back to back (up to pipeline.MaxRun) and flushes them together, which costs one lock, one
+// back to back (up to handover.MaxBurst) and flushes them together, which costs one lock, one
 // budget acquisition and one slot of the first edge per run instead of per message. A run is
 // flushed when Poll has nothing ready, when it is full, before held messages are retried, and
 // when a rebalance starts: a run never waits on a blocking Poll, and a revoke finds its
@@ -36,7 +36,7 @@ func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
 	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
 	s.runBytes += int(msgSize(m))
 	ps.span++
-	return len(s.run) == pipeline.MaxRun || s.runBytes >= maxRunBytes || s.atBound(ps)
+	return len(s.run) == handover.MaxBurst || s.runBytes >= maxRunBytes || s.atBound(ps)
 }
 
 // flush records the run's offsets, admits what its partitions' ordering and limits allow,
@@ -63,7 +63,7 @@ func (s *Source) flush(ctx context.Context) {
 		out = append(out, r.ev)
 	}
 	s.mu.Unlock()
-	n := s.emit.TryEmitRun(ctx, out, emitWait)
+	n := s.emit.TryEmitBurst(ctx, out, emitWait)
 	if n < len(out) {
 		// Not taken: undo, then hold in order (per partition, these precede its gated ones).
 		// out is a subsequence of the run: walk both.
@@ -123,7 +123,7 @@ func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) 
 		return emitted
 	}
 	// An oversized record waits for another one's error handler: only its partition waits.
-	oversized := s.emit.Size(ev) > s.emit.Budget().Limit()
+	oversized := s.emit.Size(ev) > s.emit.Limit()
 	s.mu.Lock()
 	s.untake(ps, m)
 	s.mu.Unlock()
@@ -136,7 +136,7 @@ func (s *Source) tryEmit(ctx context.Context, ps *partState, m *ckafka.Message) 
 
 // event returns m as a pooled event (m keeps its bytes; the event borrows them).
 func (s *Source) event(ps *partState, m *ckafka.Message) *stage.Event {
-	ev := s.events.Get()
+	ev := s.events.Get().Owner.(*stage.Event)
 	ev.Topic, ev.Partition, ev.Offset = ps.tp.topic, ps.tp.partition, int64(m.TopicPartition.Offset)
 	ev.Key, ev.Value, ev.Timestamp, ev.SourceTag = m.Key, m.Value, m.Timestamp, ps.epoch
 	for _, h := range m.Headers {
@@ -151,4 +151,3 @@ func (s *Source) dropEvent(ev *stage.Event) {
 	ev.Release()
 }
 
-var _ pipeline.BatchCompleter = (*Source)(nil)

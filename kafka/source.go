@@ -9,6 +9,8 @@ import (
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
+	"github.com/sluicehq/sluice/internal/flow"
+	"github.com/sluicehq/sluice/internal/handover"
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
@@ -28,7 +30,7 @@ import (
 // Hand-over: the messages Poll returns back to back are handed to the pipeline in runs (up to
 // pipeline.MaxRun messages or 256 KiB, see run.go) when the first stage reads its input from
 // one goroutine: one lock, one budget acquisition and one edge slot per run; a one-worker sink
-// with fast calls then finishes the run's events together (CompleteBatch). A run is flushed as
+// with fast calls then finishes the run's events together (CompleteMany). A run is flushed as
 // soon as Poll has nothing ready, so it adds no waiting.
 //
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
@@ -55,7 +57,7 @@ type Source struct {
 	revokeWake chan struct{} // capacity 1: a revoking partition's last in-flight event finished
 
 	// Owned by the polling goroutine (Run, then Close):
-	emit       *pipeline.Emitter
+	emit       handover.Emitter
 	runCtx     context.Context // Run's context, for the flush at a rebalance
 	held       int             // held messages over all partitions
 	heldBytes  int64           // their bytes, counted by msgSize (as pipeline.EventSize counts)
@@ -66,7 +68,7 @@ type Source struct {
 	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
 	runGated   []int           // flush's gated messages, as indices into run
 	runBytes   int             // bytes of the run, counted by msgSize
-	events     stage.EventCache
+	events     flow.Cache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
 	coop       bool // cooperative protocol (Incremental(Un)Assign); set on each assign
@@ -146,8 +148,8 @@ func (s *Source) Consumer() *ckafka.Consumer { return s.c }
 
 // Run implements pipeline.Source: it subscribes and polls until ctx is done.
 func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
-	s.emit, s.runCtx = emit, ctx
-	if lim := emit.Budget().Limit(); lim != s.mem.InFlight {
+	s.emit, s.runCtx = handover.Of(emit), ctx
+	if lim := s.emit.Limit(); lim != s.mem.InFlight {
 		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (an explicit pipeline.WithBudget overrides it)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
 	}
 	if err := s.c.SubscribeTopics(s.cfg.Topics, s.rebalance); err != nil {

@@ -43,8 +43,8 @@ func TestBuildRejectsBatchThatCannotFillTheBudget(t *testing.T) {
 			if err == nil {
 				t.Fatal("Build succeeded")
 			}
-			if !errors.Is(err, pipeline.ErrInvalid) || !errors.Is(err, stage.ErrInvalid) {
-				t.Fatalf("error %v wraps neither pipeline.ErrInvalid nor stage.ErrInvalid", err)
+			if !errors.Is(err, pipeline.ErrInvalid) || !errors.Is(err, pipeline.ErrInvalid) {
+				t.Fatalf("error %v wraps neither pipeline.ErrInvalid nor pipeline.ErrInvalid", err)
 			}
 			for _, w := range append(c.want, `stage "batch"`, "BatchConfig.") {
 				if !strings.Contains(err.Error(), w) {
@@ -71,7 +71,7 @@ func TestBuildRejectsBatchThatCannotFillTheBudget(t *testing.T) {
 	}
 	// The defaults (64 MiB budget, 1 MiB events) hold 64 events of the largest size: the
 	// issue's MaxCount 64 fits only with smaller events.
-	if _, err := batchBuilder(pipeline.DefaultBudget/2, pipeline.DefaultMaxEventBytes, stage.BatchConfig[int64]{MaxCount: 64}).Build(); err == nil || !strings.Contains(err.Error(), "MaxCount 64") {
+	if _, err := batchBuilder(pipeline.DefaultInFlightBudget/2, pipeline.DefaultMaxEventBytes, stage.BatchConfig[int64]{MaxCount: 64}).Build(); err == nil || !strings.Contains(err.Error(), "MaxCount 64") {
 		t.Fatalf("MaxCount 64 of 1 MiB events in 32 MiB: Build error %v, want one naming MaxCount", err)
 	}
 }
@@ -104,7 +104,7 @@ func TestBatchWithoutLingerFlushedWhenEmitWaitsForBudget(t *testing.T) {
 	const n = 200
 	src := sized(n, 50)
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(10), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithDrainTimeout(100*time.Millisecond))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(10), pipeline.WithSize(payloadSize), pipeline.WithDrainTimeout(100*time.Millisecond))
 	var got collectBatches
 	batches := pipeline.Then(pipeline.Then(b.Source(), mapOf("offset")), stage.Batch("batch", stage.BatchConfig[int64]{MaxCount: 100}))
 	pipeline.To(batches, got.sink())
@@ -135,7 +135,7 @@ func TestStallDoesNotFlushWhileEventsMove(t *testing.T) {
 	const n, count = 30, 10
 	src := sized(n, 100) // the 1000-byte budget holds exactly one batch
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithSize(pipeline.PayloadSize))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(1000), pipeline.WithMaxEventBytes(100), pipeline.WithSize(payloadSize))
 	g := newGate()
 	held := pipeline.Then(b.Source(), stage.Map("hold5", func(ctx context.Context, ev *stage.Event) (int64, error) {
 		if ev.Offset == 5 {

@@ -6,13 +6,13 @@ import (
 	"sync/atomic"
 )
 
-// Budget is the pipeline-wide limit on bytes in flight: a source acquires an event's size
+// byteBudget is the pipeline-wide limit on bytes in flight: a source acquires an event's size
 // before emitting it, and the event's completion releases it. Channel capacities cap how many
 // events wait; the budget caps how many bytes they hold.
 //
 // Acquiring and releasing are a CAS on one counter; only a source that must wait touches the
 // mutex.
-type Budget struct {
+type byteBudget struct {
 	limit   int64
 	used    atomic.Int64 // bytes held now; never above limit
 	high    atomic.Int64 // highest value used ever reached
@@ -22,21 +22,21 @@ type Budget struct {
 	wake chan struct{} // closed (and replaced) by Release when waiters > 0
 }
 
-func newBudget(limit int64) *Budget {
-	return &Budget{limit: limit, wake: make(chan struct{})}
+func newBudget(limit int64) *byteBudget {
+	return &byteBudget{limit: limit, wake: make(chan struct{})}
 }
 
 // Limit returns the budget in bytes.
-func (b *Budget) Limit() int64 { return b.limit }
+func (b *byteBudget) Limit() int64 { return b.limit }
 
 // InFlight returns the bytes held now.
-func (b *Budget) InFlight() int64 { return b.used.Load() }
+func (b *byteBudget) InFlight() int64 { return b.used.Load() }
 
 // HighWater returns the most bytes ever held at once; never above Limit.
-func (b *Budget) HighWater() int64 { return b.high.Load() }
+func (b *byteBudget) HighWater() int64 { return b.high.Load() }
 
 // TryAcquire takes n bytes if they are free now; it never blocks.
-func (b *Budget) TryAcquire(n int64) bool {
+func (b *byteBudget) TryAcquire(n int64) bool {
 	for {
 		u := b.used.Load()
 		if u+n > b.limit {
@@ -51,7 +51,7 @@ func (b *Budget) TryAcquire(n int64) bool {
 }
 
 // Acquire blocks until n bytes are free or ctx is done. n must not exceed Limit.
-func (b *Budget) Acquire(ctx context.Context, n int64) error {
+func (b *byteBudget) Acquire(ctx context.Context, n int64) error {
 	for {
 		if b.TryAcquire(n) {
 			return nil
@@ -77,7 +77,7 @@ func (b *Budget) Acquire(ctx context.Context, n int64) error {
 }
 
 // Release returns n bytes taken by Acquire or TryAcquire.
-func (b *Budget) Release(n int64) {
+func (b *byteBudget) Release(n int64) {
 	b.used.Add(-n)
 	if b.waiters.Load() > 0 {
 		b.mu.Lock()

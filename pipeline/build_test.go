@@ -22,7 +22,7 @@ func TestBuildErrorsNameTheField(t *testing.T) {
 	cases := []struct {
 		name   string
 		build  func() *pipeline.Builder
-		target error    // pipeline.ErrInvalid or stage.ErrInvalid
+		target error    // pipeline.ErrInvalid or pipeline.ErrInvalid
 		want   []string // substrings naming the field or stage
 	}{
 		{"no sink", func() *pipeline.Builder {
@@ -32,14 +32,14 @@ func TestBuildErrorsNameTheField(t *testing.T) {
 		}, pipeline.ErrInvalid, []string{"Sink"}},
 		{"Capacity(0)", func() *pipeline.Builder {
 			b := pipeline.New(sized(1, 1))
-			pipeline.To(b.Source(), sinkOf[*stage.Event]("s", stage.Capacity(0)))
+			pipeline.To(b.Source(), sinkOf[*stage.Event]("s", stage.WithCapacity(0)))
 			return b
-		}, stage.ErrInvalid, []string{"Capacity", `"s"`}},
+		}, pipeline.ErrInvalid, []string{"Capacity", `"s"`}},
 		{"Concurrency(0)", func() *pipeline.Builder {
 			b := pipeline.New(sized(1, 1))
-			pipeline.To(pipeline.Then(b.Source(), mapOf("m", stage.Concurrency(0))), sinkOf[int64]("s"))
+			pipeline.To(pipeline.Then(b.Source(), mapOf("m", stage.WithConcurrency(0))), sinkOf[int64]("s"))
 			return b
-		}, stage.ErrInvalid, []string{"Concurrency", `"m"`}},
+		}, pipeline.ErrInvalid, []string{"Concurrency", `"m"`}},
 		{"duplicate names", func() *pipeline.Builder {
 			b := pipeline.New(sized(1, 1))
 			pipeline.To(pipeline.Then(b.Source(), mapOf("same")), sinkOf[int64]("same"))
@@ -65,10 +65,10 @@ func TestBuildErrorsNameTheField(t *testing.T) {
 		}, pipeline.ErrInvalid, []string{`"loose"`, "output is not consumed"}},
 		{"Batch Concurrency(2)", func() *pipeline.Builder {
 			b := pipeline.New(sized(1, 1))
-			bt := pipeline.Then(pipeline.Then(b.Source(), mapOf("m")), stage.Batch("batch", stage.BatchConfig[int64]{MaxCount: 2}, stage.Concurrency(2)))
+			bt := pipeline.Then(pipeline.Then(b.Source(), mapOf("m")), stage.Batch("batch", stage.BatchConfig[int64]{MaxCount: 2}, stage.WithConcurrency(2)))
 			pipeline.To(bt, sinkOf[[]int64]("s"))
 			return b
-		}, stage.ErrInvalid, []string{`"batch"`, "Concurrency"}},
+		}, pipeline.ErrInvalid, []string{`"batch"`, "Concurrency"}},
 		{"non-sink in To", func() *pipeline.Builder {
 			b := pipeline.New(sized(1, 1))
 			pipeline.To(b.Source(), stage.Map("m", func(context.Context, *stage.Event) (stage.None, error) { return stage.None{}, nil }))
@@ -146,8 +146,8 @@ func TestStageReusedInASecondPipelineFailsRun(t *testing.T) {
 	second := pipeline.New(src, pipeline.WithLogger(quiet))
 	pipeline.To(pipeline.Then(second.Source(), mapOf("m")), shared)
 	p := build(t, second)
-	if err := p.Run(context.Background()); !errors.Is(err, stage.ErrInvalid) || !strings.Contains(err.Error(), "already started") {
-		t.Fatalf("Run with a reused stage = %v, want stage.ErrInvalid naming the problem", err)
+	if err := p.Run(context.Background()); !errors.Is(err, pipeline.ErrInvalid) || !strings.Contains(err.Error(), "already started") {
+		t.Fatalf("Run with a reused stage = %v, want pipeline.ErrInvalid naming the problem", err)
 	}
 	if st := p.Stats(); st.Emitted != 0 || st.InFlightEvents != 0 {
 		t.Fatalf("the source ran: %+v", st)

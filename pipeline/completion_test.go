@@ -36,14 +36,14 @@ func TestFlatMapAndBatchCompleteEveryOffsetExactlyOnce(t *testing.T) {
 		}
 	}
 	b := pipeline.New(src, pipeline.WithLogger(quiet))
-	nums := pipeline.Then(b.Source(), stage.Map("offset", offsetOf, stage.Concurrency(4)))
+	nums := pipeline.Then(b.Source(), stage.Map("offset", offsetOf, stage.WithConcurrency(4)))
 	kids := pipeline.Then(nums, stage.FlatMap("split", func(_ context.Context, v int64) ([]int64, error) {
 		out := make([]int64, children(v))
 		for i := range out {
 			out[i] = v
 		}
 		return out, nil
-	}, stage.Concurrency(4), stage.Unordered()))
+	}, stage.WithConcurrency(4), stage.WithUnordered()))
 	batches := pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[int64]{MaxCount: 7, Linger: time.Millisecond}))
 	pipeline.To(batches, stage.Sink("sink", func(_ context.Context, batch []int64) error {
 		time.Sleep(time.Duration(rand.N(50)) * time.Microsecond) // simulated work
@@ -58,7 +58,7 @@ func TestFlatMapAndBatchCompleteEveryOffsetExactlyOnce(t *testing.T) {
 			returned[off]++
 		}
 		return nil // the completions may only start after this return
-	}, stage.Concurrency(3)))
+	}, stage.WithConcurrency(3)))
 	p := build(t, b)
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -88,7 +88,7 @@ func TestFlatMapWithNoChildrenCompletesTheEvent(t *testing.T) {
 	src := sized(n, 1)
 	done := track(src)
 	b := pipeline.New(src, pipeline.WithLogger(quiet))
-	none := pipeline.Then(b.Source(), stage.FlatMap("none", func(context.Context, *stage.Event) ([]int, error) { return nil, nil }, stage.Concurrency(2)))
+	none := pipeline.Then(b.Source(), stage.FlatMap("none", func(context.Context, *stage.Event) ([]int, error) { return nil, nil }, stage.WithConcurrency(2)))
 	pipeline.To(none, stage.Sink("sink", func(context.Context, int) error {
 		t.Error("the sink got a child of an empty FlatMap")
 		return nil
@@ -137,7 +137,7 @@ func TestFailedBatchFailsEveryMember(t *testing.T) {
 	b := pipeline.New(src, pipeline.WithLogger(quiet))
 	nums := pipeline.Then(b.Source(), stage.Map("offset", offsetOf))
 	batches := pipeline.Then(nums, stage.Batch("all", stage.BatchConfig[int64]{MaxCount: 3}))
-	pipeline.To(batches, stage.Sink("sink", func(context.Context, []int64) error { return errSink }, stage.OnError(stage.Fail)))
+	pipeline.To(batches, stage.Sink("sink", func(context.Context, []int64) error { return errSink }, stage.WithErrorPolicy(stage.Fail)))
 	p := build(t, b)
 	if err := p.Run(context.Background()); !errors.Is(err, errSink) {
 		t.Fatalf("Run = %v, want the sink's error", err)

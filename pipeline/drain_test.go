@@ -38,7 +38,7 @@ func TestCancelDrainsEveryEmittedEvent(t *testing.T) {
 	g := newGate()
 	b := pipeline.New(src, pipeline.WithLogger(quiet))
 	nums := pipeline.Then(b.Source(), stage.Map("offset", offsetOf))
-	pipeline.To(nums, stage.Sink("slow", g.pass, stage.Concurrency(2)))
+	pipeline.To(nums, stage.Sink("slow", g.pass, stage.WithConcurrency(2)))
 	p := build(t, b)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -79,7 +79,7 @@ func TestCancelDrainsEndlessSource(t *testing.T) {
 		seen[ev.Offset] = true
 		mu.Unlock()
 		return ev.Offset, nil
-	}, stage.Concurrency(4)))
+	}, stage.WithConcurrency(4)))
 	var sunk int
 	pipeline.To(nums, stage.Sink("sink", func(context.Context, int64) error {
 		if sunk++; sunk == 200 { // one worker: no lock needed
@@ -130,7 +130,7 @@ func TestDrainTimeoutStopsHard(t *testing.T) {
 		entered <- struct{}{}
 		<-ctx.Done() // honours the hard-stop context, nothing else
 		return 0, ctx.Err()
-	}, stage.Capacity(4)))
+	}, stage.WithCapacity(4)))
 	pipeline.To(stuck, stage.Sink("sink", func(context.Context, int64) error { return nil }))
 	p := build(t, b)
 	ctx, cancel := context.WithCancel(context.Background())

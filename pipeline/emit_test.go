@@ -42,6 +42,7 @@ func newEvent(off int64, value string) *stage.Event {
 // TryEmit never blocks: false when the first edge is full, and the caller keeps the event.
 func TestTryEmitReturnsFalseWhenFullAndCallerKeepsTheEvent(t *testing.T) {
 	g := newGate()
+	var p *pipeline.Pipeline // set before Run
 	src := &funcSource{run: func(ctx context.Context, emit *pipeline.Emitter) error {
 		if !emit.TryEmit(ctx, newEvent(0, "a")) {
 			t.Error("TryEmit on an empty pipeline = false")
@@ -56,18 +57,18 @@ func TestTryEmitReturnsFalseWhenFullAndCallerKeepsTheEvent(t *testing.T) {
 				t.Error("TryEmit on a full edge = true")
 			}
 		}
-		if got := emit.Budget().InFlight(); got != 2 {
+		if got := p.Stats().InFlightBytes; got != 2 {
 			t.Errorf("budget holds %d bytes after the refused TryEmit, want 2", got)
 		}
 		kept.Value = append(kept.Value, 'c') // still ours: we may change it
 		g.open()
 		return emit.Emit(ctx, kept) // and emit it later
 	}}
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(payloadSize))
 	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error {
 		return g.pass(ctx, ev.Offset)
-	}, stage.Capacity(1)))
-	p := build(t, b)
+	}, stage.WithCapacity(1)))
+	p = build(t, b)
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +96,7 @@ func TestTryEmitReturnsFalseWhenTheBudgetIsFull(t *testing.T) {
 		g.open()       // only now may events complete and free the budget
 		return nil
 	}}
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(15), pipeline.WithMaxEventBytes(5))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(payloadSize), pipeline.WithBudget(15), pipeline.WithMaxEventBytes(5))
 	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }))
 	p := build(t, b)
 	if err := p.Run(context.Background()); err != nil {
@@ -110,7 +111,7 @@ func TestOversizedEventGoesToTheErrorHandler(t *testing.T) {
 	var failures []error
 	src := pipeline.FromSlice([][]byte{[]byte("ok"), make([]byte, 500), []byte("ok")})
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(100), pipeline.WithMaxEventBytes(100),
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(payloadSize), pipeline.WithBudget(100), pipeline.WithMaxEventBytes(100),
 		pipeline.WithErrorHandler(func(_ context.Context, f *stage.Failure) error {
 			if len(f.Events) != 1 || f.Events[0].Offset != 1 || f.Stage != "source" {
 				t.Errorf("failure %v", f)
@@ -142,7 +143,7 @@ func TestOversizedEventHandlerErrorFailsRun(t *testing.T) {
 	errDLQ := errors.New("dead-letter refused")
 	src := pipeline.FromSlice([][]byte{make([]byte, 11)})
 	done := track(src)
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10),
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(payloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10),
 		pipeline.WithErrorHandler(func(context.Context, *stage.Failure) error { return errDLQ }))
 	pipeline.To(b.Source(), stage.Sink("s", func(context.Context, *stage.Event) error { return nil }))
 	if err := build(t, b).Run(context.Background()); !errors.Is(err, errDLQ) {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/flow"
+	"github.com/sluicehq/sluice/internal/handover"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -12,12 +14,6 @@ import (
 type Emitter struct {
 	p *Pipeline
 }
-
-// Budget returns the pipeline's budget, for sources that pause on pressure.
-func (e *Emitter) Budget() *Budget { return e.p.budget }
-
-// Size returns the budget bytes of ev according to the pipeline's size function.
-func (e *Emitter) Size(ev *stage.Event) int64 { return e.p.cfg.size(ev) }
 
 // Emit hands ev to the pipeline. It blocks while the budget has no room for ev or the first
 // stage's input is full (backpressure), until ctx is done. Emit always takes ownership of ev:
@@ -35,7 +31,7 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 		case p.oversized <- struct{}{}:
 		case <-ctx.Done():
 			e.begin(ev, 0)
-			stage.Abandon(ev)
+			lifeOf(ev).Abandon()
 			return ctx.Err()
 		}
 		e.tooLarge(ev, size)
@@ -43,12 +39,12 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 	}
 	if err := e.acquire(ctx, size); err != nil {
 		e.begin(ev, 0)
-		stage.Abandon(ev)
+		lifeOf(ev).Abandon()
 		return err
 	}
 	e.begin(ev, size)
-	if err := stage.EmitEvent(ctx, p.first, ev); err != nil {
-		stage.Abandon(ev)
+	if err := flow.Emit(ctx, p.first, ev, lifeOf(ev)); err != nil {
+		lifeOf(ev).Abandon()
 		return err
 	}
 	return nil
@@ -60,14 +56,14 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 // larger than the budget is handled as by Emit, and TryEmit returns true, or false while
 // another oversized event waits for its error handler.
 func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
-	return e.TryEmitWait(ctx, ev, 0)
+	return e.tryEmitWait(ctx, ev, 0)
 }
 
-// TryEmitWait is TryEmit that, when the budget has room but the first stage's input is full,
+// tryEmitWait is TryEmit that, when the budget has room but the first stage's input is full,
 // waits up to wait for that input to take ev. It never waits for the budget. A polling source
 // uses it to pace itself with the first stage (librdkafka's bounded prefetch queue holds the
 // rest) instead of pausing on every burst.
-func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
+func (e *Emitter) tryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
 	p := e.p
 	size := p.cfg.size(ev)
 	if size > p.budget.Limit() {
@@ -83,24 +79,24 @@ func (e *Emitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 		return false
 	}
 	e.begin(ev, size)
-	if !stage.TryEmitEvent(p.first, ev) && (wait <= 0 || !e.emitWithin(ctx, ev, wait)) {
+	if !flow.TryEmit(p.first, ev, lifeOf(ev)) && (wait <= 0 || !e.emitWithin(ctx, ev, wait)) {
 		// Undo Begin without finishing: the caller keeps the event.
 		p.emitted.Add(-1)
 		p.budget.Release(size)
-		stage.Unbegin(ev)
+		lifeOf(ev).Unbegin()
 		return false
 	}
 	return true
 }
 
-// Stalled tells the pipeline that the source is blocked: it holds events it cannot emit (its
+// stalled tells the pipeline that the source is blocked: it holds events it cannot emit (its
 // ordering or limits admit none of them, or the budget or the first stage's input is full)
 // and waits for events in flight to finish. If every event in flight then waits in a partial
 // batch, nothing else could ever finish one, so the batch stages without Linger flush theirs
 // (stage.BatchConfig). A polling source calls it once per poll that found it blocked (about
 // every 10 ms while it is), never per event; it costs a read of each batch stage's counters
 // (nothing without batch stages). Emit calls it itself while it waits for the budget.
-func (e *Emitter) Stalled() {
+func (e *Emitter) stalled() {
 	p := e.p
 	in := p.inFlight()
 	if in == 0 || len(p.batches) == 0 {
@@ -133,7 +129,7 @@ func (e *Emitter) acquire(ctx context.Context, size int64) error {
 		return nil
 	}
 	for {
-		e.Stalled()
+		e.stalled()
 		wctx, cancel := context.WithTimeout(ctx, stallEvery)
 		err := b.Acquire(wctx, size)
 		cancel()
@@ -146,20 +142,18 @@ func (e *Emitter) acquire(ctx context.Context, size int64) error {
 	}
 }
 
-// MaxRun is the most events TryEmitRun takes in one call.
-const MaxRun = stage.MaxRun
-
-// TryEmitRun is TryEmitWait for a run of up to MaxRun events, in order: it hands the pipeline
-// the longest prefix of evs it can and returns its length; the caller still owns evs[n:]. When
-// the first stage takes runs (stage.Edge.TakesRuns) and the budget has room for the whole
-// run, the run costs one budget acquisition and one slot of the first edge; otherwise the
-// events go one by one (TryEmitWait). A polling source uses it to amortise the hand-over
-// across the messages one poll burst returns.
-func (e *Emitter) TryEmitRun(ctx context.Context, evs []*stage.Event, wait time.Duration) int {
+// tryEmitBurst is tryEmitWait for a burst of up to flow.MaxBurst events, in order: it hands
+// the pipeline the longest prefix of evs it can and returns its length; the caller still owns
+// evs[n:]. When the first stage takes bursts (flow.Edge.TakesBursts) and the budget has room
+// for the whole burst, the burst costs one budget acquisition and one slot of the first edge;
+// otherwise the events go one by one (tryEmitWait). A polling source uses it to amortise the
+// hand-over across the messages one poll returns.
+func (e *Emitter) tryEmitBurst(ctx context.Context, evs []*stage.Event, wait time.Duration) int {
 	p := e.p
-	if len(evs) > 1 && len(evs) <= MaxRun && p.first.TakesRuns() {
+	if len(evs) > 1 && len(evs) <= flow.MaxBurst && p.first.TakesBursts() {
 		var total int64
-		sizes := [MaxRun]int64{}
+		sizes := [flow.MaxBurst]int64{}
+		lives := [flow.MaxBurst]*flow.Life{}
 		fits := true
 		for i, ev := range evs {
 			sizes[i] = p.cfg.size(ev)
@@ -169,21 +163,22 @@ func (e *Emitter) TryEmitRun(ctx context.Context, evs []*stage.Event, wait time.
 		if fits && p.budget.TryAcquire(total) {
 			p.emitted.Add(int64(len(evs)))
 			for i, ev := range evs {
-				ev.Begin(sizes[i], p)
+				lives[i] = lifeOf(ev)
+				lives[i].Begin(originOf(ev), sizes[i], p.fin)
 			}
-			if stage.EmitEvents(ctx, p.first, evs, wait) {
+			if flow.EmitBurst(ctx, p.first, evs, lives[:len(evs)], wait) {
 				return len(evs)
 			}
 			p.emitted.Add(-int64(len(evs)))
 			p.budget.Release(total)
-			for _, ev := range evs {
-				stage.Unbegin(ev)
+			for i := range evs {
+				lives[i].Unbegin()
 			}
 			return 0 // the edge stayed full: one by one would not fare better
 		}
 	}
 	for i, ev := range evs {
-		if !e.TryEmitWait(ctx, ev, wait) {
+		if !e.tryEmitWait(ctx, ev, wait) {
 			return i
 		}
 	}
@@ -193,12 +188,12 @@ func (e *Emitter) TryEmitRun(ctx context.Context, evs []*stage.Event, wait time.
 func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return stage.EmitEvent(ctx, e.p.first, ev) == nil
+	return flow.Emit(ctx, e.p.first, ev, lifeOf(ev)) == nil
 }
 
 func (e *Emitter) begin(ev *stage.Event, size int64) {
 	e.p.emitted.Add(1)
-	ev.Begin(size, e.p)
+	lifeOf(ev).Begin(originOf(ev), size, e.p.fin)
 }
 
 // tooLarge hands an event larger than the whole budget (never admitted: the budget could not
@@ -215,7 +210,7 @@ func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 	p.errQueue.later(func(ctx context.Context) {
 		if ctx.Err() != nil { // hard stop, or the close phase gave up: not committed
 			<-p.oversized
-			stage.Abandon(ev)
+			lifeOf(ev).Abandon()
 			return
 		}
 		f := stage.NewFailure("source", err, 1, []*stage.Event{ev})
@@ -225,9 +220,35 @@ func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 		<-p.oversized
 		if herr != nil {
 			p.fail(fmt.Errorf("pipeline %q: error handler of %v: %w", p.cfg.name, f, herr))
-			stage.Abandon(ev)
+			lifeOf(ev).Abandon()
 			return
 		}
-		stage.Complete(ev)
+		lifeOf(ev).Complete()
 	})
+}
+
+// lifeOf returns the engine's lifecycle of ev.
+func lifeOf(ev *stage.Event) *flow.Life { return flow.Hooks.Life(ev) }
+
+// originOf is ev's identity as the source set it, fixed at emission.
+func originOf(ev *stage.Event) flow.Origin {
+	return flow.Origin{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Tag: ev.SourceTag}
+}
+
+// burstEmitter is the Emitter as a polling source sees it (handover.Emitter).
+type burstEmitter struct{ e *Emitter }
+
+func (b burstEmitter) TryEmitBurst(ctx context.Context, evs []*stage.Event, wait time.Duration) int {
+	return b.e.tryEmitBurst(ctx, evs, wait)
+}
+func (b burstEmitter) TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
+	return b.e.tryEmitWait(ctx, ev, wait)
+}
+func (b burstEmitter) Stalled()                   { b.e.stalled() }
+func (b burstEmitter) Size(ev *stage.Event) int64 { return b.e.p.cfg.size(ev) }
+func (b burstEmitter) Limit() int64               { return b.e.p.budget.Limit() }
+func (b burstEmitter) InFlightBytes() int64       { return b.e.p.budget.InFlight() }
+
+func init() {
+	handover.Of = func(emit any) handover.Emitter { return burstEmitter{emit.(*Emitter)} }
 }

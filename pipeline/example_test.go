@@ -18,14 +18,14 @@ func ExampleNew() {
 	// Events are recycled after completion: the first stage maps them to plain values.
 	upper := pipeline.Then(b.Source(), stage.Map("upper", func(_ context.Context, ev *stage.Event) (string, error) {
 		return strings.ToUpper(string(ev.Value)), nil
-	}, stage.Concurrency(1)))
+	}, stage.WithConcurrency(1)))
 	long := pipeline.Then(upper, stage.Filter("long", func(_ context.Context, w string) (bool, error) {
 		return len(w) > 4, nil
-	}, stage.Concurrency(1)))
+	}, stage.WithConcurrency(1)))
 	pipeline.To(long, stage.Sink("print", func(_ context.Context, w string) error {
 		fmt.Println(w)
 		return nil
-	}, stage.Concurrency(1)))
+	}, stage.WithConcurrency(1)))
 
 	p, err := b.Build()
 	if err != nil {

@@ -31,7 +31,7 @@ func TestOversizedEventHandlerRunsOffTheSourceOneAtATime(t *testing.T) {
 		close(release) // the source was not blocked by the handler: let it finish
 		return emit.Emit(ctx, second)
 	}}
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10), pipeline.WithSize(pipeline.PayloadSize),
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(10), pipeline.WithSize(payloadSize),
 		pipeline.WithErrorHandler(func(_ context.Context, f *stage.Failure) error {
 			if !errors.Is(f.Err, pipeline.ErrTooLarge) {
 				return f

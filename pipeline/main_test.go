@@ -151,3 +151,14 @@ func stageStats(t *testing.T, s pipeline.Snapshot, name string) stage.Stats {
 	t.Fatalf("no stage %q in snapshot", name)
 	return stage.Stats{}
 }
+
+// payloadSize counts a record's own bytes (key, value, header names and values), without the
+// per-event and per-header overheads of pipeline.EventSize: for tests whose budget is an exact
+// byte count.
+func payloadSize(ev *stage.Event) int64 {
+	n := len(ev.Key) + len(ev.Value)
+	for i := range ev.Headers {
+		n += len(ev.Headers[i].Key) + len(ev.Headers[i].Value)
+	}
+	return int64(n)
+}

@@ -18,7 +18,7 @@ func TestGenerateSharedMemoryIsNotRecycledIntoLaterEvents(t *testing.T) {
 	want := string(shared)
 	gen := pipeline.Generate(500, func(_ int64, ev *stage.Event) { ev.Key, ev.Value = shared[:6], shared })
 	b := pipeline.New(gen)
-	pipeline.To(b.Source(), stage.Sink("drop", func(context.Context, *stage.Event) error { return nil }, stage.Concurrency(4)))
+	pipeline.To(b.Source(), stage.Sink("drop", func(context.Context, *stage.Event) error { return nil }, stage.WithConcurrency(4)))
 	if err := build(t, b).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -30,7 +30,7 @@ func TestGenerateSharedMemoryIsNotRecycledIntoLaterEvents(t *testing.T) {
 	b = pipeline.New(pipeline.FromSlice(values))
 	strs := pipeline.Then(b.Source(), stage.Map("string", func(_ context.Context, ev *stage.Event) (string, error) {
 		return string(ev.Key) + string(ev.Value), nil
-	}, stage.Concurrency(4)))
+	}, stage.WithConcurrency(4)))
 	var got pipeline.Collector[string]
 	pipeline.To(strs, got.Sink("collect"))
 	if err := build(t, b).Run(context.Background()); err != nil {
@@ -55,14 +55,15 @@ func TestFromSliceToChanSinkWithCustomSize(t *testing.T) {
 	src := pipeline.FromSlice(values)
 	done := track(src)
 	out := make(chan string, len(values))
-	var sizes []int64
+	var p *pipeline.Pipeline // set before Run
+	var held []int64         // budget bytes in flight while each event is processed
 	b := pipeline.New(src, pipeline.WithSize(func(*stage.Event) int64 { return 1 }), pipeline.WithBudget(1), pipeline.WithMaxEventBytes(1))
 	words := pipeline.Then(b.Source(), stage.Map("string", func(_ context.Context, ev *stage.Event) (string, error) {
-		sizes = append(sizes, ev.Size()) // one worker
+		held = append(held, p.Stats().InFlightBytes) // one worker
 		return string(ev.Value), nil
 	}))
 	pipeline.To(words, pipeline.ChanSink("chan", out))
-	p := build(t, b)
+	p = build(t, b)
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +76,7 @@ func TestFromSliceToChanSinkWithCustomSize(t *testing.T) {
 		t.Fatalf("got %v", got)
 	}
 	done.allOKOnce(t, 3)
-	if len(sizes) != 3 || sizes[0] != 1 || p.Stats().HighWaterBytes != 1 {
-		t.Fatalf("event sizes %v, high water %d; want the custom size 1", sizes, p.Stats().HighWaterBytes)
+	if len(held) != 3 || held[0] != 1 || p.Stats().HighWaterBytes != 1 {
+		t.Fatalf("bytes in flight %v, high water %d; want the custom size 1", held, p.Stats().HighWaterBytes)
 	}
 }

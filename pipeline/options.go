@@ -11,10 +11,10 @@ import (
 
 // Defaults of the pipeline options.
 const (
-	DefaultBudget        = 64 << 20 // 64 MiB
-	DefaultMaxEventBytes = 1 << 20  // 1 MiB, Kafka's default max message size
-	DefaultDrainTimeout  = 30 * time.Second
-	DefaultCloseTimeout  = 10 * time.Second
+	DefaultInFlightBudget = 64 << 20 // 64 MiB (WithBudget)
+	DefaultMaxEventBytes  = 1 << 20  // 1 MiB, Kafka's default max message size
+	DefaultDrainTimeout   = 30 * time.Second
+	DefaultCloseTimeout   = 10 * time.Second
 )
 
 // Option configures a pipeline.
@@ -29,11 +29,12 @@ type config struct {
 	onError       func(ctx context.Context, f *stage.Failure) error
 	logger        *slog.Logger
 	name          string
+	maxCalls      int
 }
 
 func defaultConfig() config {
 	return config{
-		budget:        DefaultBudget,
+		budget:        DefaultInFlightBudget,
 		maxEventBytes: DefaultMaxEventBytes,
 		size:          EventSize,
 		drainTimeout:  DefaultDrainTimeout,
@@ -43,40 +44,35 @@ func defaultConfig() config {
 	}
 }
 
-// EventOverhead is the heap one source event costs beyond its record's bytes, which EventSize
-// counts with them: the pooled stage.Event and, for the Kafka source, its message and
-// bookkeeping (the offset tracker entry, the key table slot). Measured with the Kafka source as
-// the live heap after GC per event, 8,000 records of 0 bytes: 227 B in flight without a key,
-// 306 B with 7-byte keys under OrderKey, 253 B held back by the source (not yet emitted). The
-// constant leaves room for the bookkeeping slices' growth and for longer keys, whose table
-// copy EventSize does not count.
-const EventOverhead = 512
+// Per-event and per-header overheads that EventSize adds to a record's bytes.
+const (
+	// EventOverhead is the heap one source event costs beyond its record's bytes: the pooled
+	// stage.Event and, for the Kafka source, its message and bookkeeping (the offset tracker
+	// entry, the key table slot), with room for the bookkeeping slices' growth. The README's
+	// memory formula gives the measured figures and the command.
+	EventOverhead = 512
 
-// HeaderOverhead is the heap one header costs beyond its name and value, which EventSize counts
-// with them: the header's entry in the event's and the message's header slices and the
-// rounding of its name's allocation (measured 44–61 B per header).
-const HeaderOverhead = 64
+	// HeaderOverhead is the heap one header costs beyond its name and value: its entry in the
+	// event's and the message's header slices and the rounding of its name's allocation.
+	HeaderOverhead = 64
+)
 
 // EventSize is the default size function: what an event holds on the heap, as the byte budget
-// counts it. It is PayloadSize plus EventOverhead plus HeaderOverhead per header, so records
-// with empty values or large headers count what they really cost.
+// counts it: the record's bytes (key, value, header names and values) plus EventOverhead plus
+// HeaderOverhead per header, so records with empty values or many headers count what they cost.
 func EventSize(ev *stage.Event) int64 {
-	return PayloadSize(ev) + EventOverhead + HeaderOverhead*int64(len(ev.Headers))
-}
-
-// PayloadSize is the record's own bytes: len(Key) + len(Value) + the length of every header's
-// name and value, without the per-event and per-header overhead EventSize adds. It suits tests
-// and sources whose budget is an exact byte count (WithSize(PayloadSize)).
-func PayloadSize(ev *stage.Event) int64 {
 	n := len(ev.Key) + len(ev.Value)
 	for i := range ev.Headers {
 		n += len(ev.Headers[i].Key) + len(ev.Headers[i].Value)
 	}
-	return int64(n)
+	return int64(n) + EventOverhead + HeaderOverhead*int64(len(ev.Headers))
 }
 
-// WithBudget sets the byte budget: the most bytes (by the size function, default EventSize) of
-// source events in flight at once, from emission to completion. Default 64 MiB. It must be at least
+// WithBudget sets the pipeline's in-flight budget: the most bytes (by the size function,
+// default EventSize) of source events in flight at once, from emission to completion. Default
+// DefaultInFlightBudget (64 MiB). The Kafka source sets it for you: it is the B/2 share of
+// kafka.Config.Budget (the whole budget, which also covers what the source holds back,
+// librdkafka's prefetch and the producer queue). It must be at least
 // MaxEventBytes, or Build fails. When the budget is exhausted the source waits (the Kafka source
 // pauses its partitions).
 func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes } }
@@ -87,8 +83,7 @@ func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes 
 func WithMaxEventBytes(n int64) Option { return func(c *config) { c.maxEventBytes = n } }
 
 // WithSize sets the function that gives an event's budget bytes. Default EventSize (record bytes,
-// headers included, plus a fixed per-event and per-header overhead); PayloadSize counts the
-// record's bytes only. The Kafka source counts the messages it holds back as EventSize does,
+// headers included, plus a fixed per-event and per-header overhead). The Kafka source counts the messages it holds back as EventSize does,
 // whatever this is set to.
 func WithSize(fn func(*stage.Event) int64) Option { return func(c *config) { c.size = fn } }
 
@@ -125,6 +120,14 @@ func WithErrorHandler(fn func(ctx context.Context, f *stage.Failure) error) Opti
 	return func(c *config) { c.onError = fn }
 }
 
+// WithMaxCalls caps the user calls (stage functions, error handlers excepted) running at once
+// across all stages: every call runs on the pipeline's one bounded pool (ants) of n workers,
+// and a stage worker holds a pool worker only while its call runs, never while it waits for
+// input or for room on a full edge, so any cap of at least 1 slows a pipeline down but never
+// deadlocks it. Default 0: the sum of the stages' WithConcurrency, the most that could run
+// anyway. Below 0 is a construction error.
+func WithMaxCalls(n int) Option { return func(c *config) { c.maxCalls = n } }
+
 // WithLogger sets the logger. Default slog.Default().
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }
 
@@ -137,22 +140,25 @@ func (c *config) validate() []error {
 		errs = append(errs, fmt.Errorf("pipeline %q: %s %s: %w", c.name, field, fmt.Sprintf(format, args...), ErrInvalid))
 	}
 	if c.maxEventBytes < 1 {
-		bad("MaxEventBytes", "must be at least 1, got %d", c.maxEventBytes)
+		bad("WithMaxEventBytes", "must be at least 1, got %d", c.maxEventBytes)
 	}
 	if c.budget < c.maxEventBytes {
-		bad("Budget", "must hold at least one event of MaxEventBytes (%d), got %d", c.maxEventBytes, c.budget)
+		bad("WithBudget", "must hold at least one event of MaxEventBytes (%d), got %d", c.maxEventBytes, c.budget)
 	}
 	if c.size == nil {
-		bad("Size", "must not be nil")
+		bad("WithSize", "must not be nil")
 	}
 	if c.drainTimeout < 0 {
-		bad("DrainTimeout", "must not be negative, got %v", c.drainTimeout)
+		bad("WithDrainTimeout", "must not be negative, got %v", c.drainTimeout)
 	}
 	if c.closeTimeout <= 0 {
-		bad("CloseTimeout", "must be positive, got %v", c.closeTimeout)
+		bad("WithCloseTimeout", "must be positive, got %v", c.closeTimeout)
+	}
+	if c.maxCalls < 0 {
+		bad("WithMaxCalls", "must not be negative, got %d", c.maxCalls)
 	}
 	if c.logger == nil {
-		bad("Logger", "must not be nil")
+		bad("WithLogger", "must not be nil")
 	}
 	return errs
 }

@@ -56,9 +56,9 @@ func benchSluice(b *testing.B, conc int) {
 	src := pipeline.Generate(int64(b.N), func(i int64, ev *stage.Event) { ev.Value = payload })
 	pass := func(_ context.Context, ev *stage.Event) (*stage.Event, error) { return ev, nil }
 	bld := pipeline.New(src, pipeline.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
-	s := pipeline.Then(bld.Source(), stage.Map("a", pass, stage.Concurrency(conc)))
-	s = pipeline.Then(s, stage.Map("b", pass, stage.Concurrency(conc)))
-	s = pipeline.Then(s, stage.Map("c", pass, stage.Concurrency(conc)))
+	s := pipeline.Then(bld.Source(), stage.Map("a", pass, stage.WithConcurrency(conc)))
+	s = pipeline.Then(s, stage.Map("b", pass, stage.WithConcurrency(conc)))
+	s = pipeline.Then(s, stage.Map("c", pass, stage.WithConcurrency(conc)))
 	var n atomic.Int64
 	pipeline.To(s, stage.Sink("sink", func(_ context.Context, ev *stage.Event) error { n.Add(1); return nil }))
 	p, err := bld.Build()

@@ -18,16 +18,25 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
 )
 
-// ErrInvalid is wrapped by every construction error.
-var ErrInvalid = errors.New("invalid pipeline")
+// ErrInvalid is wrapped by every construction error of sluice: Build's (each naming its stage
+// and field, stage options included) and the Kafka source's and producer's (kafka.ErrConfig
+// wraps it).
+var ErrInvalid = flow.ErrInvalid
 
 // ErrTooLarge is the error given to the error handler for an event larger than the budget.
 var ErrTooLarge = errors.New("event larger than the pipeline budget")
 
 // Source produces the pipeline's events.
+//
+// A source that has work to do once every emitted event completed (a final commit, closing a
+// client) also has a method Close(ctx context.Context) error: the pipeline calls it once,
+// after the drain, before Run returns. A source that knows the pipeline options it needs has a
+// method PipelineOptions() []Option: New applies them first (the Kafka source brings its
+// in-flight budget and largest message that way).
 type Source interface {
 	// Run emits events with emit until ctx is done (then it returns promptly, nil) or the
 	// source is exhausted (nil) or fails (the error is fatal). The pipeline closes its first
@@ -35,45 +44,43 @@ type Source interface {
 	Run(ctx context.Context, emit *Emitter) error
 	// Complete is called exactly once per emitted event, from any goroutine, when the event
 	// and everything derived from it have ended. ok is false when the event was not finished
-	// (a fatal error or a hard stop): it must not be committed. The event is released right
+	// (a fatal error or a hard stop): it must not be committed. The event is recycled right
 	// after Complete returns; Complete must not keep it, and should not block.
 	Complete(ev *stage.Event, ok bool)
 }
 
-// BatchCompleter is implemented by sources that can complete several events in one call (one
-// lock instead of one per event). The pipeline then calls CompleteBatch instead of Complete
-// for the events a worker finished together; ok[i] is evs[i]'s outcome, as Complete's ok.
-// The same rules as Complete apply to every event; these are already retired (recycled right
-// after the call), so their fields may be read but nothing else done with them.
-type BatchCompleter interface {
-	CompleteBatch(evs []*stage.Event, ok []bool)
+// manyCompleter is a source that completes several events in one call (one lock instead of
+// one per event), as the Kafka source does: the pipeline then calls CompleteMany for the
+// events a worker finished together; ok[i] is evs[i]'s outcome. Complete's rules apply to
+// every event; these are already retired, so their fields may be read, nothing else.
+type manyCompleter interface {
+	CompleteMany(evs []*stage.Event, ok []bool)
 }
 
-// Closer is implemented by sources that have work to do once every emitted event completed:
-// a final commit, closing a client. Close is called once, after the drain, before Run returns.
-type Closer interface {
+// closer is a source with a Close (see Source).
+type closer interface {
 	Close(ctx context.Context) error
 }
 
 // node is the untyped view of a linked stage.
 type node interface {
 	Name() string
-	Kind() stage.Kind
+	Kind() string
 	Err() error
-	Tasks() int
+	Concurrency() int
 	Terminal() bool
 	Stats() stage.Stats
 	FitsBudget(budget, maxEventBytes int64) error
 	Close(ctx context.Context) error
-	start(env *stage.Env) error
+	start(env *flow.Env) error
 	discard() int
 	dangling() bool
 }
 
 // port is a stream's edge, created when a stage consumes the stream.
 type port[T any] struct {
-	edge   *stage.Edge[T]
-	source bool // the source's output: the stage reading it may take runs
+	edge   *flow.Edge[T]
+	source bool // the source's output: the stage reading it may take bursts
 }
 
 // Stream is a typed stream of messages: the output of the source or of a stage, consumed by
@@ -122,13 +129,16 @@ func (b *Builder) Source() Stream[*stage.Event] {
 
 // linked is a stage bound to its input and output ports.
 type linked[In, Out any] struct {
-	*stage.Stage[In, Out]
+	*flow.Stage[In, Out]
+	pub *stage.Stage[In, Out]
 	in  *port[In]
 	out *port[Out] // nil for sinks
 }
 
-func (l *linked[In, Out]) start(env *stage.Env) error {
-	var out *stage.Edge[Out]
+func (l *linked[In, Out]) Stats() stage.Stats { return l.pub.Stats() }
+
+func (l *linked[In, Out]) start(env *flow.Env) error {
+	var out *flow.Edge[Out]
 	if l.out != nil {
 		out = l.out.edge
 	}
@@ -147,7 +157,8 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 		b.errs = append(b.errs, fmt.Errorf("pipeline: stage after %q is nil: %w", s.from, ErrInvalid))
 		return nil
 	}
-	name := st.Name()
+	core := flow.Hooks.Core(st).(*flow.Stage[In, Out])
+	name := core.Name()
 	if b.names[name] {
 		b.errs = append(b.errs, fmt.Errorf("pipeline: Name %q is used by two stages: %w", name, ErrInvalid))
 	}
@@ -155,22 +166,22 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	if s.p.edge != nil {
 		b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: the output of %q is already consumed (one consumer per stream): %w", name, s.from, ErrInvalid))
 	}
-	if st.Terminal() != terminal {
+	if core.Terminal() != terminal {
 		if terminal {
-			b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: To needs a sink, got a %s: %w", name, st.Kind(), ErrInvalid))
+			b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: To needs a sink, got a %s: %w", name, core.Kind(), ErrInvalid))
 		} else {
 			b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: a sink must be attached with To: %w", name, ErrInvalid))
 		}
 	}
-	if err := st.Err(); err != nil {
+	if err := core.Err(); err != nil {
 		b.errs = append(b.errs, err)
 	}
 	if s.p.source {
-		s.p.edge = st.NewInput() // the source's edge: it may take runs
+		s.p.edge = core.NewInput() // the source's edge: it may take bursts
 	} else {
-		s.p.edge = stage.NewEdge[In](st.Capacity()) // stage workers send single messages
+		s.p.edge = flow.NewEdge[In](core.Capacity()) // stage workers send single messages
 	}
-	l := &linked[In, Out]{Stage: st, in: s.p}
+	l := &linked[In, Out]{Stage: core, pub: st, in: s.p}
 	if !terminal {
 		l.out = &port[Out]{}
 	}

@@ -9,7 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/sluicehq/sluice/pool"
+	"github.com/sluicehq/sluice/internal/flow"
+	"github.com/sluicehq/sluice/internal/workers"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -21,9 +22,10 @@ type Pipeline struct {
 	src    Source
 	cfg    config
 	nodes  []node
-	first  *stage.Edge[*stage.Event]
-	budget *Budget
-	tasks  int
+	first  *flow.Edge[*stage.Event]
+	fin    *finisher // the flow.Finisher of the pipeline's events
+	calls  int       // the call pool's size (WithMaxCalls, or the stages' total Concurrency)
+	budget *byteBudget
 	ran    atomic.Bool
 
 	// The source side writes emitted, the completing side finished: kept on separate cache
@@ -57,10 +59,13 @@ type Pipeline struct {
 func newPipeline(b *Builder) *Pipeline {
 	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{}),
 		oversized: make(chan struct{}, 1)}
-	p.tasks = 1 // the source
+	p.fin = &finisher{p}
+	p.calls = b.cfg.maxCalls
 	for _, n := range b.nodes {
-		p.tasks += n.Tasks()
-		if n.Kind() == stage.KindBatch {
+		if b.cfg.maxCalls == 0 {
+			p.calls += n.Concurrency()
+		}
+		if n.Kind() == flow.KindBatch {
 			p.batches = append(p.batches, n)
 		}
 	}
@@ -68,9 +73,6 @@ func newPipeline(b *Builder) *Pipeline {
 	p.stalled.Store(&stalled)
 	return p
 }
-
-// Budget returns the pipeline's byte budget, for gauges.
-func (p *Pipeline) Budget() *Budget { return p.budget }
 
 // Run runs the pipeline until the source is exhausted and everything drained (returns nil), a
 // fatal error (returns the first one, after stopping hard), or ctx is cancelled: then the
@@ -89,9 +91,9 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.ran.CompareAndSwap(false, true) {
 		return ErrRunTwice
 	}
-	workers, err := pool.NewWorkers(pool.Size(p.tasks), pool.OnPanic(func(pe *pool.PanicError) {
-		p.fail(fmt.Errorf("pipeline %q: panic in a pipeline task: %w", p.cfg.name, pe))
-	}))
+	calls, err := flow.NewCalls(p.calls, func(pe *workers.PanicError) {
+		p.fail(fmt.Errorf("pipeline %q: %w", p.cfg.name, &stage.PanicError{Stage: "call pool", Value: pe.Value, Stack: pe.Stack}))
+	})
 	if err != nil {
 		return err
 	}
@@ -105,20 +107,27 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	p.errQueue = newErrorQueue(hardCtx) // stopped by closeAll
 
 	var wg sync.WaitGroup
-	env := &stage.Env{
+	env := &flow.Env{
 		Ctx:    hardCtx,
+		Calls:  calls,
 		Fail:   p.fail,
 		Handle: p.handle,
 		Later:  p.errQueue.later,
 		Logger: p.cfg.logger,
+		// Go runs one of the pipeline's long-lived tasks (the source, the stage workers),
+		// whose number Build fixed; user calls run on the call pool instead.
 		Go: func(task func()) error {
 			wg.Add(1)
-			// The pool is sized for exactly the pipeline's tasks, so Submit does not wait.
-			err := workers.Submit(context.Background(), func() { defer wg.Done(); task() })
-			if err != nil {
-				wg.Done()
-			}
-			return err
+			go func() {
+				defer wg.Done()
+				defer func() {
+					if r := recover(); r != nil {
+						p.fail(fmt.Errorf("pipeline %q: %w", p.cfg.name, &stage.PanicError{Stage: "pipeline task", Value: r, Stack: debug.Stack()}))
+					}
+				}()
+				task()
+			}()
+			return nil
 		},
 	}
 	env.Stalled = func() <-chan struct{} { return *p.stalled.Load() }
@@ -147,7 +156,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		wctx, cancel = context.WithTimeout(wctx, 100*time.Millisecond)
 	}
 	defer cancel()
-	if err := workers.Close(wctx); err != nil && !stuck {
+	if err := calls.Close(wctx); err != nil && !stuck {
 		p.fail(err)
 	}
 	return p.err()
@@ -230,7 +239,7 @@ func (p *Pipeline) closeAll(ctx context.Context, closeBy time.Time) {
 		p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (%v): an error handler still retrying, or an async sink that did not end its Done", p.cfg.name, p.inFlight(), p.cfg.closeTimeout))
 	}
 	p.errQueue.stop()
-	if c, ok := p.src.(Closer); ok {
+	if c, ok := p.src.(closer); ok {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
 		if err := c.Close(sctx); err != nil {
 			p.fail(fmt.Errorf("pipeline %q: source close: %w", p.cfg.name, err))
@@ -270,7 +279,8 @@ func (p *Pipeline) err() error {
 // pipeline stops and the event is not committed. Unrecovered, it would kill the process (on
 // the error-handling goroutine) or leave a stage's input undrained and Run hanging (on a
 // worker).
-func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) (err error) {
+func (p *Pipeline) handle(ctx context.Context, fe error) (err error) {
+	f := fe.(*stage.Failure)
 	if p.cfg.onError != nil {
 		defer func() {
 			if r := recover(); r != nil {
@@ -286,10 +296,16 @@ func (p *Pipeline) handle(ctx context.Context, f *stage.Failure) (err error) {
 	return nil
 }
 
-// Finish implements stage.Finisher: it tells the source, returns the budget and recycles the
-// event. Called exactly once per emitted event.
-func (p *Pipeline) Finish(ev *stage.Event, ok bool) {
-	size := ev.Size()
+// finisher is the pipeline as the flow.Finisher of its events. Its methods are the engine's:
+// no one else may finish an event.
+type finisher struct{ p *Pipeline }
+
+// Finish tells the source, returns the budget and recycles the event. Called exactly once per
+// emitted event.
+func (f *finisher) Finish(l *flow.Life, ok bool) {
+	p := f.p
+	ev := l.Owner.(*stage.Event)
+	size := l.Size()
 	p.src.Complete(ev, ok)
 	if ok {
 		p.completed.Add(1)
@@ -305,33 +321,38 @@ func (p *Pipeline) Finish(ev *stage.Event, ok bool) {
 	}
 }
 
-// FinishBatch implements stage.BatchFinisher: Finish for a run of events a worker finished
-// together, with one call to the source (BatchCompleter) and one budget release. The worker
-// recycles the events after it.
-func (p *Pipeline) FinishBatch(evs []*stage.Event, ok []bool) {
+// FinishMany is Finish for the events a worker finished together (a burst), with one call to
+// the source (CompleteMany, when it has it) and one budget release. The worker recycles the
+// events after it.
+func (f *finisher) FinishMany(ls []*flow.Life, ok []bool) {
+	p := f.p
 	var size int64
 	var bad uint64
-	for i, ev := range evs {
-		size += ev.Size()
+	var buf [flow.MaxBurst]*stage.Event
+	evs := buf[:0]
+	for i, l := range ls {
+		size += l.Size()
 		if !ok[i] {
 			bad++
 		}
+		evs = append(evs, l.Owner.(*stage.Event))
 	}
-	if bc, isBatch := p.src.(BatchCompleter); isBatch {
-		bc.CompleteBatch(evs, ok)
+	if mc, isMany := p.src.(manyCompleter); isMany {
+		mc.CompleteMany(evs, ok)
 	} else {
 		for i, ev := range evs {
 			p.src.Complete(ev, ok[i])
 		}
 	}
-	p.completed.Add(uint64(len(evs)) - bad)
+	clear(evs)
+	p.completed.Add(uint64(len(ls)) - bad)
 	if bad > 0 {
 		p.failed.Add(bad)
 	}
 	if size > 0 {
 		p.budget.Release(size)
 	}
-	if p.finished.Add(int64(len(evs))) == p.emitted.Load() && p.srcDone.Load() {
+	if p.finished.Add(int64(len(ls))) == p.emitted.Load() && p.srcDone.Load() {
 		p.idleOnce.Do(func() { close(p.idle) })
 	}
 }

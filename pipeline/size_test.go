@@ -9,7 +9,7 @@ import (
 )
 
 // The default size function counts what an event holds: key, value, header names and values,
-// and the fixed per-event and per-header overhead. PayloadSize counts the record's bytes only.
+// and the fixed per-event and per-header overhead.
 func TestEventSizeCountsHeadersAndOverhead(t *testing.T) {
 	ev := stage.GetEvent()
 	defer ev.Release()
@@ -19,8 +19,8 @@ func TestEventSizeCountsHeadersAndOverhead(t *testing.T) {
 	ev.Key = []byte("key")
 	ev.Headers = append(ev.Headers, stage.Header{Key: "trace", Value: make([]byte, 64<<10)}, stage.Header{Key: "n"})
 	const payload = 3 + 5 + 64<<10 + 1
-	if got := pipeline.PayloadSize(ev); got != payload {
-		t.Fatalf("PayloadSize = %d, want %d", got, payload)
+	if got := payloadSize(ev); got != payload {
+		t.Fatalf("payload = %d, want %d", got, payload)
 	}
 	if got, want := pipeline.EventSize(ev), int64(payload+pipeline.EventOverhead+2*pipeline.HeaderOverhead); got != want {
 		t.Fatalf("EventSize = %d, want %d", got, want)
@@ -39,7 +39,7 @@ func TestDefaultBudgetCountsHeaders(t *testing.T) {
 	done := track(src)
 	g := newGate()
 	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithBudget(budget), pipeline.WithMaxEventBytes(128<<10))
-	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }, stage.Capacity(n)))
+	pipeline.To(b.Source(), stage.Sink("s", func(ctx context.Context, ev *stage.Event) error { return g.pass(ctx, ev.Offset) }, stage.WithCapacity(n)))
 	p := build(t, b)
 	wait := start(t, context.Background(), p, g.open)
 

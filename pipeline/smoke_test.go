@@ -26,8 +26,8 @@ func TestSmokeOrderedFlatMapBatch(t *testing.T) {
 	b := pipeline.New(src)
 	nums := pipeline.Then(b.Source(), stage.Map("parse", func(_ context.Context, ev *stage.Event) (int, error) {
 		return strconv.Atoi(string(ev.Value))
-	}, stage.Concurrency(8)))
-	two := pipeline.Then(nums, stage.FlatMap("dup", func(_ context.Context, v int) ([]int, error) { return []int{v, v}, nil }, stage.Concurrency(4)))
+	}, stage.WithConcurrency(8)))
+	two := pipeline.Then(nums, stage.FlatMap("dup", func(_ context.Context, v int) ([]int, error) { return []int{v, v}, nil }, stage.WithConcurrency(4)))
 	batches := pipeline.Then(two, stage.Batch("batch", stage.BatchConfig[int]{MaxCount: 7, Linger: time.Millisecond}))
 	var got pipeline.Collector[[]int]
 	pipeline.To(batches, got.Sink("sink"))

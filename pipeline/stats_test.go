@@ -22,9 +22,9 @@ func TestStatsCountersAddUpAfterARun(t *testing.T) {
 			return 0, errOdd
 		}
 		return ev.Offset, nil
-	}, stage.Retry(1, 0, 0)))
+	}, stage.WithRetry(stage.Retry{Retries: 1, Backoff: 0, MaxBackoff: 0})))
 	kept := pipeline.Then(nums, stage.Filter("keep", func(_ context.Context, v int64) (bool, error) { return v%4 != 0, nil }))
-	pipeline.To(kept, stage.Sink("sink", func(context.Context, int64) error { return nil }, stage.Concurrency(2)))
+	pipeline.To(kept, stage.Sink("sink", func(context.Context, int64) error { return nil }, stage.WithConcurrency(2)))
 	p := build(t, b)
 	if err := p.Run(context.Background()); err != nil {
 		t.Fatal(err)
@@ -58,11 +58,11 @@ func TestStatsCountersAddUpAfterARun(t *testing.T) {
 	if decode.Out != keep.In || handled != odd {
 		t.Errorf("decode Out %d, keep In %d, handler calls %d", decode.Out, keep.In, handled)
 	}
-	if sink.Kind != stage.KindSink || sink.Concurrency != 2 || sink.QueueCap != stage.DefaultCapacity {
+	if sink.Kind != stage.KindSink || sink.Concurrency != 2 || sink.QueueCap != 64 {
 		t.Errorf("sink stats %+v", sink)
 	}
 	if st.Emitted != n || st.Completed != n || st.Failed != 0 || st.InFlightEvents != 0 || st.InFlightBytes != 0 ||
-		st.BudgetBytes != pipeline.DefaultBudget || st.HighWaterBytes == 0 || st.TooLarge != 0 {
+		st.BudgetBytes != pipeline.DefaultInFlightBudget || st.HighWaterBytes == 0 || st.TooLarge != 0 {
 		t.Errorf("pipeline snapshot %+v", st)
 	}
 }
@@ -73,11 +73,11 @@ func TestBottleneckNamesTheBlockedStage(t *testing.T) {
 	const slowCap = 4
 	src := sized(40, 1)
 	g := newGate()
-	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(pipeline.PayloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(1))
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithSize(payloadSize), pipeline.WithBudget(10), pipeline.WithMaxEventBytes(1))
 	fast := pipeline.Then(b.Source(), stage.Map("fast", offsetOf))
 	slow := pipeline.Then(fast, stage.Map("slow", func(ctx context.Context, v int64) (int64, error) {
 		return v, g.pass(ctx, v)
-	}, stage.Capacity(slowCap)))
+	}, stage.WithCapacity(slowCap)))
 	pipeline.To(slow, stage.Sink("sink", func(context.Context, int64) error { return nil }))
 	p := build(t, b)
 	prev := p.Stats()
@@ -93,7 +93,7 @@ func TestBottleneckNamesTheBlockedStage(t *testing.T) {
 		return stageStats(t, st, "slow").QueueLen == slowCap && st.InFlightBytes == 10
 	})
 	cur := p.Stats()
-	if q := stageStats(t, cur, "fast").QueueLen; q*2 >= stage.DefaultCapacity {
+	if q := stageStats(t, cur, "fast").QueueLen; q*2 >= 64 {
 		t.Fatalf("fast's queue holds %d: the budget should keep it under half full", q)
 	}
 	if name, _ := pipeline.Bottleneck(prev, cur, time.Since(began)); name != "slow" {

@@ -63,7 +63,7 @@ func TestAsyncSinkAcksFromAnotherGoroutineCompleteEvents(t *testing.T) {
 	const n = 200
 	a := newAcker(func(d delivery) { d.done.Ack() })
 	var fs failures
-	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close, stage.Concurrency(4)))
+	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, stage.WithClose(a.close), stage.WithConcurrency(4)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,7 +90,7 @@ func TestAsyncSinkNackGoesToTheErrorHandler(t *testing.T) {
 		}
 	})
 	var fs failures
-	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close))
+	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, stage.WithClose(a.close)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestAsyncSinkFnErrorIsRetriedWithoutItsDone(t *testing.T) {
 			return errors.New("queue full") // not taken: done must not be used
 		}
 		return a.produce(ctx, v, done)
-	}, a.close, stage.Retry(1, 0, 0))
+	}, stage.WithClose(a.close), stage.WithRetry(stage.Retry{Retries: 1, Backoff: 0, MaxBackoff: 0}))
 	var fs failures
 	p, done, err := runAsync(t, 3, &fs, sink)
 	if err != nil {
@@ -151,7 +151,7 @@ func TestAsyncSinkSecondAckIsDetected(t *testing.T) {
 		used = append(used, done)
 		mu.Unlock()
 		return nil
-	}, nil)
+	})
 	var fs failures
 	_, done, err := runAsync(t, n, &fs, sink)
 	if err != nil {
@@ -187,7 +187,7 @@ func TestAsyncSinkUnfinishedDoneFailsRunAfterCloseTimeout(t *testing.T) {
 		held = append(held, done)
 		mu.Unlock()
 		return nil
-	}, nil) // no close hook: nothing ends the held Done values
+	}) // no close hook: nothing ends the held Done values
 	var fs failures
 	p, done, err := runAsync(t, 2, &fs, sink, pipeline.WithCloseTimeout(10*time.Millisecond))
 	if err == nil || !strings.Contains(err.Error(), "unfinished") {
@@ -218,7 +218,7 @@ func TestAsyncSinkFailStopsThePipelineWhateverThePolicy(t *testing.T) {
 		d.done.Ack()
 	})
 	var fs failures
-	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close))
+	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, stage.WithClose(a.close)))
 	if !errors.Is(err, errFatal) || !strings.Contains(err.Error(), `"produce"`) {
 		t.Fatalf("Run = %v, want %v naming the stage", err, errFatal)
 	}
@@ -254,7 +254,7 @@ func TestFaultPoolReuseStress(t *testing.T) {
 		mu.Unlock()
 	})
 	var fs failures
-	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, a.close, stage.Concurrency(8)))
+	_, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", a.produce, stage.WithClose(a.close), stage.WithConcurrency(8)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -272,7 +272,7 @@ func TestFaultPoolReuseStress(t *testing.T) {
 		}
 	}()
 	b := newAcker(func(d delivery) { d.done.Ack() })
-	_, done2, err := runAsync(t, n, &fs, stage.AsyncSink("produce", b.produce, b.close, stage.Concurrency(8)))
+	_, done2, err := runAsync(t, n, &fs, stage.AsyncSink("produce", b.produce, stage.WithClose(b.close), stage.WithConcurrency(8)))
 	<-lateDone
 	if err != nil {
 		t.Fatal(err)
@@ -307,7 +307,7 @@ func TestAsyncSinkFnThatEndsItsDoneAndFails(t *testing.T) {
 		return nil
 	}
 	var fs failures
-	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", fn, nil, stage.Concurrency(4), stage.Retry(2, time.Millisecond, time.Millisecond)))
+	p, done, err := runAsync(t, n, &fs, stage.AsyncSink("produce", fn, stage.WithConcurrency(4), stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Millisecond, MaxBackoff: time.Millisecond})))
 	if err != nil {
 		t.Fatal(err)
 	}

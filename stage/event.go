@@ -1,9 +1,9 @@
 package stage
 
 import (
-	"sync/atomic"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/pool"
 )
 
@@ -17,10 +17,14 @@ type Header struct {
 // are pooled: take one with GetEvent, hand it to the pipeline, and the pipeline returns it to
 // the pool with Release once it and everything derived from it finished.
 //
-// Ownership: from emission until completion the event belongs to the pipeline. A stage may
-// read it while processing the message that carries it, and may keep references to its
-// fields only until that stage returns; the event (and Key, Value, Headers) must not be used
-// after Release, because it is recycled for another record.
+// Ownership (one rule for every source): from emission until completion the event, and the
+// bytes behind Key, Value and header values, belong to the pipeline. A stage may read them
+// while processing the message that carries it; to keep any of them beyond its call it must
+// copy them. After completion the event and its bytes are recycled for another record: the
+// in-memory sources write the next record into the same buffers, and under the race detector
+// (go test -race) or in debug mode (pool.SetDebug) every source's recycled bytes are
+// overwritten with 0xDB, so a stage that kept them fails its tests instead of corrupting data
+// in production. Bytes a stage puts into the event (a new Value) become the event's too.
 //
 // What a stage may change: Key, Value, Headers and Timestamp may be replaced (a decoding or
 // enriching stage passes the event on with new contents). The bytes they pointed to at
@@ -41,19 +45,9 @@ type Event struct {
 	// that arrives after the partition was revoked is recognised and never committed.
 	SourceTag uint64
 
-	// origin is the source's identity of the event, copied from the fields above at emission
-	// (Begin): stages cannot change it.
-	origin Origin
-	// size is the number of budget bytes the event holds; set by the pipeline at emission.
-	size int64
-	// state packs the generation (high 32 bits), a live flag (bit 31), a failed flag (bit
-	// 30: some derived message ended with a fatal error) and the count of outstanding
-	// messages derived from the event (bits 0-29). Every transition is a CAS on this one
-	// word, so a completion racing a recycle is always detected, never applied to the next
-	// record that reuses the object.
-	state atomic.Uint64
-	// fin is told when the count reaches zero. Set by the pipeline at emission.
-	fin Finisher
+	// life is the event's lifecycle in the engine: its Origin, budget bytes and the count of
+	// messages derived from it.
+	life flow.Life
 }
 
 // Origin is where a source event came from, as the source set it before emission: Topic,
@@ -67,139 +61,70 @@ type Origin struct {
 }
 
 // Origin returns the event's identity fixed at emission (the zero Origin before it).
-func (ev *Event) Origin() Origin { return ev.origin }
+func (ev *Event) Origin() Origin { return Origin(ev.life.Origin()) }
 
-// Finisher receives an event whose derived work has all ended. ok is false when some of it
-// failed fatally or was abandoned by a hard stop: the event must then not be committed. The
-// pipeline implements it; sources never do.
-type Finisher interface {
-	Finish(ev *Event, ok bool)
-}
+var events = pool.New(func(ev *Event) { resetEvent(ev) })
 
-// BatchFinisher is a Finisher that also finishes several events in one call (ok[i] is evs[i]'s
-// outcome), as a worker does after a run of messages: one lock and one budget release for the
-// run instead of one per event. Unlike Finish, FinishBatch does not release the events: they
-// are already retired (a late completion of one is detected), and the worker recycles them
-// when FinishBatch returns. It must not keep them.
-type BatchFinisher interface {
-	Finisher
-	FinishBatch(evs []*Event, ok []bool)
-}
-
-const (
-	liveBit  = uint64(1) << 31
-	failBit  = uint64(1) << 30
-	refsMask = failBit - 1
-	genShift = 32
-)
-
-var events = pool.New(resetEvent)
-
-// resetEvent empties a retired event for its next use. Its state is already that of a
-// retired event (retire set it): the next generation, nothing else.
+// resetEvent empties a retired event for its next use. Its generation is already the next one
+// (Life.Retire or the last completion moved it on). Key, Value and Headers keep their
+// capacity; their bytes are poisoned first when the aliasing check is on (see Event).
 func resetEvent(ev *Event) {
+	if poisonRecycled || pool.Debug() {
+		poison(ev.Key[:cap(ev.Key)])
+		poison(ev.Value[:cap(ev.Value)])
+		for _, h := range ev.Headers {
+			poison(h.Value[:cap(h.Value)])
+		}
+	}
 	clear(ev.Headers) // keep the slice, not the header values of the last record
 	ev.Topic, ev.Partition, ev.Offset = "", 0, 0
 	ev.Key, ev.Value, ev.Headers = ev.Key[:0], ev.Value[:0], ev.Headers[:0]
-	ev.Timestamp, ev.SourceTag, ev.size, ev.fin = time.Time{}, 0, 0, nil
-	ev.origin.Topic, ev.origin.Partition, ev.origin.Offset, ev.origin.Tag = "", 0, 0, 0
+	ev.Timestamp, ev.SourceTag = time.Time{}, 0
+	ev.life.Reset()
 }
 
-// GetEvent takes an event from the pool. Its fields are empty; Key, Value and Headers may
-// keep capacity from an earlier use (append into them to reuse it). The caller owns it until
-// it is emitted; an event that is never emitted must be returned with Release.
+// poison overwrites recycled bytes, so that a stage that kept them sees garbage in its tests.
+func poison(b []byte) {
+	for i := range b {
+		b[i] = 0xDB
+	}
+}
+
+// GetEvent takes an event from the pool, for a source to fill and emit. Its fields are empty;
+// Key, Value and Headers may keep capacity from an earlier use (append into them to reuse it).
+// The caller owns it until it is emitted; an event that is never emitted must be returned with
+// Release.
 func GetEvent() *Event {
 	ev := events.Get()
-	st := ev.state.Load()
-	ev.state.Store(st | liveBit)
+	ev.life.Owner = ev
+	ev.life.MarkLive()
 	return ev
 }
 
-// Size returns the bytes the event holds against the pipeline's budget (0 before emission).
-func (ev *Event) Size() int64 { return ev.size }
-
-// Release returns the event to the pool. The event must not be used after Release. A second
-// Release, or a Release while derived messages are in flight, is a misuse: it is counted by
-// pool.DoubleReleases (a panic in debug mode) and the event is left alone.
+// Release returns an event that was never emitted to the pool. The event must not be used
+// after Release. The pipeline recycles the events it completes itself; releasing one of those,
+// releasing twice, or releasing while derived messages are in flight is a misuse: counted by
+// pool.DoubleReleases (a panic in debug mode), and the event is left alone.
 func (ev *Event) Release() {
-	if ev.retire() {
+	if ev.life.Retire() {
 		events.Put(ev)
 	}
 }
 
-// retire ends the event's life (its generation moves on, so stale handles are detected). It
-// reports false, changing nothing, on a misuse.
-func (ev *Event) retire() bool {
-	for {
-		st := ev.state.Load()
-		if st&liveBit == 0 {
-			pool.ReportMisuse("stage.Event: Release of an event that is not live (second Release?)")
-			return false
+func init() {
+	flow.Hooks.Life = func(ev any) *flow.Life { return &ev.(*Event).life }
+	flow.Hooks.New = func() *flow.Life { return &GetEvent().life }
+	flow.Hooks.Reset = func(l *flow.Life) { resetEvent(l.Owner.(*Event)) }
+	flow.Hooks.Failure = func(stage string, err error, attempts int, ls []*flow.Life) error {
+		evs := make([]*Event, len(ls))
+		for i, l := range ls {
+			evs[i] = l.Owner.(*Event)
 		}
-		if st&refsMask != 0 {
-			pool.ReportMisuse("stage.Event: Release while derived messages are in flight")
-			return false
-		}
-		next := ((st >> genShift) + 1) << genShift
-		if ev.state.CompareAndSwap(st, next) {
-			return true
-		}
+		return NewFailure(stage, err, attempts, evs)
 	}
-}
-
-// Begin prepares an event for emission: it fixes the event's Origin from its fields and
-// records the budget size, the finisher and one outstanding message (the one about to be
-// emitted). Called by the pipeline.
-func (ev *Event) Begin(size int64, fin Finisher) {
-	// Field by field: assigning an Origin literal measured ~7 ns more per event
-	// (BenchmarkSourceToSink), a bulk copy of a struct holding a pointer.
-	ev.origin.Topic, ev.origin.Partition, ev.origin.Offset, ev.origin.Tag = ev.Topic, ev.Partition, ev.Offset, ev.SourceTag
-	ev.size = size
-	ev.fin = fin
-	ev.state.Add(1)
-}
-
-// gen returns the current generation, for handles that must detect staleness.
-func (ev *Event) gen() uint32 { return uint32(ev.state.Load() >> genShift) }
-
-// addRefs records n more outstanding derived messages.
-func (ev *Event) addRefs(n int) {
-	if n > 0 {
-		ev.state.Add(uint64(n))
+	flow.Hooks.Detach = func(f error, err error) error { return f.(*Failure).detached(err) }
+	flow.Hooks.Panic = func(stage string, v any, stack []byte) error {
+		return &PanicError{Stage: stage, Value: v, Stack: stack}
 	}
-}
-
-// end ends one outstanding message. It reports whether that was the event's last (the
-// caller then finishes the event) and, if so, whether every derived message ended well. gen
-// is the generation the caller saw when it took its reference; a mismatch (the event was
-// recycled) or a count already at zero is a misuse and changes nothing. With retire, the last
-// end also retires the event in the same step (see retire): the caller then recycles it
-// instead of releasing it.
-func (ev *Event) end(gen uint32, err error, retire bool) (last, ok bool) {
-	var fail uint64
-	if err != nil {
-		fail = failBit
-	}
-	for {
-		st := ev.state.Load()
-		if uint32(st>>genShift) != gen || st&liveBit == 0 || st&refsMask == 0 {
-			pool.ReportMisuse("stage.Event: completion of an event that already finished (second Ack?)")
-			return false, false
-		}
-		next := (st - 1) | fail
-		last, ok = next&refsMask == 0, next&failBit == 0
-		if last && retire {
-			next = ((st >> genShift) + 1) << genShift
-		}
-		if ev.state.CompareAndSwap(st, next) {
-			return last, ok
-		}
-	}
-}
-
-// done ends one outstanding message, finishing the event if it was the last.
-func (ev *Event) done(gen uint32, err error) {
-	if last, ok := ev.end(gen, err, false); last {
-		ev.fin.Finish(ev, ok)
-	}
+	flow.Hooks.Core = func(st any) any { return st.(interface{ core() any }).core() }
 }

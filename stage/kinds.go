@@ -1,67 +1,52 @@
 package stage
 
-import "context"
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/sluicehq/sluice/internal/flow"
+)
 
 // Map returns a 1→1 stage: each input becomes fn's output.
 func Map[In, Out any](name string, fn func(ctx context.Context, in In) (Out, error), opts ...Option) *Stage[In, Out] {
-	s := newStage[In, Out](name, KindMap, opts)
-	one := func(ctx context.Context, in In) (Out, bool, error) {
-		out, err := fn(ctx, in)
-		return out, true, err
-	}
-	s.start = func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error {
-		return startWorkers(s, env, in, out, oneHandler(s, one))
-	}
-	return s
+	cfg, err := configure(name, KindMap, opts)
+	return &Stage[In, Out]{flow.NewMap(name, cfg, err, fn)}
 }
 
 // Filter returns a stage that passes on the inputs for which keep returns true. A dropped
 // input is finished (its event completes, and is committed, as processed).
 func Filter[T any](name string, keep func(ctx context.Context, in T) (bool, error), opts ...Option) *Stage[T, T] {
-	s := newStage[T, T](name, KindFilter, opts)
-	one := func(ctx context.Context, in T) (T, bool, error) {
-		ok, err := keep(ctx, in)
-		return in, ok, err
-	}
-	s.start = func(s *Stage[T, T], env *Env, in *Edge[T], out *Edge[T]) error {
-		return startWorkers(s, env, in, out, oneHandler(s, one))
-	}
-	return s
+	cfg, err := configure(name, KindFilter, opts)
+	return &Stage[T, T]{flow.NewFilter(name, cfg, err, keep)}
 }
 
 // FlatMap returns a 1→N stage: each input becomes the elements of fn's result, emitted in
 // order once fn succeeded (a retry never emits twice). An empty result finishes the input.
 // The input's event completes when all N outputs have completed.
 func FlatMap[In, Out any](name string, fn func(ctx context.Context, in In) ([]Out, error), opts ...Option) *Stage[In, Out] {
-	s := newStage[In, Out](name, KindFlatMap, opts)
-	s.start = func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error {
-		return startWorkers(s, env, in, out, manyHandler(s, fn))
-	}
-	return s
+	cfg, err := configure(name, KindFlatMap, opts)
+	return &Stage[In, Out]{flow.NewFlatMap(name, cfg, err, fn)}
 }
 
 // Sink returns a terminal stage: fn consumes each input; its success finishes the input.
-// Sinks run Concurrency workers and are always unordered.
+// Sinks run WithConcurrency workers and are always unordered. WithClose sets a hook that runs
+// once after the workers exited, at shutdown.
 func Sink[In any](name string, fn func(ctx context.Context, in In) error, opts ...Option) *Stage[In, None] {
-	s := newStage[In, None](name, KindSink, opts)
-	s.cfg.unordered = true
-	s.start = func(s *Stage[In, None], env *Env, in *Edge[In], _ *Edge[None]) error {
-		return startWorkers(s, env, in, nil, sinkHandler(s, fn))
-	}
-	return s
+	cfg, err := configure(name, KindSink, opts)
+	return &Stage[In, None]{flow.NewSink[In, None](name, cfg, err, fn)}
 }
 
 // Done finishes one message of an AsyncSink. It is a small value: copy it freely, but call
 // exactly one of Ack, Nack, Abandon or Fail, once. A second call is detected
 // (pool.DoubleReleases, a panic in debug mode) and ignored.
 type Done struct {
-	t   *ticket
+	t   *flow.Ticket
 	gen uint64
-	fin func(t *ticket, gen uint64, err error)
 }
 
 // Ack finishes the message successfully.
-func (d Done) Ack() { d.fin(d.t, d.gen, nil) }
+func (d Done) Ack() { d.t.End(d.gen, nil) }
 
 // Nack finishes the message with err, which goes through the stage's error policy (no
 // retries: an async sink retries on its own, as librdkafka does). It never blocks: the policy
@@ -74,12 +59,12 @@ func (d Done) Nack(err error) {
 	if err == nil {
 		err = errNackNil
 	}
-	d.fin(d.t, d.gen, err)
+	d.t.End(d.gen, err)
 }
 
 // Abandon finishes the message as not done, without the error handler: its events are not
 // committed and will be consumed again (for a send that was purged at shutdown).
-func (d Done) Abandon() { d.fin(d.t, d.gen, errAborted) }
+func (d Done) Abandon() { d.t.End(d.gen, flow.ErrAborted) }
 
 // Fail finishes the message as not done and stops the pipeline with err, whatever the stage's
 // error policy: for a failure that no retry, dead letter or skip may paper over (a producer
@@ -90,26 +75,52 @@ func (d Done) Fail(err error) {
 	if err == nil {
 		err = errNackNil
 	}
-	d.fin(d.t, d.gen, fatalError{err})
+	d.t.End(d.gen, flow.Fatal{Err: err})
 }
 
-// fatalError marks an error given to Done.Fail.
-type fatalError struct{ err error }
-
-func (e fatalError) Error() string { return e.err.Error() }
-func (e fatalError) Unwrap() error { return e.err }
+// errNackNil replaces a nil error given to Nack or Fail.
+var errNackNil = errors.New("sluice: Nack(nil)")
 
 // AsyncSink returns a terminal stage whose fn hands each input to something that finishes
 // later (a producer awaiting its delivery report) and calls done.Ack or done.Nack then. If fn
 // returns an error it has not taken ownership: the error policy applies (with retries) and
-// done must not be used. closeFn (may be nil) runs after the workers exited, once, at
-// shutdown: it must flush and end every outstanding Done before returning.
-func AsyncSink[In any](name string, fn func(ctx context.Context, in In, done Done) error, closeFn func(ctx context.Context) error, opts ...Option) *Stage[In, None] {
-	s := newStage[In, None](name, KindAsyncSink, opts)
-	s.cfg.unordered = true
-	s.closeFn = closeFn
-	s.start = func(s *Stage[In, None], env *Env, in *Edge[In], _ *Edge[None]) error {
-		return startWorkers(s, env, in, nil, asyncHandler(s, env, fn))
+// done must not be used. Set WithClose to flush at shutdown: the hook runs once after the
+// workers exited and must end every outstanding Done before it returns.
+func AsyncSink[In any](name string, fn func(ctx context.Context, in In, done Done) error, opts ...Option) *Stage[In, None] {
+	cfg, err := configure(name, KindAsyncSink, opts)
+	call := func(ctx context.Context, in In, t *flow.Ticket, gen uint64) error {
+		return fn(ctx, in, Done{t: t, gen: gen})
 	}
-	return s
+	return &Stage[In, None]{flow.NewAsyncSink[In, None](name, cfg, err, call)}
+}
+
+// BatchConfig says when a Batch stage flushes: at MaxCount messages, at MaxBytes bytes, or
+// Linger after the batch's first message, whichever comes first. At least one of MaxCount and
+// MaxBytes must be set.
+//
+// Linger 0 means no time limit: a partial batch waits for more input or for the end of the
+// stream (the last records of a topic wait until more arrive or the pipeline stops). It is
+// flushed early, smaller than its limits, only when nothing else could fill it: the source is
+// blocked (its ordering or per-partition limit admits none of what it holds, or the budget is
+// exhausted) and every event in flight waits in a partial batch. That happens under OrderKey
+// with fewer keys than MaxCount, under OrderPartition with fewer partitions, or with events
+// larger than MaxEventBytes. Without Linger the pipeline's Build also requires that the batch
+// can fill within the in-flight budget: MaxCount × MaxEventBytes at most the budget, or
+// MaxBytes (default Size) at most the budget minus MaxEventBytes; otherwise set a Linger.
+type BatchConfig[T any] struct {
+	MaxCount int
+	MaxBytes int64
+	Linger   time.Duration
+	// Size returns a message's bytes for MaxBytes. Default: the budget bytes of the source
+	// events behind the message.
+	Size func(T) int64
+}
+
+// Batch returns a stage that groups consecutive inputs into slices, in input order, flushed
+// per bc. The slice is newly allocated per batch and belongs to the next stage. The events
+// behind a batch complete when the batch (and whatever derives from it) completes. A batch
+// stage runs one worker; WithConcurrency other than 1 is a construction error.
+func Batch[T any](name string, bc BatchConfig[T], opts ...Option) *Stage[T, []T] {
+	cfg, err := configure(name, KindBatch, opts)
+	return &Stage[T, []T]{flow.NewBatch(name, cfg, err, flow.BatchConfig[T](bc))}
 }

@@ -36,7 +36,7 @@ func TestAsyncSinkNackReturnsBeforeTheHandlerRuns(t *testing.T) {
 			return errors.New("the error handler ran before Nack returned")
 		}
 	}))
-	pipeline.To(pipeline.Then(b.Source(), stage.Map("offset", offsetOf)), stage.AsyncSink("produce", a.produce, a.close))
+	pipeline.To(pipeline.Then(b.Source(), stage.Map("offset", offsetOf)), stage.AsyncSink("produce", a.produce, stage.WithClose(a.close)))
 	if err := build(t, b).Run(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -65,7 +65,7 @@ func TestCloseGivesUpOnAStuckErrorHandler(t *testing.T) {
 			<-ctx.Done()
 			return ctx.Err()
 		}))
-	pipeline.To(pipeline.Then(b.Source(), stage.Map("offset", offsetOf)), stage.AsyncSink("produce", a.produce, a.close))
+	pipeline.To(pipeline.Then(b.Source(), stage.Map("offset", offsetOf)), stage.AsyncSink("produce", a.produce, stage.WithClose(a.close)))
 	p := build(t, b)
 	ran := make(chan error, 1)
 	began := time.Now()

@@ -2,6 +2,7 @@ package stage_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"slices"
@@ -133,4 +134,17 @@ func stageStats(t *testing.T, p *pipeline.Pipeline, name string) stage.Stats {
 	}
 	t.Fatalf("no stage %q", name)
 	return stage.Stats{}
+}
+
+// mustPanicMisuse runs fn and fails unless it panics with a *pool.MisuseError.
+func mustPanicMisuse(t *testing.T, fn func()) {
+	t.Helper()
+	defer func() {
+		t.Helper()
+		r := recover()
+		if err, ok := r.(error); !ok || !errors.As(err, new(*pool.MisuseError)) {
+			t.Fatalf("recovered %v (%T), want a *pool.MisuseError", r, r)
+		}
+	}()
+	fn()
 }

@@ -1,9 +1,12 @@
 package stage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/sluicehq/sluice/internal/flow"
 )
 
 // ErrorPolicy says what happens to a message whose processing failed after its retries.
@@ -11,12 +14,12 @@ type ErrorPolicy int
 
 const (
 	// Handle hands the failed message's source events to the pipeline's error handler (a log
-	// line by default, a dead-letter topic with the Kafka sink), then completes them, so a
-	// poison message never blocks its partition. The default.
-	Handle ErrorPolicy = iota
+	// line by default, a dead-letter topic with the Kafka producer's DeadLetter), then
+	// completes them, so a poison message never blocks its partition. The default.
+	Handle ErrorPolicy = flow.PolicyHandle
 	// Fail stops the pipeline: Run returns the error and the failed events are not completed
 	// (their offsets are not committed; they are consumed again after a restart).
-	Fail
+	Fail ErrorPolicy = flow.PolicyFail
 )
 
 func (p ErrorPolicy) String() string {
@@ -29,102 +32,109 @@ func (p ErrorPolicy) String() string {
 	return fmt.Sprintf("ErrorPolicy(%d)", int(p))
 }
 
-// Defaults of the stage options.
+// Retry is a stage's retry policy (WithRetry): after a failed attempt it waits Backoff, then
+// twice as long before each further retry, up to MaxBackoff, for at most Retries retries. The
+// zero Retry makes no retry (the default).
+type Retry struct {
+	Retries    int           // retries after the first attempt; 0: none
+	Backoff    time.Duration // wait before the first retry; default 100 ms
+	MaxBackoff time.Duration // the longest wait; default 5 s, and never below Backoff
+}
+
+// Option configures a stage. Options are applied in order; the last one of a kind wins.
+type Option func(*options)
+
+type options struct{ flow.Config }
+
+// WithConcurrency sets how many messages the stage processes at once (its workers). Default
+// 1; below 1 is a construction error. Every call runs on the pipeline's call pool
+// (pipeline.WithMaxCalls), which may cap the calls of all stages together below the sum.
+func WithConcurrency(n int) Option { return func(o *options) { o.Concurrency = n } }
+
+// WithCapacity sets the capacity of the stage's input edge, in messages. Default 64; below 1
+// is a construction error. A full input blocks the stage before it.
+func WithCapacity(n int) Option { return func(o *options) { o.Capacity = n } }
+
+// WithUnordered lets a stage with Concurrency > 1 emit results as they finish. By default
+// output order equals input order (at the cost of a slow message holding back those behind
+// it). Sinks are always unordered: completion order does not matter to the offset tracker.
+func WithUnordered() Option { return func(o *options) { o.Unordered = true } }
+
+// WithTimeout bounds each attempt of the stage's function: its context is cancelled after d,
+// and the attempt fails with context.DeadlineExceeded unless it returned first. Default 0
+// (none). A function that ignores its context is not interrupted.
+func WithTimeout(d time.Duration) Option { return func(o *options) { o.Timeout = d } }
+
+// WithRetry retries a failed attempt (an error, a panic or a timeout) per r before the error
+// policy applies. Default: no retry. A negative Retries or Backoff, or a MaxBackoff below
+// Backoff, is a construction error naming the field.
+func WithRetry(r Retry) Option {
+	return func(o *options) {
+		o.Retries, o.Backoff, o.MaxBackoff = r.Retries, r.Backoff, r.MaxBackoff
+		if o.Backoff == 0 {
+			o.Backoff = defaultBackoff
+		}
+		if o.MaxBackoff == 0 {
+			o.MaxBackoff = max(defaultMaxBackoff, o.Backoff)
+		}
+	}
+}
+
+// WithErrorPolicy sets what happens to a message that failed after its retries. Default
+// Handle.
+func WithErrorPolicy(p ErrorPolicy) Option { return func(o *options) { o.Policy = int(p) } }
+
+// WithClose sets a hook that runs once at shutdown, after the stage's workers exited and
+// before the source's final commit, with the pipeline's close deadline: a sink flushes there
+// (an AsyncSink's hook must end every outstanding Done before it returns). Its error stops Run
+// with an error. Only sinks take it; on another stage it is a construction error.
+func WithClose(fn func(ctx context.Context) error) Option {
+	return func(o *options) { o.Close = fn }
+}
+
 const (
-	DefaultConcurrency = 1
-	DefaultCapacity    = 64
-	DefaultBackoff     = 100 * time.Millisecond
-	DefaultMaxBackoff  = 5 * time.Second
+	defaultCapacity   = 64
+	defaultBackoff    = 100 * time.Millisecond
+	defaultMaxBackoff = 5 * time.Second
 )
 
-// Option configures a stage.
-type Option func(*config)
-
-type config struct {
-	concurrency int
-	capacity    int
-	unordered   bool
-	timeout     time.Duration
-	retries     int
-	backoff     time.Duration
-	maxBackoff  time.Duration
-	policy      ErrorPolicy
-}
-
-func defaults() config {
-	return config{
-		concurrency: DefaultConcurrency,
-		capacity:    DefaultCapacity,
-		backoff:     DefaultBackoff,
-		maxBackoff:  DefaultMaxBackoff,
+// configure applies opts over the defaults and validates them for a stage of kind, naming the
+// stage and the option in every error (each wraps pipeline.ErrInvalid).
+func configure(name string, kind Kind, opts []Option) (flow.Config, error) {
+	o := options{flow.Config{Concurrency: 1, Capacity: defaultCapacity, Backoff: defaultBackoff, MaxBackoff: defaultMaxBackoff}}
+	for _, opt := range opts {
+		if opt != nil {
+			opt(&o)
+		}
 	}
-}
-
-// Concurrency sets how many messages the stage processes at once (its workers). Default 1.
-// Below 1 is a construction error. Each worker is a task on the pipeline's bounded pool.
-func Concurrency(n int) Option { return func(c *config) { c.concurrency = n } }
-
-// Capacity sets the capacity of the stage's input edge. Default 64. Below 1 is a construction
-// error. A full input blocks the stage before it.
-func Capacity(n int) Option { return func(c *config) { c.capacity = n } }
-
-// Unordered lets a stage with Concurrency > 1 emit results as they finish. By default output
-// order equals input order (at the cost of a slow message holding back those behind it).
-// Sinks are always unordered: completion order does not matter to the offset tracker.
-func Unordered() Option { return func(c *config) { c.unordered = true } }
-
-// Timeout bounds each attempt of the stage's function: its context is cancelled after d, and
-// the attempt fails with context.DeadlineExceeded unless it returned first. Default 0 (none).
-// A function that ignores its context is not interrupted.
-func Timeout(d time.Duration) Option { return func(c *config) { c.timeout = d } }
-
-// Retry retries a failed attempt up to n times, waiting backoff, then twice that, up to
-// maxBackoff, between attempts. Default 0 retries, backoff 100ms, maxBackoff 5s. Waiting honours
-// the pipeline's hard-stop context. Negative values are construction errors.
-func Retry(n int, backoff, maxBackoff time.Duration) Option {
-	return func(c *config) { c.retries, c.backoff, c.maxBackoff = n, backoff, maxBackoff }
-}
-
-// OnError sets what happens after the retries are exhausted. Default Handle.
-func OnError(p ErrorPolicy) Option { return func(c *config) { c.policy = p } }
-
-// ErrInvalid is wrapped by every construction error of a stage.
-var ErrInvalid = errors.New("invalid stage configuration")
-
-func (c *config) validate(name string) error {
+	c := o.Config
 	var errs []error
 	bad := func(field string, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("stage %q: %s %s: %w", name, field, fmt.Sprintf(format, args...), ErrInvalid))
+		errs = append(errs, fmt.Errorf("stage %q: %s %s: %w", name, field, fmt.Sprintf(format, args...), flow.ErrInvalid))
 	}
 	if name == "" {
-		errs = append(errs, fmt.Errorf("stage: Name must not be empty: %w", ErrInvalid))
+		errs = append(errs, fmt.Errorf("stage: name must not be empty: %w", flow.ErrInvalid))
 	}
-	if c.concurrency < 1 {
-		bad("Concurrency", "must be at least 1, got %d", c.concurrency)
+	if c.Concurrency < 1 {
+		bad("WithConcurrency", "must be at least 1, got %d", c.Concurrency)
 	}
-	if c.capacity < 1 {
-		bad("Capacity", "must be at least 1, got %d", c.capacity)
+	if c.Capacity < 1 {
+		bad("WithCapacity", "must be at least 1, got %d", c.Capacity)
 	}
-	if c.timeout < 0 {
-		bad("Timeout", "must not be negative, got %v", c.timeout)
+	if c.Timeout < 0 {
+		bad("WithTimeout", "must not be negative, got %v", c.Timeout)
 	}
-	if c.retries < 0 {
-		bad("Retry", "count must not be negative, got %d", c.retries)
+	if c.Retries < 0 {
+		bad("Retry.Retries", "must not be negative, got %d", c.Retries)
 	}
-	if c.retries > 0 && (c.backoff < 0 || c.maxBackoff < c.backoff) {
-		bad("Retry", "backoff must be >= 0 and <= maxBackoff, got %v and %v", c.backoff, c.maxBackoff)
+	if c.Backoff < 0 || c.MaxBackoff < c.Backoff {
+		bad("Retry.Backoff", "must be >= 0 and <= MaxBackoff, got %v and %v", c.Backoff, c.MaxBackoff)
 	}
-	if c.policy != Handle && c.policy != Fail {
-		bad("OnError", "unknown policy %d", int(c.policy))
+	if c.Policy != flow.PolicyHandle && c.Policy != flow.PolicyFail {
+		bad("WithErrorPolicy", "unknown policy %d", c.Policy)
 	}
-	return errors.Join(errs...)
-}
-
-// backoffFor returns the wait before retry number attempt (1-based).
-func (c *config) backoffFor(attempt int) time.Duration {
-	d := c.backoff
-	for i := 1; i < attempt && d < c.maxBackoff; i++ {
-		d *= 2
+	if c.Close != nil && kind != KindSink && kind != KindAsyncSink {
+		bad("WithClose", "is for sinks, not a %s stage", kind)
 	}
-	return min(d, c.maxBackoff)
+	return c, errors.Join(errs...)
 }

@@ -7,8 +7,23 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/stage"
 )
+
+// buildErr links st after a stage that turns events into ints (and a sink after st unless it
+// is one) and returns Build's error: stage option errors surface there.
+func buildErr[Out any](st *stage.Stage[int, Out]) error {
+	b := pipeline.New(pipeline.FromSlice(nil))
+	ints := pipeline.Then(b.Source(), stage.Map("ints", func(_ context.Context, ev *stage.Event) (int, error) { return int(ev.Offset), nil }))
+	if sink, ok := any(st).(*stage.Stage[int, stage.None]); ok {
+		pipeline.To(ints, sink)
+	} else {
+		pipeline.To(pipeline.Then(ints, st), stage.Sink("end", func(context.Context, Out) error { return nil }))
+	}
+	_, err := b.Build()
+	return err
+}
 
 func TestStageConstructionErrorsNameTheField(t *testing.T) {
 	id := func(_ context.Context, v int) (int, error) { return v, nil }
@@ -17,23 +32,24 @@ func TestStageConstructionErrorsNameTheField(t *testing.T) {
 		err   error
 		field []string
 	}{
-		{"empty name", stage.Map("", id).Err(), []string{"Name"}},
-		{"Concurrency(0)", stage.Map("m", id, stage.Concurrency(0)).Err(), []string{"Concurrency"}},
-		{"Capacity(0)", stage.Map("m", id, stage.Capacity(0)).Err(), []string{"Capacity"}},
-		{"negative Timeout", stage.Map("m", id, stage.Timeout(-time.Second)).Err(), []string{"Timeout"}},
-		{"negative Retry", stage.Map("m", id, stage.Retry(-1, 0, 0)).Err(), []string{"Retry"}},
-		{"backoff above max", stage.Map("m", id, stage.Retry(2, time.Second, time.Millisecond)).Err(), []string{"Retry", "backoff"}},
-		{"unknown policy", stage.Map("m", id, stage.OnError(stage.ErrorPolicy(9))).Err(), []string{"OnError"}},
-		{"all problems joined", stage.Sink("s", func(context.Context, int) error { return nil }, stage.Concurrency(0), stage.Capacity(-1)).Err(), []string{"Concurrency", "Capacity"}},
-		{"Batch Concurrency(2)", stage.Batch("b", stage.BatchConfig[int]{MaxCount: 2}, stage.Concurrency(2)).Err(), []string{`"b"`, "Concurrency"}},
-		{"Batch without limit", stage.Batch("b", stage.BatchConfig[int]{Linger: time.Second}).Err(), []string{"MaxCount", "MaxBytes"}},
-		{"Batch negative Linger", stage.Batch("b", stage.BatchConfig[int]{MaxCount: 1, Linger: -1}).Err(), []string{"Linger"}},
-		{"Batch reports option errors too", stage.Batch("b", stage.BatchConfig[int]{MaxCount: -1}, stage.Capacity(0)).Err(), []string{"MaxCount", "Capacity"}},
+		{"empty name", buildErr(stage.Map("", id)), []string{"name"}},
+		{"Concurrency(0)", buildErr(stage.Map("m", id, stage.WithConcurrency(0))), []string{"WithConcurrency"}},
+		{"Capacity(0)", buildErr(stage.Map("m", id, stage.WithCapacity(0))), []string{"WithCapacity"}},
+		{"negative Timeout", buildErr(stage.Map("m", id, stage.WithTimeout(-time.Second))), []string{"WithTimeout"}},
+		{"negative Retry", buildErr(stage.Map("m", id, stage.WithRetry(stage.Retry{Retries: -1}))), []string{"Retry.Retries"}},
+		{"backoff above max", buildErr(stage.Map("m", id, stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Second, MaxBackoff: time.Millisecond}))), []string{"Retry.Backoff", "MaxBackoff"}},
+		{"unknown policy", buildErr(stage.Map("m", id, stage.WithErrorPolicy(stage.ErrorPolicy(9)))), []string{"WithErrorPolicy"}},
+		{"close hook on a map", buildErr(stage.Map("m", id, stage.WithClose(func(context.Context) error { return nil }))), []string{"WithClose"}},
+		{"all problems joined", buildErr(stage.Sink("s", func(context.Context, int) error { return nil }, stage.WithConcurrency(0), stage.WithCapacity(-1))), []string{"WithConcurrency", "WithCapacity"}},
+		{"Batch Concurrency(2)", buildErr(stage.Batch("b", stage.BatchConfig[int]{MaxCount: 2}, stage.WithConcurrency(2))), []string{`"b"`, "WithConcurrency"}},
+		{"Batch without limit", buildErr(stage.Batch("b", stage.BatchConfig[int]{Linger: time.Second})), []string{"MaxCount", "MaxBytes"}},
+		{"Batch negative Linger", buildErr(stage.Batch("b", stage.BatchConfig[int]{MaxCount: 1, Linger: -1})), []string{"Linger"}},
+		{"Batch reports option errors too", buildErr(stage.Batch("b", stage.BatchConfig[int]{MaxCount: -1}, stage.WithCapacity(0))), []string{"MaxCount", "WithCapacity"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if !errors.Is(c.err, stage.ErrInvalid) {
-				t.Fatalf("err = %v, want one wrapping stage.ErrInvalid", c.err)
+			if !errors.Is(c.err, pipeline.ErrInvalid) {
+				t.Fatalf("err = %v, want one wrapping pipeline.ErrInvalid", c.err)
 			}
 			for _, f := range c.field {
 				if !strings.Contains(c.err.Error(), f) {
@@ -47,40 +63,45 @@ func TestStageConstructionErrorsNameTheField(t *testing.T) {
 func TestValidStagesReportTheirShape(t *testing.T) {
 	id := func(_ context.Context, v int) (int, error) { return v, nil }
 	sink := func(context.Context, int) error { return nil }
-	type shape interface {
-		Err() error
-		Kind() stage.Kind
-		Tasks() int
-		Terminal() bool
-	}
+	type shape interface{ Stats() stage.Stats }
 	cases := []struct {
-		name  string
-		s     shape
-		kind  stage.Kind
-		tasks int // pool tasks: workers, plus dispatcher and collector when ordered
+		name        string
+		s           shape
+		err         error
+		kind        stage.Kind
+		concurrency int
 	}{
-		{"map", stage.Map("m", id), stage.KindMap, 1},
-		{"ordered map 4", stage.Map("m", id, stage.Concurrency(4)), stage.KindMap, 6},
-		{"unordered map 4", stage.Map("m", id, stage.Concurrency(4), stage.Unordered()), stage.KindMap, 4},
-		{"filter", stage.Filter("f", func(context.Context, int) (bool, error) { return true, nil }), stage.KindFilter, 1},
-		{"flatmap 2", stage.FlatMap("fm", func(context.Context, int) ([]int, error) { return nil, nil }, stage.Concurrency(2)), stage.KindFlatMap, 4},
-		{"sink 4", stage.Sink("s", sink, stage.Concurrency(4)), stage.KindSink, 4},
-		{"async sink 3", stage.AsyncSink("a", func(context.Context, int, stage.Done) error { return nil }, nil, stage.Concurrency(3)), stage.KindAsyncSink, 3},
-		{"batch", stage.Batch("b", stage.BatchConfig[int]{MaxBytes: 10}), stage.KindBatch, 1},
+		{"map", nil, nil, stage.KindMap, 1},
+		{"ordered map 4", nil, nil, stage.KindMap, 4},
+		{"filter", nil, nil, stage.KindFilter, 1},
+		{"flatmap 2", nil, nil, stage.KindFlatMap, 2},
+		{"sink 4", nil, nil, stage.KindSink, 4},
+		{"async sink 3", nil, nil, stage.KindAsyncSink, 3},
+		{"batch", nil, nil, stage.KindBatch, 1},
 	}
+	m4 := stage.Map("m", id, stage.WithConcurrency(4))
+	f := stage.Filter("f", func(context.Context, int) (bool, error) { return true, nil })
+	fm := stage.FlatMap("fm", func(context.Context, int) ([]int, error) { return nil, nil }, stage.WithConcurrency(2))
+	s4 := stage.Sink("s", sink, stage.WithConcurrency(4))
+	a3 := stage.AsyncSink("a", func(context.Context, int, stage.Done) error { return nil }, stage.WithConcurrency(3))
+	bt := stage.Batch("b", stage.BatchConfig[int]{MaxBytes: 10})
+	m := stage.Map("m", id)
+	cases[0].s, cases[0].err = m, buildErr(m)
+	cases[1].s, cases[1].err = m4, buildErr(m4)
+	cases[2].s, cases[2].err = f, buildErr(f)
+	cases[3].s, cases[3].err = fm, buildErr(fm)
+	cases[4].s, cases[4].err = s4, buildErr(s4)
+	cases[5].s, cases[5].err = a3, buildErr(a3)
+	cases[6].s, cases[6].err = bt, buildErr(bt)
 	for _, c := range cases {
-		terminal := c.kind == stage.KindSink || c.kind == stage.KindAsyncSink
-		if c.s.Err() != nil || c.s.Kind() != c.kind || c.s.Tasks() != c.tasks || c.s.Terminal() != terminal {
-			t.Errorf("%s: err %v kind %s tasks %d terminal %v; want nil %s %d %v",
-				c.name, c.s.Err(), c.s.Kind(), c.s.Tasks(), c.s.Terminal(), c.kind, c.tasks, terminal)
+		st := c.s.Stats()
+		if c.err != nil || st.Kind != c.kind || st.Concurrency != c.concurrency {
+			t.Errorf("%s: err %v kind %s concurrency %d; want nil %s %d", c.name, c.err, st.Kind, st.Concurrency, c.kind, c.concurrency)
 		}
 	}
-	m := stage.Map("named", id, stage.Capacity(7), stage.Concurrency(3))
-	if m.Name() != "named" || m.Capacity() != 7 || m.Concurrency() != 3 {
-		t.Fatalf("accessors: %q %d %d", m.Name(), m.Capacity(), m.Concurrency())
-	}
-	if st := m.Stats(); st.QueueCap != 7 || st.QueueLen != 0 || st.Concurrency != 3 {
-		t.Fatalf("stats before start: %+v", st)
+	named := stage.Map("named", id, stage.WithCapacity(7), stage.WithConcurrency(3))
+	if st := named.Stats(); named.Name() != "named" || st.QueueCap != 7 || st.QueueLen != 0 || st.Concurrency != 3 {
+		t.Fatalf("stats before start: %q %+v", named.Name(), st)
 	}
 }
 

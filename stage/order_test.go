@@ -37,7 +37,7 @@ func TestOrderedMapConcurrency8PreservesOrder(t *testing.T) {
 	got := runOffsets(t, n, stage.Map("jitter", func(_ context.Context, v int64) (int64, error) {
 		jitter()
 		return v, nil
-	}, stage.Concurrency(8)))
+	}, stage.WithConcurrency(8)))
 	if len(got) != n {
 		t.Fatalf("got %d values, want %d", len(got), n)
 	}
@@ -62,11 +62,11 @@ func TestOrderedFlatMapAndFilterConcurrency8PreserveOrder(t *testing.T) {
 			out = append(out, 10*v+k)
 		}
 		return out, nil
-	}, stage.Concurrency(8)))
+	}, stage.WithConcurrency(8)))
 	odd := pipeline.Then(kids, stage.Filter("odd-parent", func(_ context.Context, v int64) (bool, error) {
 		jitter()
 		return (v/10)%2 == 1, nil
-	}, stage.Concurrency(8)))
+	}, stage.WithConcurrency(8)))
 	var got pipeline.Collector[int64]
 	pipeline.To(odd, got.Sink("collect"))
 	if err := build(t, b).Run(context.Background()); err != nil {
@@ -91,7 +91,7 @@ func TestUnorderedMapConcurrency8DeliversTheSameSet(t *testing.T) {
 	got := runOffsets(t, n, stage.Map("jitter", func(_ context.Context, v int64) (int64, error) {
 		jitter()
 		return v, nil
-	}, stage.Concurrency(8), stage.Unordered()))
+	}, stage.WithConcurrency(8), stage.WithUnordered()))
 	slices.Sort(got)
 	for i, v := range got {
 		if v != int64(i) {

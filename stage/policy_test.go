@@ -78,7 +78,7 @@ func TestRetryRetriesExactlyNTimesThenHandles(t *testing.T) {
 			return 0, errFlaky
 		}
 		return ev.Offset, nil
-	}, stage.Retry(retries, time.Microsecond, time.Millisecond)))
+	}, stage.WithRetry(stage.Retry{Retries: retries, Backoff: time.Microsecond, MaxBackoff: time.Millisecond})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestFailPolicyStopsRunAndFailsTheEvent(t *testing.T) {
 			return 0, errStrict
 		}
 		return ev.Offset, nil
-	}, stage.OnError(stage.Fail)))
+	}, stage.WithErrorPolicy(stage.Fail)))
 	if !errors.Is(err, errStrict) {
 		t.Fatalf("Run = %v, want an error wrapping the stage's error", err)
 	}
@@ -158,7 +158,7 @@ func TestTimeoutCancelsASlowAttempt(t *testing.T) {
 		mu.Unlock()
 		<-ctx.Done() // only the per-attempt timeout ends this
 		return 0, ctx.Err()
-	}, stage.Timeout(5*time.Millisecond), stage.Retry(1, 0, 0)))
+	}, stage.WithTimeout(5*time.Millisecond), stage.WithRetry(stage.Retry{Retries: 1, Backoff: 0, MaxBackoff: 0})))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -73,13 +73,13 @@ func genOrder(i int64) (key, value []byte) {
 func build(env *service.Env, outTopic, dlqTopic string) (*pipeline.Pipeline, error) {
 	prod := env.Producer
 	b := pipeline.New(env.Source, env.Options(pipeline.WithName("orders"), pipeline.WithErrorHandler(prod.DeadLetter(dlqTopic)))...)
-	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2)))
-	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.Concurrency(8), stage.Timeout(time.Second)))
+	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithConcurrency(2)))
+	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(8), stage.WithTimeout(time.Second)))
 	batches := pipeline.Then(enriched, stage.Batch("batch", stage.BatchConfig[Enriched]{MaxCount: 50, Linger: 50 * time.Millisecond}))
 	records := pipeline.Then(batches, stage.FlatMap("to-records", func(_ context.Context, batch []Enriched) ([]kafka.Record, error) {
 		return toRecords(outTopic, batch)
 	}))
-	pipeline.To(records, prod.Sink("produce", stage.Concurrency(4)))
+	pipeline.To(records, prod.Sink("produce", stage.WithConcurrency(4)))
 	return b.Build()
 }
 

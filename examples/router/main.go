@@ -59,14 +59,14 @@ func run(ctx context.Context, args []string) int {
 func build(env *service.Env, payments, other, dlq string) (*pipeline.Pipeline, error) {
 	prod := env.Producer
 	b := pipeline.New(env.Source, env.Options(pipeline.WithName("router"), pipeline.WithErrorHandler(prod.DeadLetter(dlq)))...)
-	events := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Concurrency(2)))
+	events := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithConcurrency(2)))
 	kept := pipeline.Then(events, stage.Filter("drop-heartbeats", func(_ context.Context, e Event) (bool, error) {
 		return e.Kind != "heartbeat", nil
 	}))
 	recs := pipeline.Then(kept, stage.Map("route", func(_ context.Context, e Event) (kafka.Record, error) {
 		return kafka.Record{Topic: route(e.Kind, payments, other), Key: []byte(e.Key), Value: e.raw}, nil
 	}))
-	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(2)))
+	pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(2)))
 	return b.Build()
 }
 

@@ -52,7 +52,7 @@ func build(env *service.Env) (*pipeline.Pipeline, error) {
 			return 0, nil
 		}
 		return binary.BigEndian.Uint64(ev.Value), nil
-	}, stage.Capacity(256)))
+	}, stage.WithCapacity(256)))
 	pipeline.To(ids, stage.Sink("downstream", func(ctx context.Context, _ uint64) error {
 		t := time.NewTimer(callTime) // the slow downstream call
 		defer t.Stop()
@@ -62,6 +62,6 @@ func build(env *service.Env) (*pipeline.Pipeline, error) {
 		case <-t.C:
 			return nil
 		}
-	}, stage.Concurrency(slots)))
+	}, stage.WithConcurrency(slots)))
 	return b.Build()
 }

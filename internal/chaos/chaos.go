@@ -246,7 +246,7 @@ func (h *harness) addMember() error {
 		h.seen[string(ev.Value)]++
 		h.mu.Unlock()
 		return nil
-	}, stage.Concurrency(4)))
+	}, stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		src.Close(context.Background())

@@ -114,7 +114,7 @@ func startAsync(t *testing.T, addr string, fn func(ctx context.Context, ev *stag
 	t.Helper()
 	src := attackSource(t, addr, nil)
 	b := pipeline.New(src, append(append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger())), opts...)...)
-	pipeline.To(b.Source(), stage.AsyncSink("async", fn, closeFn, stage.Concurrency(4)))
+	pipeline.To(b.Source(), stage.AsyncSink("async", fn, stage.WithClose(closeFn), stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -302,9 +302,9 @@ func TestFaultAttack2Combos(t *testing.T) {
 	t.Run("Capacity1Concurrency8", func(t *testing.T) {
 		progress(t, 0, nil, func(b *pipeline.Builder, s *seen) {
 			m := pipeline.Then(b.Source(), stage.Map("m", func(_ context.Context, ev *stage.Event) (*stage.Event, error) { return ev, nil },
-				stage.Capacity(1), stage.Concurrency(8)))
+				stage.WithCapacity(1), stage.WithConcurrency(8)))
 			pipeline.To(m, stage.Sink("sink", func(_ context.Context, ev *stage.Event) error { s.add(string(ev.Value)); return nil },
-				stage.Capacity(1), stage.Concurrency(8)))
+				stage.WithCapacity(1), stage.WithConcurrency(8)))
 		})
 	})
 	t.Run("Span1OrderKeyBatch2", func(t *testing.T) {
@@ -316,8 +316,8 @@ func TestFaultAttack2Combos(t *testing.T) {
 		progress(t, 15, func(c *kafka.Config) { c.MaxInFlightPerPartition = 2 }, func(b *pipeline.Builder, s *seen) {
 			kids := pipeline.Then(b.Source(), stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]*stage.Event, error) {
 				return []*stage.Event{ev, ev, ev}, nil
-			}, stage.Capacity(1)))
-			pipeline.To(pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 16}, stage.Capacity(1))), stage.Sink("sink", batchSink(s), stage.Capacity(1)))
+			}, stage.WithCapacity(1)))
+			pipeline.To(pipeline.Then(kids, stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 16}, stage.WithCapacity(1))), stage.Sink("sink", batchSink(s), stage.WithCapacity(1)))
 		})
 	})
 }

@@ -63,7 +63,7 @@ func TestFaultAttack4ShutdownBoundUserCodeIgnoresContext(t *testing.T) {
 			out := pipeline.Then(b.Source(), stage.Map("slow", func(_ context.Context, ev *stage.Event) (*stage.Event, error) {
 				u.block()
 				return ev, nil
-			}, stage.Timeout(100*time.Millisecond)))
+			}, stage.WithTimeout(100*time.Millisecond)))
 			pipeline.To(out, stage.Sink("sink", func(context.Context, *stage.Event) error { return nil }))
 		}},
 		{"error handler on a worker ignores ctx", true, func(b *pipeline.Builder, u *userBug) {
@@ -210,8 +210,8 @@ func TestFaultAttack4ReadmeMinimalPipeline(t *testing.T) {
 	}
 
 	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("orders-dlq"))) // src brings its budget
-	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.Retry(2, 10*time.Millisecond, time.Second)))
-	records := pipeline.Then(orders, stage.Map("enrich", enrich, stage.Concurrency(8)))
+	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithRetry(stage.Retry{Retries: 2, Backoff: 10*time.Millisecond, MaxBackoff: time.Second})))
+	records := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(8)))
 	pipeline.To(records, prod.Sink("produce"))
 
 	p, err := b.Build() // wiring and configuration errors, each naming its field
@@ -302,11 +302,11 @@ func (w *keyWatch) leave(ev *stage.Event) {
 
 func (w *keyWatch) Complete(ev *stage.Event, ok bool) { w.leave(ev); w.Source.Complete(ev, ok) }
 
-func (w *keyWatch) CompleteBatch(evs []*stage.Event, ok []bool) {
+func (w *keyWatch) CompleteMany(evs []*stage.Event, ok []bool) {
 	for _, ev := range evs {
 		w.leave(ev)
 	}
-	w.Source.CompleteBatch(evs, ok)
+	w.Source.CompleteMany(evs, ok)
 }
 
 // member is one consumer of "in": copy → producer sink to "out" (every 20th record to "bad",
@@ -345,8 +345,8 @@ func startMember(t *testing.T, addr string, drain, closeT time.Duration) *member
 			r.Topic = "bad"
 		}
 		return r, nil
-	}, stage.Concurrency(4)))
-	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(4)))
+	}, stage.WithConcurrency(4)))
+	pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)

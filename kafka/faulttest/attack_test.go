@@ -61,7 +61,7 @@ func TestFaultAttackPanickingErrorHandler(t *testing.T) {
 	pipeline.To(decoded, stage.Sink("work", func(context.Context, *stage.Event) error {
 		time.Sleep(5 * time.Millisecond)
 		return errors.New("poison")
-	}, stage.Capacity(4)))
+	}, stage.WithCapacity(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -204,7 +204,7 @@ func routedEventNamesOrigin(t *testing.T, dlq bool) {
 	}
 	defer prod.Close(context.Background())
 	opts := append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))
-	sinkOpts := []stage.Option{stage.OnError(stage.Fail)}
+	sinkOpts := []stage.Option{stage.WithErrorPolicy(stage.Fail)}
 	if dlq {
 		opts, sinkOpts = append(opts, pipeline.WithErrorHandler(prod.DeadLetter("dlq"))), nil
 	}
@@ -282,7 +282,7 @@ func TestFaultAttackFlatMapChildToRefusingDeadLetter(t *testing.T) {
 			return errors.New("poison child")
 		}
 		return nil
-	}, stage.Concurrency(2)))
+	}, stage.WithConcurrency(2)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)

@@ -124,7 +124,7 @@ func startRun(addr string, s *seen, o runOpts) (*run, error) {
 	b := pipeline.New(src, opts...)
 	conc := max(o.conc, 1)
 	work := o.work
-	sinkOpts := append([]stage.Option{stage.Concurrency(conc)}, o.sinkOpt...)
+	sinkOpts := append([]stage.Option{stage.WithConcurrency(conc)}, o.sinkOpt...)
 	sink := func(ctx context.Context, ev *stage.Event) error {
 		if work != nil {
 			if err := work(ctx, ev); err != nil {

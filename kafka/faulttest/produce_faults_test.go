@@ -123,7 +123,7 @@ func copyPipeline(t *testing.T, addr, group string) (*pipeline.Pipeline, *kafka.
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
 	}))
-	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(4)))
+	pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)

@@ -66,7 +66,7 @@ func startCopy(t *testing.T, addr string, o copyOpts) *copyRun {
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil
 	}))
-	pipeline.To(recs, prod.Sink("produce", stage.Concurrency(4)))
+	pipeline.To(recs, prod.Sink("produce", stage.WithConcurrency(4)))
 	p, err := b.Build()
 	if err != nil {
 		t.Fatal(err)
@@ -321,7 +321,7 @@ func TestFaultRunErrorNamesFailedRecord(t *testing.T) {
 	produce(t, cl.Addr(), "in", "v", 2000)
 	errPoison := errors.New("poison")
 	r := start(t, cl.Addr(), newSeen(), runOpts{group: "g", topic: "in",
-		sinkOpt: []stage.Option{stage.OnError(stage.Fail)},
+		sinkOpt: []stage.Option{stage.WithErrorPolicy(stage.Fail)},
 		work: func(_ context.Context, ev *stage.Event) error {
 			if ev.Offset == 500 {
 				return errPoison

@@ -1,4 +1,4 @@
-package pool_test
+package workers_test
 
 import (
 	"context"
@@ -9,12 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/pool"
+	"github.com/sluicehq/sluice/internal/workers"
 )
 
-func newWorkers(t *testing.T, opts ...pool.WorkersOption) *pool.Workers {
+func newWorkers(t *testing.T, opts ...workers.WorkersOption) *workers.Workers {
 	t.Helper()
-	w, err := pool.NewWorkers(opts...)
+	w, err := workers.NewWorkers(opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func newWorkers(t *testing.T, opts ...pool.WorkersOption) *pool.Workers {
 
 func TestNewWorkersRejectsSizeBelowOne(t *testing.T) {
 	for _, n := range []int{0, -3} {
-		w, err := pool.NewWorkers(pool.Size(n))
+		w, err := workers.NewWorkers(workers.Size(n))
 		if err == nil {
 			_ = w.Close(context.Background())
 			t.Fatalf("NewWorkers(Size(%d)) succeeded, want an error", n)
@@ -43,7 +43,7 @@ func TestWorkersDefaultSizeIsPositive(t *testing.T) {
 
 func TestWorkersSubmitBlocksAtSizeUntilCtxDone(t *testing.T) {
 	const size = 2
-	w := newWorkers(t, pool.Size(size))
+	w := newWorkers(t, workers.Size(size))
 	release := make(chan struct{})
 	for range size {
 		if err := w.Submit(context.Background(), func() { <-release }); err != nil {
@@ -89,7 +89,7 @@ func TestWorkersSubmitBlocksAtSizeUntilCtxDone(t *testing.T) {
 
 func TestWorkersNeverRunMoreThanSize(t *testing.T) {
 	const size = 3
-	w := newWorkers(t, pool.Size(size))
+	w := newWorkers(t, workers.Size(size))
 	var running, peak atomic.Int32
 	for range 200 {
 		err := w.Submit(context.Background(), func() {
@@ -112,7 +112,7 @@ func TestWorkersNeverRunMoreThanSize(t *testing.T) {
 }
 
 func TestWorkersCloseReturnsTaskPanicAsPanicError(t *testing.T) {
-	w := newWorkers(t, pool.Size(2))
+	w := newWorkers(t, workers.Size(2))
 	boom := errors.New("boom")
 	if err := w.Submit(context.Background(), func() { panic(boom) }); err != nil {
 		t.Fatal(err)
@@ -121,9 +121,9 @@ func TestWorkersCloseReturnsTaskPanicAsPanicError(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := w.Close(context.Background())
-	var pe *pool.PanicError
+	var pe *workers.PanicError
 	if !errors.As(err, &pe) {
-		t.Fatalf("Close = %v, want a *pool.PanicError", err)
+		t.Fatalf("Close = %v, want a *workers.PanicError", err)
 	}
 	if pe.Value != boom || !errors.Is(err, boom) {
 		t.Fatalf("PanicError.Value = %v, want the panic value (and errors.Is to see it)", pe.Value)
@@ -139,9 +139,9 @@ func TestWorkersCloseReturnsTaskPanicAsPanicError(t *testing.T) {
 func TestWorkersOnPanicReceivesPanicAndCloseReturnsNil(t *testing.T) {
 	var (
 		mu  sync.Mutex
-		got []*pool.PanicError
+		got []*workers.PanicError
 	)
-	w := newWorkers(t, pool.Size(1), pool.OnPanic(func(pe *pool.PanicError) {
+	w := newWorkers(t, workers.Size(1), workers.OnPanic(func(pe *workers.PanicError) {
 		mu.Lock()
 		got = append(got, pe)
 		mu.Unlock()
@@ -160,17 +160,17 @@ func TestWorkersOnPanicReceivesPanicAndCloseReturnsNil(t *testing.T) {
 }
 
 func TestWorkersSubmitAfterCloseReturnsErrClosed(t *testing.T) {
-	w := newWorkers(t, pool.Size(1))
+	w := newWorkers(t, workers.Size(1))
 	if err := w.Close(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := w.Submit(context.Background(), func() { t.Error("ran after Close") }); !errors.Is(err, pool.ErrClosed) {
+	if err := w.Submit(context.Background(), func() { t.Error("ran after Close") }); !errors.Is(err, workers.ErrClosed) {
 		t.Fatalf("Submit after Close = %v, want ErrClosed", err)
 	}
 }
 
 func TestWorkersCloseHonoursCtxWhileTasksRun(t *testing.T) {
-	w := newWorkers(t, pool.Size(1))
+	w := newWorkers(t, workers.Size(1))
 	release := make(chan struct{})
 	if err := w.Submit(context.Background(), func() { <-release }); err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package stage
+package flow
 
 import (
 	"sync/atomic"
@@ -10,8 +10,8 @@ import (
 // collector reads results back in the same order, so output order equals input order while
 // at most Concurrency messages (plus one per slot) are held.
 func startWorkers[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out], h handler[In, Out]) error {
-	n := s.cfg.concurrency
-	if n == 1 || s.cfg.unordered {
+	n := s.cfg.Concurrency
+	if n == 1 || s.cfg.Unordered {
 		var remaining atomic.Int32
 		remaining.Store(int32(n))
 		emit := func(m msg[Out]) { send(out, m) }
@@ -45,7 +45,7 @@ type slot[In, Out any] struct {
 }
 
 func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out], h handler[In, Out]) error {
-	n := s.cfg.concurrency
+	n := s.cfg.Concurrency
 	slots := make([]slot[In, Out], n)
 	for i := range slots {
 		slots[i] = slot[In, Out]{in: make(chan msg[In], 1), out: make(chan item[Out], 1)}
@@ -74,7 +74,7 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 		for i := range slots {
 			for it := range slots[i].out {
 				if !it.end {
-					it.m.r.done(errAborted)
+					it.m.r.done(ErrAborted)
 				}
 			}
 		}
@@ -91,7 +91,7 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 			var w worker
 			for m := range sl.in {
 				if halted(stopped) {
-					m.r.done(errAborted)
+					m.r.done(ErrAborted)
 				} else {
 					h(env, m, emit, &w)
 				}

@@ -1,4 +1,4 @@
-package stage
+package flow
 
 import (
 	"context"
@@ -10,8 +10,6 @@ import (
 	"github.com/sluicehq/sluice/internal/clock"
 	"github.com/sluicehq/sluice/pool"
 )
-
-var errNackNil = errors.New("sluice: Nack(nil)")
 
 // handler processes one message: it calls the user function through invoke, and ends m's
 // reference exactly once, either by emitting outputs that carry it or by finishing it. A sink
@@ -67,8 +65,8 @@ func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([
 	}
 }
 
-func sinkHandler[In any](s *Stage[In, None], fn func(context.Context, In) error) handler[In, None] {
-	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
+func sinkHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) error) handler[In, Out] {
+	return func(env *Env, m msg[In], _ func(msg[Out]), w *worker) {
 		attempts, err := s.invoke(env, w, func(ctx context.Context) error { return fn(ctx, m.v) })
 		if err != nil {
 			w.flush() // nor for the error handler (a dead-letter producer may block)
@@ -84,36 +82,44 @@ func sinkHandler[In any](s *Stage[In, None], fn func(context.Context, In) error)
 	}
 }
 
-// ticket makes a Done strictly single-use: its state word holds a generation and a live bit.
-type ticket struct {
+// Ticket makes a stage.Done strictly single-use: its state word holds a generation and a live bit.
+type Ticket struct {
 	state atomic.Uint64
 	r     ref
+	// fin ends the message for its stage; read only by the End that won the CAS.
+	fin func(t *Ticket, err error)
 }
 
-var tickets = pool.New[ticket](nil)
+// End ends the message of generation gen: nil (Ack), an error (Nack), a Fatal (Fail) or
+// ErrAborted (Abandon). A second End of one generation is a misuse, reported, never applied.
+func (t *Ticket) End(gen uint64, err error) {
+	if !t.state.CompareAndSwap(gen|1, (gen+2)&^1) {
+		pool.ReportMisuse("stage.Done: second Ack/Nack")
+		return
+	}
+	t.fin(t, err)
+}
 
-func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context, In, Done) error) handler[In, None] {
-	fin := func(t *ticket, gen uint64, err error) {
-		if !t.state.CompareAndSwap(gen|1, (gen+2)&^1) {
-			pool.ReportMisuse("stage.Done: second Ack/Nack")
-			return
-		}
+var tickets = pool.New[Ticket](nil)
+
+func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Context, In, *Ticket, uint64) error) handler[In, Out] {
+	fin := func(t *Ticket, err error) {
 		r := t.r
-		t.r = ref{}
+		t.r, t.fin = ref{}, nil
 		tickets.Put(t)
 		switch {
 		case err == nil:
 			s.c.out.Add(1)
 			r.done(nil)
 			return
-		case err == errAborted:
-			r.done(errAborted)
+		case err == ErrAborted:
+			r.done(ErrAborted)
 			return
 		}
 		s.c.errors.Add(1)
-		if fe, ok := err.(fatalError); ok {
-			env.Fail(NewFailure(s.name, fe.err, 1, r.appendEvents(nil)).detached(fe.err))
-			r.done(fe.err)
+		if fe, ok := err.(Fatal); ok {
+			env.Fail(Hooks.Detach(Hooks.Failure(s.name, fe.Err, 1, r.appendLives(nil)), fe.Err))
+			r.done(fe.Err)
 			return
 		}
 		// The caller may be a goroutine the error handler waits on (a producer's report
@@ -121,7 +127,7 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 		// holds r, so entries never outnumber the events in flight.
 		env.later(func(ctx context.Context) { s.failedCtx(ctx, env, r, err, 1) })
 	}
-	return func(env *Env, m msg[In], _ func(msg[None]), w *worker) {
+	return func(env *Env, m msg[In], _ func(msg[Out]), w *worker) {
 		// ended: fn (or a goroutine it started) ended its Done although fn then returned an
 		// error or panicked, a misuse: the Done already owns m.r, so there is no retry and no
 		// second failure, which would end m.r twice.
@@ -132,7 +138,7 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 			}
 			t := tickets.Get()
 			gen := t.state.Load() &^ 1
-			t.r = m.r
+			t.r, t.fin = m.r, fin
 			t.state.Store(gen | 1)
 			returned := false
 			defer func() {
@@ -148,10 +154,10 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 					err = nil
 					return
 				}
-				t.r = ref{}
+				t.r, t.fin = ref{}, nil
 				tickets.Put(t)
 			}()
-			err = fn(ctx, m.v, Done{t: t, gen: gen, fin: fin})
+			err = fn(ctx, m.v, t, gen)
 			returned = true
 			return err
 		})
@@ -165,12 +171,12 @@ func asyncHandler[In any](s *Stage[In, None], env *Env, fn func(context.Context,
 // of attempts made and the last error (nil on success).
 func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(env.Ctx, w, call)
+		err := s.call(env, w, call)
 		if err == nil {
 			return attempt, nil
 		}
 		s.c.errors.Add(1)
-		if attempt > s.cfg.retries || env.Ctx.Err() != nil {
+		if attempt > s.cfg.Retries || env.Ctx.Err() != nil {
 			return attempt, err
 		}
 		s.c.retries.Add(1)
@@ -188,6 +194,18 @@ func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) 
 // Busy time is measured on every call that takes longer than sampleBelow; calls faster than
 // that are timed one in sampleEvery and counted sampleEvery times, which keeps two clock
 // reads off the hot path of cheap stages.
+// call makes one attempt, on the pipeline's call pool when it has one (Env.Calls).
+func (s *Stage[In, Out]) call(env *Env, w *worker, call func(context.Context) error) error {
+	if env.Calls == nil {
+		return s.attempt(env.Ctx, w, call)
+	}
+	var err error
+	if perr := env.Calls.do(env.Ctx, w, func() { err = s.attempt(env.Ctx, w, call) }); perr != nil {
+		return perr // no slot before the hard stop: the call did not run
+	}
+	return err
+}
+
 const (
 	sampleEvery = 16
 	sampleBelow = 2000 // ns
@@ -208,7 +226,7 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(conte
 	defer func() {
 		if r := recover(); r != nil {
 			s.c.panics.Add(1)
-			err = &PanicError{Stage: s.name, Value: r, Stack: debug.Stack()}
+			err = Hooks.Panic(s.name, r, debug.Stack())
 		}
 		if timed {
 			var d int64
@@ -223,9 +241,9 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(conte
 			}
 		}
 	}()
-	if s.cfg.timeout > 0 {
+	if s.cfg.Timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.cfg.timeout)
+		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
 		defer cancel()
 	}
 	return call(ctx)
@@ -243,18 +261,18 @@ func (s *Stage[In, Out]) failed(env *Env, r ref, err error, attempts int) {
 // the close phase gave up) r is abandoned (not committed), never handed to the handler.
 func (s *Stage[In, Out]) failedCtx(ctx context.Context, env *Env, r ref, err error, attempts int) {
 	if ctx.Err() != nil {
-		r.done(errAborted)
+		r.done(ErrAborted)
 		return
 	}
-	f := NewFailure(s.name, err, attempts, r.appendEvents(nil))
-	if s.cfg.policy == Fail {
-		env.Fail(f.detached(err))
+	f := Hooks.Failure(s.name, err, attempts, r.appendLives(nil))
+	if s.cfg.Policy == PolicyFail {
+		env.Fail(Hooks.Detach(f, err))
 		r.done(err)
 		return
 	}
 	s.c.handled.Add(1)
 	if herr := env.Handle(ctx, f); herr != nil {
-		env.Fail(f.detached(errors.Join(err, herr)))
+		env.Fail(Hooks.Detach(f, errors.Join(err, herr)))
 		r.done(herr)
 		return
 	}
@@ -291,15 +309,15 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit f
 	stopped := env.Ctx.Done()
 	var w worker
 	for p := range in.ch {
-		if p.run == nil {
+		if p.burst == nil {
 			in.took(1)
 			s.c.in.Add(1)
 			s.handle(env, stopped, p.m, h, emit, &w)
 			continue
 		}
-		in.took(len(*p.run))
-		s.c.in.Add(uint64(len(*p.run)))
-		for _, m := range *p.run {
+		in.took(len(*p.burst))
+		s.c.in.Add(uint64(len(*p.burst)))
+		for _, m := range *p.burst {
 			if w.collect = s.c.fast.Load(); !w.collect {
 				s.flush(&w)
 			}
@@ -307,14 +325,14 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit f
 		}
 		w.collect = false
 		s.flush(&w)
-		in.putRun(p.run)
+		in.putBurst(p.burst)
 	}
 }
 
 // handle runs h on m, or abandons m after a hard stop. The caller counted m in.
 func (s *Stage[In, Out]) handle(env *Env, stopped <-chan struct{}, m msg[In], h handler[In, Out], emit func(msg[Out]), w *worker) {
 	if halted(stopped) {
-		m.r.done(errAborted)
+		m.r.done(ErrAborted)
 		return
 	}
 	h(env, m, emit, w)

@@ -1,4 +1,6 @@
-package pool
+// Package workers runs tasks on a bounded ants pool: Submit blocks while Size tasks run, panics
+// are recovered and reported, and Close waits for the running tasks within its context.
+package workers
 
 import (
 	"context"
@@ -16,7 +18,7 @@ import (
 const releaseWait = 5 * time.Second
 
 // ErrClosed is returned by Submit after Close.
-var ErrClosed = errors.New("sluice/pool: workers closed")
+var ErrClosed = errors.New("sluice/workers: workers closed")
 
 // PanicError is a panic recovered from a task, with the stack of the goroutine that panicked.
 type PanicError struct {
@@ -74,14 +76,14 @@ func NewWorkers(opts ...WorkersOption) (*Workers, error) {
 		o(&cfg)
 	}
 	if cfg.size < 1 {
-		return nil, fmt.Errorf("sluice/pool: Size must be at least 1, got %d", cfg.size)
+		return nil, fmt.Errorf("sluice/workers: Size must be at least 1, got %d", cfg.size)
 	}
 	// The slots channel is the admission bound. ants may briefly see a worker still busy
 	// after its task released its slot; MaxBlockingTasks lets that race wait instead of
 	// failing, and bounds it to Size waiters.
 	p, err := ants.NewPool(cfg.size, ants.WithMaxBlockingTasks(cfg.size), ants.WithPanicHandler(func(any) {}))
 	if err != nil {
-		return nil, fmt.Errorf("sluice/pool: %w", err)
+		return nil, fmt.Errorf("sluice/workers: %w", err)
 	}
 	return &Workers{ants: p, slots: make(chan struct{}, cfg.size), cfg: cfg, done: make(chan struct{})}, nil
 }
@@ -124,7 +126,7 @@ func (w *Workers) Submit(ctx context.Context, task func()) error {
 	if err != nil {
 		<-w.slots
 		w.running.Done()
-		return fmt.Errorf("sluice/pool: submit: %w", err)
+		return fmt.Errorf("sluice/workers: submit: %w", err)
 	}
 	return nil
 }
@@ -163,7 +165,7 @@ func (w *Workers) Close(ctx context.Context) error {
 	}
 	// ReleaseTimeout waits for the ants goroutines themselves to exit, so none outlives Close.
 	if err := w.ants.ReleaseTimeout(releaseWait); err != nil && !errors.Is(err, ants.ErrPoolClosed) {
-		return fmt.Errorf("sluice/pool: release: %w", err)
+		return fmt.Errorf("sluice/workers: release: %w", err)
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()

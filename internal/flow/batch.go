@@ -1,4 +1,4 @@
-package stage
+package flow
 
 import (
 	"errors"
@@ -28,39 +28,23 @@ type BatchConfig[T any] struct {
 	Size func(T) int64
 }
 
-// Batch returns a stage that groups consecutive inputs into slices, in input order. The slice
-// is newly allocated per batch and belongs to the next stage. The events behind a batch
-// complete when the batch (and whatever derives from it) completes. A batch stage runs one
-// worker; Concurrency other than 1 is a construction error.
-func Batch[T any](name string, bc BatchConfig[T], opts ...Option) *Stage[T, []T] {
-	s := newStage[T, []T](name, KindBatch, opts)
-	// Join with the options' errors: Build reports every problem.
+// NewBatch returns a stage that groups messages into slices (see stage.Batch).
+func NewBatch[T any](name string, cfg Config, err error, bc BatchConfig[T]) *Stage[T, []T] {
+	s := newStage[T, []T](name, KindBatch, cfg, err)
 	switch {
 	case bc.MaxCount < 0 || bc.MaxBytes < 0 || bc.Linger < 0:
 		s.err = errors.Join(s.err, fmt.Errorf("stage %q: BatchConfig MaxCount, MaxBytes and Linger must not be negative: %w", name, ErrInvalid))
 	case bc.MaxCount == 0 && bc.MaxBytes == 0:
 		s.err = errors.Join(s.err, fmt.Errorf("stage %q: BatchConfig needs MaxCount or MaxBytes: %w", name, ErrInvalid))
 	}
-	if s.cfg.concurrency > 1 { // below 1 is reported by the options
-		s.err = errors.Join(s.err, fmt.Errorf("stage %q: Concurrency must be 1 for a batch stage, got %d: %w", name, s.cfg.concurrency, ErrInvalid))
+	if s.cfg.Concurrency > 1 { // below 1 is reported by the options
+		s.err = errors.Join(s.err, fmt.Errorf("stage %q: WithConcurrency must be 1 for a batch stage, got %d: %w", name, s.cfg.Concurrency, ErrInvalid))
 	}
 	s.start = func(s *Stage[T, []T], env *Env, in *Edge[T], out *Edge[[]T]) error {
 		return env.Go(func() { s.batchLoop(env, bc, in, out) })
 	}
 	s.fits = func(budget, maxEventBytes int64) error { return bc.fits(name, budget, maxEventBytes) }
 	return s
-}
-
-// FitsBudget reports a stage that could wait forever in a pipeline whose in-flight budget is
-// budget bytes and whose events are at most maxEventBytes: a Batch without Linger that might
-// not fill before the budget keeps further input out (see BatchConfig). The error names the
-// stage and field and wraps ErrInvalid; nil for every other stage, and for a stage that
-// already has a construction error (Err). The pipeline's Build calls it.
-func (s *Stage[In, Out]) FitsBudget(budget, maxEventBytes int64) error {
-	if s.fits == nil || s.err != nil {
-		return nil
-	}
-	return s.fits(budget, maxEventBytes)
 }
 
 // fits is FitsBudget for a batch. Without Linger, a partial batch must be able to reach a
@@ -129,7 +113,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 	add := func(m msg[T]) {
 		s.c.in.Add(1)
 		if halted(env.Ctx.Done()) {
-			m.r.done(errAborted)
+			m.r.done(ErrAborted)
 			return
 		}
 		if g == nil {
@@ -179,7 +163,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 		case <-env.Ctx.Done():
 			if g != nil {
 				for _, r := range g.members {
-					r.done(errAborted)
+					r.done(ErrAborted)
 				}
 				groups.Put(g)
 				g = nil
@@ -189,7 +173,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 			for p := range in.ch {
 				in.each(p, func(m msg[T]) {
 					s.c.in.Add(1)
-					m.r.done(errAborted)
+					m.r.done(ErrAborted)
 				})
 			}
 			return

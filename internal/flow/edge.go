@@ -1,4 +1,4 @@
-package stage
+package flow
 
 import (
 	"sync"
@@ -8,25 +8,25 @@ import (
 )
 
 // ref is the lineage of a message: the source event it derives from (with the generation seen
-// when the reference was taken), or the batch group it belongs to. Exactly one of ev and grp
+// when the reference was taken), or the batch group it belongs to. Exactly one of l and grp
 // is set. Each message in a channel holds exactly one reference; done ends it.
 type ref struct {
-	ev  *Event
+	l   *Life
 	grp *group
 	gen uint32
 }
 
 func (r ref) addRefs(n int) {
-	if r.ev != nil {
-		r.ev.addRefs(n)
+	if r.l != nil {
+		r.l.addRefs(n)
 		return
 	}
 	r.grp.refs.Add(int32(n))
 }
 
 func (r ref) done(err error) {
-	if r.ev != nil {
-		r.ev.done(r.gen, err)
+	if r.l != nil {
+		r.l.done(r.gen, err)
 		return
 	}
 	r.grp.done(err)
@@ -34,8 +34,8 @@ func (r ref) done(err error) {
 
 // size is the budget bytes behind the reference.
 func (r ref) size() int64 {
-	if r.ev != nil {
-		return r.ev.size
+	if r.l != nil {
+		return r.l.size
 	}
 	return r.grp.size
 }
@@ -43,19 +43,19 @@ func (r ref) size() int64 {
 // weight is how many source events the reference stands for: one for an event (a FlatMap
 // child counts as one, so a batch may overcount its events), a batch's count for a group.
 func (r ref) weight() int64 {
-	if r.ev != nil {
+	if r.l != nil {
 		return 1
 	}
 	return r.grp.events
 }
 
-// appendEvents appends the source events behind the reference.
-func (r ref) appendEvents(dst []*Event) []*Event {
-	if r.ev != nil {
-		return append(dst, r.ev)
+// appendLives appends the source events behind the reference.
+func (r ref) appendLives(dst []*Life) []*Life {
+	if r.l != nil {
+		return append(dst, r.l)
 	}
 	for _, m := range r.grp.members {
-		dst = m.appendEvents(dst)
+		dst = m.appendLives(dst)
 	}
 	return dst
 }
@@ -105,31 +105,31 @@ type msg[T any] struct {
 	r ref
 }
 
-// parcel is one element of an Edge's channel: a single message, or (run != nil) a run of
-// messages sent in one piece by a source (see EmitEvents). A run's slice belongs to the
-// reader once received; it hands it back with putRun.
+// parcel is one element of an Edge's channel: a single message, or (burst != nil) a burst of
+// messages sent in one piece by a source (see EmitBurst). A burst's slice belongs to the
+// reader once received; it hands it back with putBurst.
 type parcel[T any] struct {
-	m   msg[T]
-	run *[]msg[T]
+	m     msg[T]
+	burst *[]msg[T]
 }
 
-// MaxRun is the most messages a run carries.
-const MaxRun = 32
+// MaxBurst is the most messages a burst carries.
+const MaxBurst = 32
 
 // Edge is the fixed-capacity channel between two stages. Its capacity caps how many messages
 // wait between them; a full edge blocks the stage before it (backpressure), and the pipeline's
 // byte budget bounds the memory behind the messages either way.
 //
-// A source may send a run of up to MaxRun messages in one piece (EmitEvents) on an edge whose
-// stage reads it from one goroutine (TakesRuns): one channel operation, one budget
-// acquisition, one batched completion for the run. A run takes one slot of the channel but
-// counts as its messages: a run or a single message is sent only while the messages queued,
+// A source may send a burst of up to MaxBurst messages in one piece (EmitBurst) on an edge whose
+// stage reads it from one goroutine (TakesBursts): one channel operation, one budget
+// acquisition, one batched completion for the burst. A burst takes one slot of the channel but
+// counts as its messages: a burst or a single message is sent only while the messages queued,
 // plus its own, fit the capacity (or nothing is queued). The edge then holds at most Capacity
-// messages, or one run when Capacity is below MaxRun, which keeps a polling source's working
+// messages, or one burst when Capacity is below MaxBurst, which keeps a polling source's working
 // set (and the garbage collector's work) as small as with single messages.
 type Edge[T any] struct {
 	ch     chan parcel[T]
-	runs   bool         // the reader takes runs (NewInput of a stage that does)
+	bursts bool         // the reader takes bursts (NewInput of a stage that does)
 	queued atomic.Int64 // messages sent and not yet taken (edges that take runs only)
 
 	// A sender that found no room counts itself in waiting and waits on space; a reader that
@@ -140,7 +140,7 @@ type Edge[T any] struct {
 	waiting atomic.Int32
 	space   chan struct{} // capacity 1
 
-	pool sync.Pool // *[]msg[T] with capacity MaxRun, empty
+	pool sync.Pool // *[]msg[T] with capacity MaxBurst, empty
 }
 
 // NewEdge returns an edge of the given capacity (at least 1) for single messages.
@@ -148,16 +148,16 @@ func NewEdge[T any](capacity int) *Edge[T] {
 	return &Edge[T]{ch: make(chan parcel[T], max(capacity, 1))}
 }
 
-// newRunEdge returns an edge that also takes runs (see Edge).
-func newRunEdge[T any](capacity int) *Edge[T] {
+// newBurstEdge returns an edge that also takes bursts (see Edge).
+func newBurstEdge[T any](capacity int) *Edge[T] {
 	e := NewEdge[T](capacity)
-	e.runs, e.space = true, make(chan struct{}, 1)
+	e.bursts, e.space = true, make(chan struct{}, 1)
 	return e
 }
 
-// Len reports how many messages (single, or in runs) wait on the edge.
+// Len reports how many messages (single, or in bursts) wait on the edge.
 func (e *Edge[T]) Len() int {
-	if e.runs {
+	if e.bursts {
 		return int(max(e.queued.Load(), 0))
 	}
 	return len(e.ch)
@@ -166,15 +166,15 @@ func (e *Edge[T]) Len() int {
 // Cap reports the edge's capacity in messages.
 func (e *Edge[T]) Cap() int { return cap(e.ch) }
 
-// TakesRuns reports whether a source may send runs of messages on the edge (EmitEvents): its
+// TakesBursts reports whether a source may send bursts of messages on the edge (EmitBurst): its
 // stage reads it from one goroutine (one worker, the dispatcher of ordered workers, a batch
 // stage).
-func (e *Edge[T]) TakesRuns() bool { return e.runs }
+func (e *Edge[T]) TakesBursts() bool { return e.bursts }
 
-// sent counts n messages sent on an edge that takes runs (the reader may have taken them
+// sent counts n messages sent on an edge that takes bursts (the reader may have taken them
 // already: the count may dip below zero for a moment; Len clamps it).
 func (e *Edge[T]) sent(n int) {
-	if e.runs {
+	if e.bursts {
 		e.queued.Add(int64(n))
 	}
 }
@@ -182,7 +182,7 @@ func (e *Edge[T]) sent(n int) {
 // took is called by the reader after each parcel it receives, of n messages: it keeps the
 // count and wakes a sender waiting for room.
 func (e *Edge[T]) took(n int) {
-	if !e.runs {
+	if !e.bursts {
 		return
 	}
 	e.queued.Add(int64(-n))
@@ -199,23 +199,23 @@ func (e *Edge[T]) wakeWaiter() {
 	}
 }
 
-// roomFor reports whether n more messages fit an edge that takes runs (see Edge).
+// roomFor reports whether n more messages fit an edge that takes bursts (see Edge).
 func (e *Edge[T]) roomFor(n int) bool {
 	q := e.queued.Load()
 	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
 }
 
-// getRun returns an empty run slice with room for MaxRun messages.
-func (e *Edge[T]) getRun() *[]msg[T] {
+// getBurst returns an empty burst slice with room for MaxBurst messages.
+func (e *Edge[T]) getBurst() *[]msg[T] {
 	if r, ok := e.pool.Get().(*[]msg[T]); ok {
 		return r
 	}
-	r := make([]msg[T], 0, MaxRun)
+	r := make([]msg[T], 0, MaxBurst)
 	return &r
 }
 
-// putRun clears a received run and keeps it for the next one.
-func (e *Edge[T]) putRun(r *[]msg[T]) {
+// putBurst clears a received burst and keeps it for the next one.
+func (e *Edge[T]) putBurst(r *[]msg[T]) {
 	clear(*r)
 	*r = (*r)[:0]
 	e.pool.Put(r)
@@ -235,26 +235,26 @@ func (e *Edge[T]) Discard() int {
 			if !ok {
 				return n
 			}
-			n += e.each(p, func(m msg[T]) { m.r.done(errAborted) })
+			n += e.each(p, func(m msg[T]) { m.r.done(ErrAborted) })
 		default:
 			return n
 		}
 	}
 }
 
-// each calls f for every message of a received parcel, in order, recycles a run, and returns
+// each calls f for every message of a received parcel, in order, recycles a burst, and returns
 // how many messages there were. For paths off the hot loop (the worker loop inlines this).
 func (e *Edge[T]) each(p parcel[T], f func(msg[T])) int {
-	if p.run == nil {
+	if p.burst == nil {
 		e.took(1)
 		f(p.m)
 		return 1
 	}
-	run := *p.run
-	e.took(len(run))
-	for i := range run {
-		f(run[i])
+	burst := *p.burst
+	e.took(len(burst))
+	for i := range burst {
+		f(burst[i])
 	}
-	e.putRun(p.run)
-	return len(run)
+	e.putBurst(p.burst)
+	return len(burst)
 }
