@@ -52,7 +52,7 @@ func deadLetterScenario(t *testing.T, panics bool) {
 				return nil, errors.New("cannot decode")
 			}
 			return ev, nil
-		}, stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Millisecond, MaxBackoff: 5*time.Millisecond}), stage.WithConcurrency(2)))
+		}, stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond}), stage.WithConcurrency(2)))
 		pipeline.To(dec, got.sink("collect", nil))
 	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
 	kafkatest.WaitFor(t, 60*time.Second, "every record to complete", func() bool { return r.p.Stats().Completed >= n+1 })

@@ -150,4 +150,3 @@ func (s *Source) dropEvent(ev *stage.Event) {
 	ev.Key, ev.Value = nil, nil
 	ev.Release()
 }
-

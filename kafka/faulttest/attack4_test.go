@@ -210,7 +210,7 @@ func TestFaultAttack4ReadmeMinimalPipeline(t *testing.T) {
 	}
 
 	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("orders-dlq"))) // src brings its budget
-	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithRetry(stage.Retry{Retries: 2, Backoff: 10*time.Millisecond, MaxBackoff: time.Second})))
+	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithRetry(stage.Retry{Retries: 2, Backoff: 10 * time.Millisecond, MaxBackoff: time.Second})))
 	records := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(8)))
 	pipeline.To(records, prod.Sink("produce"))
 

@@ -64,7 +64,7 @@ func TestFaultIntermittentSink(t *testing.T) {
 	}
 	s := newSeen()
 	r := start(t, cl.Addr(), s, runOpts{group: "g", topic: "in", conc: 4, work: flaky, handler: prod.DeadLetter("dlq"),
-		sinkOpt: []stage.Option{stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Millisecond, MaxBackoff: 5*time.Millisecond})}})
+		sinkOpt: []stage.Option{stage.WithRetry(stage.Retry{Retries: 2, Backoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond})}})
 	const poison = n / 20
 	kafkatest.WaitFor(t, 30*time.Second, "every record processed or dead-lettered", func() bool {
 		return s.distinct() == n-poison && prod.Stats().DeadLetters == poison
