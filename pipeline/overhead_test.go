@@ -49,13 +49,15 @@ func BenchmarkOverhead(b *testing.B) {
 	// sluice: concurrency 1, the acceptance shape; sluice-c8: every stage at concurrency 8, ordered.
 	b.Run("sluice", func(b *testing.B) { benchSluice(b, 1) })
 	b.Run("sluice-c8", func(b *testing.B) { benchSluice(b, 8) })
+	// sluice-c8-cap4: the same with WithMaxCalls(4), so every call hands over to the call pool.
+	b.Run("sluice-c8-cap4", func(b *testing.B) { benchSluice(b, 8, pipeline.WithMaxCalls(4)) })
 }
 
-func benchSluice(b *testing.B, conc int) {
+func benchSluice(b *testing.B, conc int, opts ...pipeline.Option) {
 	payload := make([]byte, 64)
 	src := pipeline.Generate(int64(b.N), func(i int64, ev *stage.Event) { ev.Value = payload })
 	pass := func(_ context.Context, ev *stage.Event) (*stage.Event, error) { return ev, nil }
-	bld := pipeline.New(src, pipeline.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
+	bld := pipeline.New(src, append([]pipeline.Option{pipeline.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil)))}, opts...)...)
 	s := pipeline.Then(bld.Source(), stage.Map("a", pass, stage.WithConcurrency(conc)))
 	s = pipeline.Then(s, stage.Map("b", pass, stage.WithConcurrency(conc)))
 	s = pipeline.Then(s, stage.Map("c", pass, stage.WithConcurrency(conc)))

@@ -24,7 +24,7 @@ type Pipeline struct {
 	nodes  []node
 	first  *flow.Edge[*stage.Event]
 	fin    *finisher // the flow.Finisher of the pipeline's events
-	calls  int       // the call pool's size (WithMaxCalls, or the stages' total Concurrency)
+	calls  int       // the call pool's size (WithMaxCalls); 0: no pool, calls run on their stage's workers
 	budget *byteBudget
 	ran    atomic.Bool
 
@@ -60,14 +60,15 @@ func newPipeline(b *Builder) *Pipeline {
 	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{}),
 		oversized: make(chan struct{}, 1)}
 	p.fin = &finisher{p}
-	p.calls = b.cfg.maxCalls
+	total := 0 // the most calls that can run at once without a cap
 	for _, n := range b.nodes {
-		if b.cfg.maxCalls == 0 {
-			p.calls += n.Concurrency()
-		}
+		total += n.Concurrency()
 		if n.Kind() == flow.KindBatch {
 			p.batches = append(p.batches, n)
 		}
+	}
+	if b.cfg.maxCalls > 0 && b.cfg.maxCalls < total {
+		p.calls = b.cfg.maxCalls // the cap binds: calls hand over to the pool
 	}
 	stalled := make(chan struct{})
 	p.stalled.Store(&stalled)
@@ -91,11 +92,15 @@ func (p *Pipeline) Run(ctx context.Context) error {
 	if !p.ran.CompareAndSwap(false, true) {
 		return ErrRunTwice
 	}
-	calls, err := flow.NewCalls(p.calls, func(pe *workers.PanicError) {
-		p.fail(fmt.Errorf("pipeline %q: %w", p.cfg.name, &stage.PanicError{Stage: "call pool", Value: pe.Value, Stack: pe.Stack}))
-	})
-	if err != nil {
-		return err
+	var calls *flow.Calls // nil: calls run on their stage's workers
+	if p.calls > 0 {
+		var err error
+		calls, err = flow.NewCalls(p.calls, func(pe *workers.PanicError) {
+			p.fail(fmt.Errorf("pipeline %q: %w", p.cfg.name, &stage.PanicError{Stage: "call pool", Value: pe.Value, Stack: pe.Stack}))
+		})
+		if err != nil {
+			return err
+		}
 	}
 	hardCtx, stopHard := context.WithCancel(context.WithoutCancel(ctx))
 	srcCtx, stopSrc := context.WithCancel(ctx)

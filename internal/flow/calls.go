@@ -25,8 +25,14 @@ func NewCalls(n int, onPanic func(*workers.PanicError)) (*Calls, error) {
 	return &Calls{w: w}, nil
 }
 
-// Close releases the pool's goroutines, waiting for running calls until ctx is done.
-func (c *Calls) Close(ctx context.Context) error { return c.w.Close(ctx) }
+// Close releases the pool's goroutines, waiting for running calls until ctx is done. A nil
+// *Calls has nothing to close.
+func (c *Calls) Close(ctx context.Context) error {
+	if c == nil {
+		return nil
+	}
+	return c.w.Close(ctx)
+}
 
 // Running reports how many calls run now.
 func (c *Calls) Running() int { return c.w.Running() }

@@ -171,7 +171,7 @@ func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Cont
 // of attempts made and the last error (nil on success).
 func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.call(env, w, call)
+		err := s.attempt(env.Ctx, w, call)
 		if err == nil {
 			return attempt, nil
 		}
@@ -194,18 +194,6 @@ func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) 
 // Busy time is measured on every call that takes longer than sampleBelow; calls faster than
 // that are timed one in sampleEvery and counted sampleEvery times, which keeps two clock
 // reads off the hot path of cheap stages.
-// call makes one attempt, on the pipeline's call pool when it has one (Env.Calls).
-func (s *Stage[In, Out]) call(env *Env, w *worker, call func(context.Context) error) error {
-	if env.Calls == nil {
-		return s.attempt(env.Ctx, w, call)
-	}
-	var err error
-	if perr := env.Calls.do(env.Ctx, w, func() { err = s.attempt(env.Ctx, w, call) }); perr != nil {
-		return perr // no slot before the hard stop: the call did not run
-	}
-	return err
-}
-
 const (
 	sampleEvery = 16
 	sampleBelow = 2000 // ns
@@ -335,7 +323,28 @@ func (s *Stage[In, Out]) handle(env *Env, stopped <-chan struct{}, m msg[In], h 
 		m.r.done(ErrAborted)
 		return
 	}
+	if env.Calls != nil {
+		s.handlePooled(env, m, h, emit, w)
+		return
+	}
 	h(env, m, emit, w)
+}
+
+// handlePooled runs h on m on the pipeline's call pool (Env.Calls) and waits for it: m's call,
+// its retries and its error handling hold one of the pool's workers. Its outputs are emitted
+// afterwards, from the stage worker, so a full output edge never holds a pool worker. A hard
+// stop while every pool worker is busy abandons m. A separate function, so that the closure
+// it hands over (which escapes to the pool) costs nothing when there is no pool.
+func (s *Stage[In, Out]) handlePooled(env *Env, m msg[In], h handler[In, Out], emit func(msg[Out]), w *worker) {
+	var outs []msg[Out] // one output, or a FlatMap's
+	collect := func(o msg[Out]) { outs = append(outs, o) }
+	if err := env.Calls.do(env.Ctx, w, func() { h(env, m, collect, w) }); err != nil {
+		m.r.done(ErrAborted)
+		return
+	}
+	for _, o := range outs {
+		emit(o)
+	}
 }
 
 // flush finishes what w collected and adds its outputs to the counter.

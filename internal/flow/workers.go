@@ -90,11 +90,7 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 			stopped := env.Ctx.Done()
 			var w worker
 			for m := range sl.in {
-				if halted(stopped) {
-					m.r.done(ErrAborted)
-				} else {
-					h(env, m, emit, &w)
-				}
+				s.handle(env, stopped, m, h, emit, &w)
 				// Always end the input's results, so the collector stays in step.
 				sl.out <- item[Out]{end: true}
 			}
