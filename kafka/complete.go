@@ -21,7 +21,7 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 // lock.
 func (s *Source) CompleteBatch(evs []*stage.Event, ok []bool) {
 	s.mu.Lock()
-	var ps *partState // runs mostly come from one partition: look it up once per change
+	var ps *partState // bursts mostly come from one partition: look it up once per change
 	for i, ev := range evs {
 		if tag := ev.Origin().Tag; ps == nil || ps.epoch != tag {
 			ps = s.byEpoch[tag]

@@ -216,9 +216,9 @@ func checkOverrides(o map[string]any) []error {
 // InFlight + Held + Prefetch + ProducerQueue = B. Held bytes are counted as pipeline.EventSize
 // counts an event (key, value, headers, overhead), whatever size function the pipeline uses.
 // Once they reach Held the source pauses every partition, and resumes none until they are below
-// Held again, so the held-back messages and the poll run being handed over never pass
+// Held again, so the held-back messages and the polled burst being handed over never pass
 //
-//	HeldMax      = Held + 256 KiB + M + pipeline.EventOverhead        (one run and one message over Held)
+//	HeldMax      = Held + 256 KiB + M + pipeline.EventOverhead        (one burst and one message over Held)
 //
 // Per assigned partition the source keeps the offset tracker and, under OrderKey, the table of
 // keys in flight, each at most MaxInFlightPerPartition entries (the span from the oldest
@@ -270,7 +270,7 @@ func (m Memory) GoHeap(partitions int) int64 {
 func Plan(budget, maxMessage int64) Memory {
 	m := Memory{Budget: budget, InFlight: budget / 2, Held: budget / 16, ProducerQueue: budget / 4}
 	m.Prefetch = budget/4 - m.Held
-	m.HeldMax = m.Held + maxRunBytes + maxMessage + pipeline.EventOverhead
+	m.HeldMax = m.Held + maxBurstBytes + maxMessage + pipeline.EventOverhead
 	m.FetchMaxBytes = min(max(budget/8, maxMessage), 50<<20)
 	m.PartitionFetchBytes = min(1<<20, m.FetchMaxBytes)
 	m.PerPartition = perPartition(DefaultMaxInFlightPerPartition, OrderKey)

@@ -9,7 +9,7 @@ import (
 // rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
 // the polling goroutine.
 func (s *Source) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
-	// The run goes out (or is held) first: a revoke must find its partitions' messages
+	// The burst goes out (or is held) first: a revoke must find its partitions' messages
 	// emitted or held, never taken and unsent.
 	s.flush(s.runCtx)
 	switch e := ev.(type) {

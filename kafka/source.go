@@ -25,10 +25,10 @@ import (
 // partition's prefetched messages and refetches from the position after the last message it
 // returned, which the held messages cover: nothing is lost.
 //
-// Hand-over: the messages Poll returns back to back are handed to the pipeline in runs (up to
-// pipeline.MaxRun messages or 256 KiB, see run.go) when the first stage reads its input from
-// one goroutine: one lock, one budget acquisition and one edge slot per run; a one-worker sink
-// with fast calls then finishes the run's events together (CompleteBatch). A run is flushed as
+// Hand-over: the messages Poll returns back to back are handed to the pipeline in bursts (up to
+// pipeline.MaxRun messages or 256 KiB, see handover.go) when the first stage reads its input from
+// one goroutine: one lock, one budget acquisition and one edge slot per burst; a one-worker sink
+// with fast calls then finishes the burst's events together (CompleteBatch). A burst is flushed as
 // soon as Poll has nothing ready, so it adds no waiting.
 //
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
@@ -62,10 +62,10 @@ type Source struct {
 	retrySeq   uint64          // doneSeq when the held messages were last retried
 	spanSeq    uint64          // doneSeq when the spans at the bound were last re-read
 	last       *partState      // the partition of the previous message (nil after a rebalance)
-	run        []runMsg        // messages polled and not yet admitted or held: see flush
-	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
-	runGated   []int           // flush's gated messages, as indices into run
-	runBytes   int             // bytes of the run, counted by msgSize
+	burst      []burstMsg      // messages polled and not yet admitted or held: see flush
+	burstOut   []*stage.Event  // flush's admitted events (kept for the capacity)
+	burstGated []int           // flush's gated messages, as indices into burst
+	burstBytes int             // bytes of the burst, counted by msgSize
 	events     stage.EventCache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
@@ -99,7 +99,7 @@ type partState struct {
 	held      []*ckafka.Message // messages received but not emitted, in offset order
 	heldBytes int64             // their bytes, counted by msgSize
 	paused    bool
-	gatedNow  bool  // flush gated one of its messages: the rest of the run waits too
+	gatedNow  bool  // flush gated one of its messages: the rest of the burst waits too
 	committed int64 // last committed offset, -1 none
 	lastRecv  int64 // the newest offset received on this assignment, -1 none
 	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
@@ -154,14 +154,14 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)
 	}
 	s.lastCommit = time.Now()
-	defer s.dropRun()
+	defer s.dropBurst()
 	for ctx.Err() == nil {
 		timeout := int(pollInterval / time.Millisecond)
 		if s.held > 0 || s.st.paused.Load() > 0 {
 			timeout = 10 // held messages and paused partitions wait for room: look again soon
 		}
-		if len(s.run) > 0 {
-			timeout = 0 // the run goes out as soon as Poll has nothing ready
+		if len(s.burst) > 0 {
+			timeout = 0 // the burst goes out as soon as Poll has nothing ready
 		}
 		s.polls++
 		idle := true // anything but a message: do the periodic work now
@@ -255,7 +255,7 @@ func (s *Source) drainLogs() {
 
 func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	// parts and revoking change only on this goroutine: no lock to find the partition, and
-	// runs of messages from one partition skip the map.
+	// bursts of messages from one partition skip the map.
 	ps := s.last
 	if ps == nil || ps.tp.partition != m.TopicPartition.Partition || ps.tp.topic != *m.TopicPartition.Topic {
 		ps = s.parts[tpKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}]
@@ -270,7 +270,7 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
-	if len(ps.held) > 0 { // the run holds none of ps's messages: they would precede these
+	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these
 		s.mu.Lock()
 		ps.tr.received(int64(m.TopicPartition.Offset), s.gateKey(m))
 		ps.span = ps.tr.pending()
