@@ -45,7 +45,7 @@ func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
 	}
 	key, _ := ps.tr.complete(ev.Origin().Offset, ok && !ps.gone)
 	ps.inflight--
-	ps.g.release(key)
+	ps.g.release(key, s.cfg.Ordering)
 	if ps.gone { // a partition let go (or an old sequence): never commit it
 		s.st.late.Add(1)
 		if ps.inflight == 0 {
