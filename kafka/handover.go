@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -17,6 +18,20 @@ import (
 // partitions' messages emitted or held, never in a burst. Messages are held only by a flush, or
 // directly when their partition already holds some: a partition that holds messages has none
 // in the burst, so its next messages are held after them, in order.
+
+// emitWait is how long the polling goroutine waits for the first stage to take a message
+// when the budget has room, before holding it and pausing the partition. Short enough that
+// Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
+// busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
+const emitWait = 50 * time.Millisecond
+
+type emitResult int
+
+const (
+	emitted emitResult = iota
+	gated              // ordering or per-partition limit: other partitions may go on
+	full               // budget or first edge full: nothing can go on
+)
 
 // burstMsg is one message of the burst, with its event (built, not yet emitted).
 type burstMsg struct {

@@ -212,17 +212,6 @@ func isPurged(err error) bool {
 	return errors.As(err, &ke) && (ke.Code() == ckafka.ErrPurgeQueue || ke.Code() == ckafka.ErrPurgeInflight)
 }
 
-func (p *Producer) drainLogs() {
-	for {
-		select {
-		case l := <-p.logs:
-			p.log.Debug("librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag, "level", l.Level)
-		default:
-			return
-		}
-	}
-}
-
 func (p *Producer) message(rec Record, opaque any) *ckafka.Message {
 	topic := rec.Topic
 	if topic == "" {

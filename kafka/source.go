@@ -79,33 +79,6 @@ type Source struct {
 	st sourceCounters
 }
 
-type tpKey struct {
-	topic     string
-	partition int32
-}
-
-// partState is one assigned partition's current sequence of offsets (or, retired, an earlier
-// assignment or sequence whose events are still in flight). Fields marked "mu" are guarded by
-// Source.mu; the rest belong to the polling goroutine.
-type partState struct {
-	tp       tpKey
-	epoch    uint64   // mu (changed only by restartSeq)
-	tr       *tracker // mu
-	inflight int      // mu: events of this epoch emitted and not completed
-	g        *gate    // mu: the partition's ordering gate (shared by its epochs)
-	revoking bool     // mu (written by the polling goroutine only)
-	gone     bool     // mu: retired; completions release their slots and are never committed
-
-	held      []*ckafka.Message // messages received but not emitted, in offset order
-	heldBytes int64             // their bytes, counted by msgSize
-	paused    bool
-	gatedNow  bool  // flush gated one of its messages: the rest of the burst waits too
-	committed int64 // last committed offset, -1 none
-	lastRecv  int64 // the newest offset received on this assignment, -1 none
-	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
-	full      bool  // paused at the span bound (window.go) until the span halves
-}
-
 // NewSource validates cfg and creates the consumer (it connects in the background; it
 // subscribes when the pipeline runs). A configuration error names the field or librdkafka key
 // and nothing is started. Close it if the pipeline never runs.
@@ -128,16 +101,6 @@ func NewSource(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1)}
 	return s, nil
-}
-
-// Memory returns the effective split of the budget (overrides included).
-func (s *Source) Memory() Memory { return s.mem }
-
-// PipelineOptions returns the pipeline options that match the source: the in-flight budget
-// (Memory().InFlight) and the largest event. pipeline.New applies them itself, before the
-// options it is given.
-func (s *Source) PipelineOptions() []pipeline.Option {
-	return []pipeline.Option{pipeline.WithBudget(s.mem.InFlight), pipeline.WithMaxEventBytes(s.cfg.MaxMessageBytes)}
 }
 
 // Consumer returns the underlying consumer, for metadata queries. Do not poll, assign, pause
@@ -232,27 +195,6 @@ func (s *Source) onError(e ckafka.Error) error {
 	return nil
 }
 
-func (s *Source) drainLogs() {
-	for {
-		select {
-		case l := <-s.logs:
-			s.st.logs.Add(1)
-			level := slog.LevelDebug
-			switch {
-			case l.Level <= 3:
-				level = slog.LevelError
-			case l.Level == 4:
-				level = slog.LevelWarn
-			case l.Level <= 6:
-				level = slog.LevelInfo
-			}
-			s.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag)
-		default:
-			return
-		}
-	}
-}
-
 func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	// parts and revoking change only on this goroutine: no lock to find the partition, and
 	// bursts of messages from one partition skip the map.
@@ -285,20 +227,6 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.flush(ctx)
 	}
 }
-
-// emitWait is how long the polling goroutine waits for the first stage to take a message
-// when the budget has room, before holding it and pausing the partition. Short enough that
-// Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
-// busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
-const emitWait = 50 * time.Millisecond
-
-type emitResult int
-
-const (
-	emitted emitResult = iota
-	gated              // ordering or per-partition limit: other partitions may go on
-	full               // budget or first edge full: nothing can go on
-)
 
 // leaveGroup unsubscribes and polls (dropping messages: nothing more is emitted) until the
 // revoke has run and nothing is assigned, or ctx ends. Closing a consumer in the middle of a
