@@ -16,6 +16,8 @@ import (
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/pipeline"
 )
 
 // Ordering says which events of a partition may be in flight at the same time.
@@ -59,8 +61,10 @@ const (
 // collected: rebalances and stats are served within it, and Run's context is checked after it.
 const pollInterval = 100 * time.Millisecond
 
-// ErrConfig is wrapped by every configuration error.
-var ErrConfig = errors.New("invalid kafka configuration")
+// ErrConfig is wrapped by every configuration error of NewSource, NewProducer and
+// Source.NewProducer. It wraps pipeline.ErrInvalid, so errors.Is(err, pipeline.ErrInvalid)
+// holds for every construction error of sluice, Kafka's included.
+var ErrConfig = fmt.Errorf("invalid kafka configuration: %w", pipeline.ErrInvalid)
 
 // Config configures a Source. Zero values take the documented defaults.
 type Config struct {
