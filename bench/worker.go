@@ -304,8 +304,8 @@ func sluice(ctx context.Context, brokers, topic, group string, budget int64, slo
 	err = p.Run(ctx)
 	st := src.Stats()
 	ps := p.Stats()
-	fmt.Fprintf(os.Stderr, "\nsluice worker: source pauses=%d commits=%d errors=%d stale=%d runs=%d (mean %.1f); pipeline emitted=%d completed=%d high_water=%d/%d bytes\n",
-		st.Pauses, st.Commits, st.Errors, st.Stale, st.Runs, float64(st.RunMessages)/float64(max(st.Runs, 1)), ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes)
+	fmt.Fprintf(os.Stderr, "\nsluice worker: source pauses=%d commits=%d errors=%d stale=%d bursts=%d (mean %.1f); pipeline emitted=%d completed=%d high_water=%d/%d bytes\n",
+		st.Pauses, st.Commits, st.Errors, st.Stale, st.Bursts, float64(st.BurstMessages)/float64(max(st.Bursts, 1)), ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes)
 	return err
 }
 

@@ -80,12 +80,13 @@ func TestFaultProducerQueueFullStorm(t *testing.T) {
 	const n, parts = 1000, 4
 	cl := startCluster(t, kafkatest.Topic("in", parts), kafkatest.Topic("out", parts))
 	want := produceN(t, cl.Addr(), "in", "v", n, 50)
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 16 << 20,
-		Overrides: map[string]any{"queue.buffering.max.messages": 10}})
+	src := newSource(t, sourceConfig(cl.Addr(), "g-qf", "in"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out", Overrides: map[string]any{"queue.buffering.max.messages": 10}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-qf", "in")), pipeToProducer(prod, 4))
+	defer prod.Close(context.Background())
+	r := start(t, src, pipeToProducer(prod, 4))
 	kafkatest.WaitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
@@ -123,10 +124,11 @@ func TestConnectionsDoNotGrowWithConcurrency(t *testing.T) {
 		cfg := sourceConfig(cl.Addr(), fmt.Sprintf("g-conn-%d", conc), "in")
 		cfg.StatsInterval = 200 * time.Millisecond
 		src := newSource(t, cfg)
-		prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: cl.Addr(), Topic: "out", Logger: kafkatest.Logger(), Budget: 16 << 20})
+		prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
 		if err != nil {
 			t.Fatal(err)
 		}
+		defer prod.Close(context.Background())
 		r := start(t, src, pipeToProducer(prod, conc))
 		kafkatest.WaitFor(t, 60*time.Second, "every record", func() bool { return r.p.Stats().Completed >= n })
 		kafkatest.WaitFor(t, 10*time.Second, "librdkafka statistics", func() bool { return src.Stats().Connections > 0 })

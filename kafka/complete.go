@@ -21,7 +21,7 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 // lock.
 func (s *Source) CompleteMany(evs []*stage.Event, ok []bool) {
 	s.mu.Lock()
-	var ps *partState // runs mostly come from one partition: look it up once per change
+	var ps *partState // bursts mostly come from one partition: look it up once per change
 	for i, ev := range evs {
 		if tag := ev.Origin().Tag; ps == nil || ps.epoch != tag {
 			ps = s.byEpoch[tag]
@@ -45,7 +45,7 @@ func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
 	}
 	key, _ := ps.tr.complete(ev.Origin().Offset, ok && !ps.gone)
 	ps.inflight--
-	ps.g.release(key)
+	ps.g.release(key, s.cfg.Ordering)
 	if ps.gone { // a partition let go (or an old sequence): never commit it
 		s.st.late.Add(1)
 		if ps.inflight == 0 {

@@ -48,8 +48,8 @@ func TestFaultInvalidConfigMatrix(t *testing.T) {
 			if src != nil {
 				t.Fatal("a source was returned with an error")
 			}
-			if !errors.Is(err, kafka.ErrConfig) {
-				t.Fatalf("error does not wrap ErrConfig: %v", err)
+			if !errors.Is(err, kafka.ErrConfig) || !errors.Is(err, pipeline.ErrInvalid) {
+				t.Fatalf("error does not wrap ErrConfig and pipeline.ErrInvalid: %v", err)
 			}
 			if !strings.Contains(err.Error(), tc.key) {
 				t.Fatalf("error does not name %q: %v", tc.key, err)
@@ -85,13 +85,69 @@ func TestFaultInvalidProducerConfigMatrix(t *testing.T) {
 				_ = p.Close(context.Background())
 				t.Fatal("no error")
 			}
-			if p != nil || !errors.Is(err, kafka.ErrConfig) || !strings.Contains(err.Error(), tc.key) {
-				t.Fatalf("producer %v, error %v: want ErrConfig naming %q", p, err, tc.key)
+			if p != nil || !errors.Is(err, kafka.ErrConfig) || !errors.Is(err, pipeline.ErrInvalid) || !strings.Contains(err.Error(), tc.key) {
+				t.Fatalf("producer %v, error %v: want ErrConfig (wrapping pipeline.ErrInvalid) naming %q", p, err, tc.key)
 			}
 		})
 	}
 	// acks=all spelled as -1 and idempotence as 1 are accepted.
 	p, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: "127.0.0.1:1", Logger: kafkatest.Logger(), Overrides: map[string]any{"acks": -1, "enable.idempotence": 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestErrConfigIsErrInvalid: kafka's configuration errors are construction errors like the
+// pipeline's: one errors.Is(err, pipeline.ErrInvalid) catches both.
+func TestErrConfigIsErrInvalid(t *testing.T) {
+	if !errors.Is(kafka.ErrConfig, pipeline.ErrInvalid) {
+		t.Fatalf("kafka.ErrConfig (%v) does not wrap pipeline.ErrInvalid", kafka.ErrConfig)
+	}
+	_, err := kafka.NewSource(kafka.Config{})
+	if !errors.Is(err, pipeline.ErrInvalid) {
+		t.Fatalf("NewSource(Config{}) = %v, want an error wrapping pipeline.ErrInvalid", err)
+	}
+}
+
+// TestSourceNewProducerConflicts: a producer made by Source.NewProducer takes the source's
+// brokers, budget and largest message; one that states another value fails with ErrConfig
+// (and pipeline.ErrInvalid) naming the field and the source's value, and no producer is made.
+func TestSourceNewProducerConflicts(t *testing.T) {
+	src := newSource(t, kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"t"}, Logger: kafkatest.Logger(),
+		Budget: 32 << 20, MaxMessageBytes: 256 << 10})
+	defer src.Close(context.Background())
+	for _, tc := range []struct {
+		name string
+		cfg  kafka.ProducerConfig
+		want []string
+	}{
+		{"budget", kafka.ProducerConfig{Budget: 64 << 20}, []string{"ProducerConfig.Budget", "32 MiB", "64 MiB"}},
+		{"max message", kafka.ProducerConfig{MaxMessageBytes: 1 << 20}, []string{"ProducerConfig.MaxMessageBytes", "256 KiB", "1 MiB"}},
+		{"brokers", kafka.ProducerConfig{Brokers: "127.0.0.1:2"}, []string{"ProducerConfig.Brokers", "127.0.0.1:1", "127.0.0.1:2"}},
+		{"all three", kafka.ProducerConfig{Brokers: "127.0.0.1:2", Budget: 8 << 20, MaxMessageBytes: 1000},
+			[]string{"ProducerConfig.Brokers", "ProducerConfig.Budget", "ProducerConfig.MaxMessageBytes", "1000 bytes"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p, err := src.NewProducer(tc.cfg)
+			if err == nil {
+				_ = p.Close(context.Background())
+				t.Fatal("no error")
+			}
+			if p != nil || !errors.Is(err, kafka.ErrConfig) || !errors.Is(err, pipeline.ErrInvalid) {
+				t.Fatalf("producer %v, error %v: want ErrConfig wrapping pipeline.ErrInvalid", p, err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+		})
+	}
+	// The source's own values, stated again, agree with it.
+	p, err := src.NewProducer(kafka.ProducerConfig{Brokers: "127.0.0.1:1", Budget: 32 << 20, MaxMessageBytes: 256 << 10})
 	if err != nil {
 		t.Fatal(err)
 	}

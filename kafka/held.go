@@ -15,7 +15,7 @@ import (
 
 // msgSize is what m holds on the heap, counted as pipeline.EventSize counts the event made from
 // it: key, value, header names and values, pipeline.HeaderOverhead per header and
-// pipeline.EventOverhead. Held messages and runs are counted with it whatever size function the
+// pipeline.EventOverhead. Held messages and bursts are counted with it whatever size function the
 // pipeline uses, so Memory.Held bounds what they really hold.
 func msgSize(m *ckafka.Message) int64 {
 	n := int64(len(m.Key)+len(m.Value)) + pipeline.EventOverhead
@@ -66,13 +66,13 @@ const maxHeldPerPartition = 256
 // and a refetch (librdkafka fetches a resumed partition again only about a second later). Once
 // all partitions together hold Memory.Held it pauses every partition, and resumeIfRoom resumes
 // none until they hold less: Poll returns nothing of a paused partition, so only the rest of
-// the run being flushed can still be held (Memory.HeldMax).
+// the burst being flushed can still be held (Memory.HeldMax).
 //
 // A record larger than the in-flight budget (oversized: it reaches the pipeline only through
 // the error handler, one at a time) is held outside Memory.Held, which it would fill by itself
 // and so pause every partition while a dead-letter topic is down: it pauses its own partition
 // only (Poll then returns nothing more of it, so a partition holds at most the oversized
-// records of one run: one, since a run ends at maxRunBytes). Records above the budget are
+// records of one burst: one, since a burst ends at maxBurstBytes). Records above the budget are
 // outside the memory formula.
 func (s *Source) hold(ps *partState, m *ckafka.Message, pause bool) {
 	n := s.heldSize(m)

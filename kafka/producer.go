@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,36 +13,6 @@ import (
 
 	"github.com/sluicehq/sluice/stage"
 )
-
-// DefaultFlushTimeout bounds the producer's flush at close.
-const DefaultFlushTimeout = 10 * time.Second
-
-// ProducerConfig configures a Producer. Zero values take the documented defaults.
-type ProducerConfig struct {
-	// Brokers is the bootstrap list (bootstrap.servers). Required.
-	Brokers string
-	// Topic is where records that name no topic go. Optional.
-	Topic string
-	// Budget is the same whole budget as the Source's; the producer queue gets its share
-	// (queue.buffering.max.kbytes = Plan(Budget).ProducerQueue/1024 — never librdkafka's 1 GiB
-	// default). Default 64 MiB.
-	Budget int64
-	// MaxMessageBytes is the largest record (message.max.bytes is set above it). Default 1 MiB.
-	MaxMessageBytes int64
-	// FlushTimeout bounds the flush at Close; what is not delivered by then is purged and its
-	// events are not committed. Default 10s.
-	FlushTimeout time.Duration
-	// Overrides sets other librdkafka properties. acks must stay "all" and enable.idempotence
-	// true.
-	Overrides map[string]any
-	// Logger receives delivery errors, and librdkafka's log lines when ForwardLogs is set.
-	// Default slog.Default().
-	Logger *slog.Logger
-	// ForwardLogs sends librdkafka's log lines to Logger; default false (librdkafka writes
-	// them to stderr). When set, one more goroutine waits inside librdkafka for up to 100 ms at
-	// a time holding a Go P: see Config.ForwardLogs for what that costs on one CPU.
-	ForwardLogs bool
-}
 
 // Record is a message to produce. Topic defaults to ProducerConfig.Topic; the partition is
 // chosen by librdkafka's partitioner from Key.
@@ -63,6 +32,11 @@ var ErrProducerClosed = errors.New("kafka: producer closed")
 // goroutine runs from NewProducer to Close; it never runs an error handler (a failed delivery
 // is Nacked, and the pipeline handles it on its error-handling goroutine), so nothing it does
 // can wait for a dead-letter topic.
+//
+// Ownership: the producer belongs to whoever created it (NewProducer, Source.NewProducer).
+// The pipeline never closes it: its Sink stage only flushes its own records at the end of Run.
+// Close it after Run returns (defer prod.Close(ctx)); until then it accepts records, so a
+// dead-letter handler on it works through the whole close phase.
 type Producer struct {
 	cfg         ProducerConfig
 	p           *ckafka.Producer
@@ -70,7 +44,7 @@ type Producer struct {
 	logs        chan ckafka.LogEvent
 	reader      sync.WaitGroup
 	delivered   chan struct{} // capacity 1: a delivery report arrived (room in the queue)
-	outstanding atomic.Int64  // produced, delivery report not yet handled
+	outstanding atomic.Int64  // produced by a sink, delivery report not yet handled
 	closeOnce   sync.Once
 	closeErr    error
 
@@ -82,65 +56,6 @@ type Producer struct {
 	state int // open, closing (Produce refused), destroyed (no call into librdkafka)
 
 	queueFull, deliveryErrors, deadLetters atomic.Uint64
-}
-
-// NewProducer validates cfg and starts the producer. A configuration error names the key.
-func NewProducer(cfg ProducerConfig) (*Producer, error) {
-	if cfg.Budget == 0 {
-		cfg.Budget = DefaultBudget
-	}
-	if cfg.MaxMessageBytes == 0 {
-		cfg.MaxMessageBytes = DefaultMaxMessageBytes
-	}
-	if cfg.FlushTimeout == 0 {
-		cfg.FlushTimeout = DefaultFlushTimeout
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.Default()
-	}
-	errs := checkClient(cfg.Brokers, cfg.Budget, cfg.MaxMessageBytes)
-	for _, key := range []string{"acks", "request.required.acks"} { // request.required.acks is librdkafka's alias
-		if v, ok := cfg.Overrides[key]; ok && strings.ToLower(fmt.Sprint(v)) != "all" && fmt.Sprint(v) != "-1" {
-			errs = append(errs, configErr(key, "must be all (at-least-once), got %v", v))
-		}
-	}
-	if v, ok := cfg.Overrides["enable.idempotence"]; ok && !isTrue(v) {
-		errs = append(errs, configErr("enable.idempotence", "must be true, got %v", v))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
-	mem := Plan(cfg.Budget, cfg.MaxMessageBytes)
-	var logs chan ckafka.LogEvent // nil: librdkafka logs to stderr (see ForwardLogs)
-	if cfg.ForwardLogs {
-		logs = make(chan ckafka.LogEvent, 1024)
-	}
-	cm := ckafka.ConfigMap{
-		"bootstrap.servers":          cfg.Brokers,
-		"enable.idempotence":         true,
-		"acks":                       "all",
-		"queue.buffering.max.kbytes": int(max(mem.ProducerQueue/1024, 1)),
-		"message.max.bytes":          int(max(cfg.MaxMessageBytes+64<<10, 1000000)),
-		"linger.ms":                  5,
-		"go.delivery.report.fields":  "none",
-		"log_level":                  5,
-	}
-	if logs != nil {
-		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs
-	}
-	for k, v := range cfg.Overrides {
-		if err := cm.SetKey(k, v); err != nil {
-			return nil, configErr(k, "%v", err)
-		}
-	}
-	p, err := ckafka.NewProducer(&cm)
-	if err != nil {
-		return nil, fmt.Errorf("kafka: new producer: %w: %w", err, ErrConfig)
-	}
-	pr := &Producer{cfg: cfg, p: p, log: cfg.Logger, logs: logs, delivered: make(chan struct{}, 1)}
-	pr.reader.Add(1)
-	go pr.readReports()
-	return pr, nil
 }
 
 // Producer states (Producer.state).
@@ -159,8 +74,8 @@ func (p *Producer) readReports() {
 	for e := range p.p.Events() {
 		switch ev := e.(type) {
 		case *ckafka.Message:
-			done, _ := ev.Opaque.(stage.Done)
-			err := ev.TopicPartition.Error
+			rec, _ := ev.Opaque.(*sinkRecord) // dead letters have their own report channel
+			done, err := rec.done, ev.TopicPartition.Error
 			switch {
 			case err == nil:
 				done.Ack()
@@ -178,6 +93,7 @@ func (p *Producer) readReports() {
 				done.Nack(fmt.Errorf("kafka: deliver to %s: %w: %w", ev.TopicPartition, stage.ErrNotDelivered, err))
 			}
 			p.outstanding.Add(-1)
+			rec.sink.delivered() // after done ended: the sink's flush waits for that
 			select {
 			case p.delivered <- struct{}{}:
 			default:
@@ -210,17 +126,6 @@ func (p *Producer) fatalError() error {
 func isPurged(err error) bool {
 	var ke ckafka.Error
 	return errors.As(err, &ke) && (ke.Code() == ckafka.ErrPurgeQueue || ke.Code() == ckafka.ErrPurgeInflight)
-}
-
-func (p *Producer) drainLogs() {
-	for {
-		select {
-		case l := <-p.logs:
-			p.log.Debug("librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag, "level", l.Level)
-		default:
-			return
-		}
-	}
 }
 
 func (p *Producer) message(rec Record, opaque any) *ckafka.Message {
@@ -279,35 +184,15 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 	}
 }
 
-// Sink returns the producing sink stage: each Record is produced and its events complete only
-// when the delivery report succeeds. A failed delivery (after librdkafka's own retries; for
-// instance message.timeout.ms expired during an output outage), like a produce that fails at
-// once, wraps stage.ErrNotDelivered and goes through the stage's error policy: the default
-// error handler stops the pipeline with it and DeadLetter writes the input to the dead-letter
-// topic, so the input is committed only once the record was written somewhere. A fatal
-// producer error (librdkafka raises one when idempotence can no longer be guaranteed, and the
-// producer then delivers nothing more) stops the pipeline with that error, whatever the
-// policy, and its events are not committed. At the end of the pipeline's Run the stage closes
-// the producer (flush within FlushTimeout; what is left is purged and not committed).
-func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
-	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
-		p.outstanding.Add(1)
-		if err := p.produce(ctx, p.message(rec, done), nil); err != nil {
-			p.outstanding.Add(-1)
-			if isFatal(err) {
-				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w: %w", stage.ErrNotDelivered, err))
-				return nil
-			}
-			return fmt.Errorf("kafka: produce: %w: %w", stage.ErrNotDelivered, err)
-		}
-		return nil
-	}, append([]stage.Option{stage.WithClose(p.Close)}, opts...)...)
-}
-
 // Close flushes (within FlushTimeout, or ctx), then stops accepting records (a produce or a
 // dead letter from then on fails with ErrProducerClosed), purges what is left (those events
 // are not committed), waits for every delivery report and closes the producer. A dead letter
 // produced during the flush is flushed with the rest. Idempotent.
+//
+// The caller closes the producer it created, once nothing produces through it: after the Run
+// of every pipeline whose sink or dead-letter handler uses it (closing it earlier fails their
+// records with ErrProducerClosed). Blocking: at most FlushTimeout or ctx's time, plus the wait
+// for the purged records' reports.
 func (p *Producer) Close(ctx context.Context) error {
 	p.closeOnce.Do(func() {
 		deadline := time.Now().Add(p.cfg.FlushTimeout)

@@ -6,10 +6,37 @@ import (
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 )
 
+type tpKey struct {
+	topic     string
+	partition int32
+}
+
+// partState is one assigned partition's current sequence of offsets (or, retired, an earlier
+// assignment or sequence whose events are still in flight). Fields marked "mu" are guarded by
+// Source.mu; the rest belong to the polling goroutine.
+type partState struct {
+	tp       tpKey
+	epoch    uint64   // mu (changed only by restartSeq)
+	tr       *tracker // mu
+	inflight int      // mu: events of this epoch emitted and not completed
+	g        *gate    // mu: the partition's ordering gate (shared by its epochs)
+	revoking bool     // mu (written by the polling goroutine only)
+	gone     bool     // mu: retired; completions release their slots and are never committed
+
+	held      []*ckafka.Message // messages received but not emitted, in offset order
+	heldBytes int64             // their bytes, counted by msgSize
+	paused    bool
+	gatedNow  bool  // flush gated one of its messages: the rest of the burst waits too
+	committed int64 // last committed offset, -1 none
+	lastRecv  int64 // the newest offset received on this assignment, -1 none
+	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
+	full      bool  // paused at the span bound (window.go) until the span halves
+}
+
 // rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
 // the polling goroutine.
 func (s *Source) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
-	// The run goes out (or is held) first: a revoke must find its partitions' messages
+	// The burst goes out (or is held) first: a revoke must find its partitions' messages
 	// emitted or held, never taken and unsent.
 	s.flush(s.runCtx)
 	switch e := ev.(type) {

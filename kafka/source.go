@@ -27,10 +27,10 @@ import (
 // partition's prefetched messages and refetches from the position after the last message it
 // returned, which the held messages cover: nothing is lost.
 //
-// Hand-over: the messages Poll returns back to back are handed to the pipeline in runs (up to
-// pipeline.MaxRun messages or 256 KiB, see run.go) when the first stage reads its input from
-// one goroutine: one lock, one budget acquisition and one edge slot per run; a one-worker sink
-// with fast calls then finishes the run's events together (CompleteMany). A run is flushed as
+// Hand-over: the messages Poll returns back to back are handed to the pipeline in bursts (up to
+// 32 messages or 256 KiB, see handover.go) when the first stage reads its input from
+// one goroutine: one lock, one budget acquisition and one edge slot per burst; a one-worker sink
+// with fast calls then finishes the burst's events together (CompleteMany). A burst is flushed as
 // soon as Poll has nothing ready, so it adds no waiting.
 //
 // Offsets: each partition's tracker commits the highest contiguous finished offset + 1, on
@@ -64,10 +64,10 @@ type Source struct {
 	retrySeq   uint64          // doneSeq when the held messages were last retried
 	spanSeq    uint64          // doneSeq when the spans at the bound were last re-read
 	last       *partState      // the partition of the previous message (nil after a rebalance)
-	run        []runMsg        // messages polled and not yet admitted or held: see flush
-	runOut     []*stage.Event  // flush's admitted events (kept for the capacity)
-	runGated   []int           // flush's gated messages, as indices into run
-	runBytes   int             // bytes of the run, counted by msgSize
+	burst      []burstMsg      // messages polled and not yet admitted or held: see flush
+	burstOut   []*stage.Event  // flush's admitted events (kept for the capacity)
+	burstGated []int           // flush's gated messages, as indices into burst
+	burstBytes int             // bytes of the burst, counted by msgSize
 	events     flow.Cache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
@@ -79,33 +79,6 @@ type Source struct {
 	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
 
 	st sourceCounters
-}
-
-type tpKey struct {
-	topic     string
-	partition int32
-}
-
-// partState is one assigned partition's current sequence of offsets (or, retired, an earlier
-// assignment or sequence whose events are still in flight). Fields marked "mu" are guarded by
-// Source.mu; the rest belong to the polling goroutine.
-type partState struct {
-	tp       tpKey
-	epoch    uint64   // mu (changed only by restartSeq)
-	tr       *tracker // mu
-	inflight int      // mu: events of this epoch emitted and not completed
-	g        *gate    // mu: the partition's ordering gate (shared by its epochs)
-	revoking bool     // mu (written by the polling goroutine only)
-	gone     bool     // mu: retired; completions release their slots and are never committed
-
-	held      []*ckafka.Message // messages received but not emitted, in offset order
-	heldBytes int64             // their bytes, counted by msgSize
-	paused    bool
-	gatedNow  bool  // flush gated one of its messages: the rest of the run waits too
-	committed int64 // last committed offset, -1 none
-	lastRecv  int64 // the newest offset received on this assignment, -1 none
-	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
-	full      bool  // paused at the span bound (window.go) until the span halves
 }
 
 // NewSource validates cfg and creates the consumer (it connects in the background; it
@@ -132,16 +105,6 @@ func NewSource(cfg Config) (*Source, error) {
 	return s, nil
 }
 
-// Memory returns the effective split of the budget (overrides included).
-func (s *Source) Memory() Memory { return s.mem }
-
-// PipelineOptions returns the pipeline options that match the source: the in-flight budget
-// (Memory().InFlight) and the largest event. pipeline.New applies them itself, before the
-// options it is given.
-func (s *Source) PipelineOptions() []pipeline.Option {
-	return []pipeline.Option{pipeline.WithBudget(s.mem.InFlight), pipeline.WithMaxEventBytes(s.cfg.MaxMessageBytes)}
-}
-
 // Consumer returns the underlying consumer, for metadata queries. Do not poll, assign, pause
 // or commit through it.
 func (s *Source) Consumer() *ckafka.Consumer { return s.c }
@@ -156,14 +119,14 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)
 	}
 	s.lastCommit = time.Now()
-	defer s.dropRun()
+	defer s.dropBurst()
 	for ctx.Err() == nil {
 		timeout := int(pollInterval / time.Millisecond)
 		if s.held > 0 || s.st.paused.Load() > 0 {
 			timeout = 10 // held messages and paused partitions wait for room: look again soon
 		}
-		if len(s.run) > 0 {
-			timeout = 0 // the run goes out as soon as Poll has nothing ready
+		if len(s.burst) > 0 {
+			timeout = 0 // the burst goes out as soon as Poll has nothing ready
 		}
 		s.polls++
 		idle := true // anything but a message: do the periodic work now
@@ -234,30 +197,9 @@ func (s *Source) onError(e ckafka.Error) error {
 	return nil
 }
 
-func (s *Source) drainLogs() {
-	for {
-		select {
-		case l := <-s.logs:
-			s.st.logs.Add(1)
-			level := slog.LevelDebug
-			switch {
-			case l.Level <= 3:
-				level = slog.LevelError
-			case l.Level == 4:
-				level = slog.LevelWarn
-			case l.Level <= 6:
-				level = slog.LevelInfo
-			}
-			s.log.Log(context.Background(), level, "librdkafka: "+l.Message, "client", l.Name, "tag", l.Tag)
-		default:
-			return
-		}
-	}
-}
-
 func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	// parts and revoking change only on this goroutine: no lock to find the partition, and
-	// runs of messages from one partition skip the map.
+	// bursts of messages from one partition skip the map.
 	ps := s.last
 	if ps == nil || ps.tp.partition != m.TopicPartition.Partition || ps.tp.topic != *m.TopicPartition.Topic {
 		ps = s.parts[tpKey{*m.TopicPartition.Topic, m.TopicPartition.Partition}]
@@ -272,7 +214,7 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
-	if len(ps.held) > 0 { // the run holds none of ps's messages: they would precede these
+	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these
 		s.mu.Lock()
 		ps.tr.received(int64(m.TopicPartition.Offset), s.gateKey(m))
 		ps.span = ps.tr.pending()
@@ -287,20 +229,6 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.flush(ctx)
 	}
 }
-
-// emitWait is how long the polling goroutine waits for the first stage to take a message
-// when the budget has room, before holding it and pausing the partition. Short enough that
-// Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
-// busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
-const emitWait = 50 * time.Millisecond
-
-type emitResult int
-
-const (
-	emitted emitResult = iota
-	gated              // ordering or per-partition limit: other partitions may go on
-	full               // budget or first edge full: nothing can go on
-)
 
 // leaveGroup unsubscribes and polls (dropping messages: nothing more is emitted) until the
 // revoke has run and nothing is assigned, or ctx ends. Closing a consumer in the middle of a

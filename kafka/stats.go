@@ -8,7 +8,7 @@ import (
 type sourceCounters struct {
 	assigned, paused                                          atomic.Int64
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
-	late, stale, unfinished, errors, logs, runs, runMsgs      atomic.Uint64
+	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
 	rewinds                                                   atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
@@ -29,8 +29,8 @@ type SourceStats struct {
 	Rewinds         uint64           // offsets that moved backwards on an assignment (log truncated, topic re-created)
 	Errors          uint64           // librdkafka errors
 	Logs            uint64           // librdkafka log lines forwarded to slog
-	Runs            uint64           // runs of polled messages handed over (in one piece if the first stage takes runs)
-	RunMessages     uint64           // messages in those runs (RunMessages/Runs: the mean run)
+	Bursts          uint64           // bursts of polled messages handed over (in one piece if the first stage takes them whole)
+	BurstMessages   uint64           // messages in those bursts (BurstMessages/Bursts: the mean burst)
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers
 	TxBytes         int64            // bytes sent to brokers
@@ -89,7 +89,7 @@ func (s *Source) Stats() SourceStats {
 		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
 		Rewinds: s.st.rewinds.Load(),
 		Errors:  s.st.errors.Load(), Logs: s.st.logs.Load(),
-		Runs: s.st.runs.Load(), RunMessages: s.st.runMsgs.Load(),
+		Bursts: s.st.bursts.Load(), BurstMessages: s.st.burstMsgs.Load(),
 	}
 	if raw := s.st.statsJSON.Load(); raw != nil {
 		parseStats(*raw, &st)

@@ -10,7 +10,7 @@ import ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 // Enforcement, on the polling goroutine: ps.span is an upper bound of the span, exact
 // whenever the goroutine holds s.mu (each flush, each held receipt) and counting the messages
 // collected since; completions only shrink the real span. When ps.span reaches the limit the
-// run is flushed, and if the exact span is at the limit the partition is paused. librdkafka
+// burst is flushed, and if the exact span is at the limit the partition is paused. librdkafka
 // returns none of a partition's messages once Pause returned (those it prefetched are
 // dropped and fetched again after Resume), so the span never exceeds the limit. The partition
 // resumes (resumeIfRoom) once completions brought its span down to half the limit.
@@ -53,7 +53,7 @@ func (s *Source) refreshSpans() {
 // under the old epoch until they complete, never committed; its held messages were never
 // emitted and are dropped: the log they came from no longer has them.
 //
-// Polling goroutine; the caller flushed the run first, so it holds none of ps's messages.
+// Polling goroutine; the caller flushed the burst first, so it holds none of ps's messages.
 func (s *Source) restartSeq(ps *partState, m *ckafka.Message) {
 	s.st.rewinds.Add(1)
 	s.log.Warn("sluice/kafka: offsets moved backwards (log truncated or topic re-created): committing from the new offsets",

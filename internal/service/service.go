@@ -44,7 +44,7 @@ type Spec struct {
 type Env struct {
 	Config   *Config
 	Source   *kafka.Source
-	Producer *kafka.Producer
+	Producer *kafka.Producer // Source.NewProducer's: the service closes it after Run
 	Log      *slog.Logger
 }
 
@@ -182,13 +182,15 @@ func run(ctx context.Context, spec Spec, cfg *Config, log *slog.Logger) (err err
 	if err != nil {
 		return err
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: brokers, Budget: cfg.Budget, MaxMessageBytes: spec.MaxMessageBytes,
-		Logger: log, Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})
+	// The source's brokers, budget, largest message and logger; the producer is ours to close,
+	// after Run (the pipeline's sink only flushes it, and a dead-letter handler may use it to
+	// the end of the close phase).
+	prod, err := src.NewProducer(kafka.ProducerConfig{Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})
 	if err != nil {
 		src.Close(context.Background())
 		return err
 	}
-	defer prod.Close(context.Background()) // idempotent: the produce sink closes it first
+	defer prod.Close(context.Background())
 	p, err := spec.Build(&Env{Config: cfg, Source: src, Producer: prod, Log: log})
 	if err != nil {
 		src.Close(context.Background())

@@ -204,10 +204,11 @@ func TestFaultAttack4ReadmeMinimalPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "orders-out"})
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "orders-out"}) // the source's brokers, budget and largest message
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer prod.Close(context.Background()) // the producer is yours: close it after Run (the pipeline only flushes it)
 
 	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("orders-dlq"))) // src brings its budget
 	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithRetry(stage.Retry{Retries: 2, Backoff: 10 * time.Millisecond, MaxBackoff: time.Second})))
@@ -380,6 +381,7 @@ func TestFaultAttack4RebalanceWithSlowDeadLetters(t *testing.T) {
 		if took := time.Since(began); took > drain+2*closeT+time.Second {
 			t.Errorf("%s: Run took %v, want within drain + 2 × close (%v)", what, took, drain+2*closeT)
 		}
+		_ = m.prod.Close(context.Background()) // the members' producers are the test's: Run only flushed the sink's
 		_ = m.dlqP.Close(context.Background())
 		t.Logf("%s: Run returned after %v: %v; sink %+v; dlq %+v", what, time.Since(began).Round(time.Millisecond), err, m.prod.Stats(), m.dlqP.Stats())
 		return err

@@ -115,10 +115,11 @@ func copyPipeline(t *testing.T, addr, group string) (*pipeline.Pipeline, *kafka.
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: kafkatest.Logger(), Budget: 8 << 20, MaxMessageBytes: 256 << 10})
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) }) // before the broker's cleanup, registered earlier
 	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...)}, nil

@@ -45,11 +45,11 @@ func startCopy(t *testing.T, addr string, o copyOpts) *copyRun {
 	if err != nil {
 		t.Fatal(err)
 	}
-	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: addr, Topic: "out", Logger: kafkatest.Logger(), Budget: 8 << 20,
-		MaxMessageBytes: 256 << 10, Overrides: map[string]any{"message.timeout.ms": o.timeout}})
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out", Overrides: map[string]any{"message.timeout.ms": o.timeout}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) }) // the test's producer: the sink only flushes it
 	opts := append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))
 	if o.dlq != "" {
 		dlqProd := prod
@@ -154,9 +154,9 @@ func refuseProduce(cl *kafkatest.Cluster, topic string) *kfake.FaultHandle {
 // returns within the drain and close timeouts, no goroutine is left, and no offset is
 // committed past the first record that was neither written nor dead-lettered. The handler
 // runs on the pipeline's error-handling goroutine, never on the sink producer's
-// delivery-report reader (which Close waits for), and its context is cancelled when the close
-// phase gives up: with a dead-letter producer of its own, nothing else would stop it; with the
-// sink's producer, that producer's Close refuses the handler's next record.
+// delivery-report reader, and its context is cancelled when the close phase gives up: nothing
+// else stops it, with a dead-letter producer of its own or with the sink's (the sink's close
+// hook only flushes; the producer accepts records until the test closes it after Run).
 func TestFaultShutdownDeadLetterRefusing(t *testing.T) {
 	for _, own := range []bool{false, true} {
 		name := map[bool]string{false: "sink's producer", true: "own producer"}[own]

@@ -8,15 +8,15 @@ import (
 	"github.com/sluicehq/sluice/pipeline"
 )
 
-// TestSourceHandsOverInRuns: messages Poll returns back to back reach a one-worker stage in
-// runs (Stats: more than one message per run on average), each key in offset order (OrderKey,
-// the default: a run stops short of a key already in flight, and the held messages follow in
-// order), each message once, and the commits reach the end.
-func TestSourceHandsOverInRuns(t *testing.T) {
+// TestSourceHandsOverInBursts: messages Poll returns back to back reach a one-worker stage in
+// bursts (Stats: more than one message per burst on average), each key in offset order
+// (OrderKey, the default: a burst stops short of a key already in flight, and the held messages
+// follow in order), each message once, and the commits reach the end.
+func TestSourceHandsOverInBursts(t *testing.T) {
 	const n, parts = 3000, 3
 	cl := startCluster(t, kafkatest.Topic("in", parts))
 	want := produceN(t, cl.Addr(), "in", "v", n, 50)
-	src := newSource(t, sourceConfig(cl.Addr(), "g-runs", "in"))
+	src := newSource(t, sourceConfig(cl.Addr(), "g-bursts", "in"))
 	var got seen
 	r := start(t, src, func(b *pipeline.Builder) { pipeline.To(b.Source(), got.sink("collect", nil)) })
 	kafkatest.WaitFor(t, 60*time.Second, "every message", func() bool { return len(got.all()) >= n })
@@ -37,11 +37,11 @@ func TestSourceHandsOverInRuns(t *testing.T) {
 		last[pk{rc.Partition, rc.Key}] = rc.Offset
 	}
 	st := src.Stats()
-	if st.Runs == 0 || st.RunMessages <= st.Runs {
-		t.Fatalf("runs %d carrying %d messages: want runs of more than one message", st.Runs, st.RunMessages)
+	if st.Bursts == 0 || st.BurstMessages <= st.Bursts {
+		t.Fatalf("bursts %d carrying %d messages: want bursts of more than one message", st.Bursts, st.BurstMessages)
 	}
 	if err := r.stop(); err != nil {
 		t.Fatal(err)
 	}
-	requireCommittedAtEnd(t, cl.Addr(), "g-runs", "in", parts)
+	requireCommittedAtEnd(t, cl.Addr(), "g-bursts", "in", parts)
 }

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -9,50 +10,65 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-// The polling goroutine hands messages over in runs: it collects the messages Poll returns
+// The polling goroutine hands messages over in bursts: it collects the messages Poll returns
 // back to back (up to handover.MaxBurst) and flushes them together, which costs one lock, one
-// budget acquisition and one slot of the first edge per run instead of per message. A run is
+// budget acquisition and one slot of the first edge per burst instead of per message. A burst is
 // flushed when Poll has nothing ready, when it is full, before held messages are retried, and
-// when a rebalance starts: a run never waits on a blocking Poll, and a revoke finds its
-// partitions' messages emitted or held, never in a run. Messages are held only by a flush, or
+// when a rebalance starts: a burst never waits on a blocking Poll, and a revoke finds its
+// partitions' messages emitted or held, never in a burst. Messages are held only by a flush, or
 // directly when their partition already holds some: a partition that holds messages has none
-// in the run, so its next messages are held after them, in order.
+// in the burst, so its next messages are held after them, in order.
 
-// runMsg is one message of the run, with its event (built, not yet emitted).
-type runMsg struct {
+// emitWait is how long the polling goroutine waits for the first stage to take a message
+// when the budget has room, before holding it and pausing the partition. Short enough that
+// Poll runs often (rebalances, max.poll.interval.ms); long enough that a stage which is merely
+// busy does not cause a pause, a discarded prefetch and a refetch on every fetch burst.
+const emitWait = 50 * time.Millisecond
+
+type emitResult int
+
+const (
+	emitted emitResult = iota
+	gated              // ordering or per-partition limit: other partitions may go on
+	full               // budget or first edge full: nothing can go on
+)
+
+// burstMsg is one message of the burst, with its event (built, not yet emitted).
+type burstMsg struct {
 	ps *partState
 	m  *ckafka.Message
 	ev *stage.Event
 }
 
-// maxRunBytes bounds the bytes of a run (counted by msgSize: headers and overhead included):
-// runs of large messages are shorter, so the few runs the first edge queues stay a small working
-// set (the hand-over cost a run saves is per message, negligible next to copying a large one).
-const maxRunBytes = 256 << 10
+// maxBurstBytes bounds the bytes of a burst (counted by msgSize: headers and overhead included):
+// bursts of large messages are shorter, so the few bursts the first edge queues stay a small
+// working set (the hand-over cost a burst saves is per message, negligible next to copying a
+// large one).
+const maxBurstBytes = 256 << 10
 
-// collect adds m to the run. It reports whether the run is full, or m's partition may have
+// collect adds m to the burst. It reports whether the burst is full, or m's partition may have
 // reached its span bound (window.go): flush it.
 func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
-	s.run = append(s.run, runMsg{ps: ps, m: m, ev: s.event(ps, m)})
-	s.runBytes += int(msgSize(m))
+	s.burst = append(s.burst, burstMsg{ps: ps, m: m, ev: s.event(ps, m)})
+	s.burstBytes += int(msgSize(m))
 	ps.span++
-	return len(s.run) == handover.MaxBurst || s.runBytes >= maxRunBytes || s.atBound(ps)
+	return len(s.burst) == handover.MaxBurst || s.burstBytes >= maxBurstBytes || s.atBound(ps)
 }
 
-// flush records the run's offsets, admits what its partitions' ordering and limits allow,
+// flush records the burst's offsets, admits what its partitions' ordering and limits allow,
 // hands the admitted events to the pipeline in one piece, and holds, in order, what was gated
 // and what the pipeline did not take (pausing those partitions). A partition whose span
 // reached its bound is paused too.
 func (s *Source) flush(ctx context.Context) {
-	if len(s.run) == 0 {
+	if len(s.burst) == 0 {
 		return
 	}
-	s.st.runs.Add(1)
-	s.st.runMsgs.Add(uint64(len(s.run)))
-	out, gated := s.runOut[:0], s.runGated[:0]
+	s.st.bursts.Add(1)
+	s.st.burstMsgs.Add(uint64(len(s.burst)))
+	out, gated := s.burstOut[:0], s.burstGated[:0]
 	s.mu.Lock()
-	for i := range s.run {
-		r := &s.run[i]
+	for i := range s.burst {
+		r := &s.burst[i]
 		r.ps.tr.received(int64(r.m.TopicPartition.Offset), s.gateKey(r.m))
 		r.ps.span = r.ps.tr.pending()
 		if r.ps.gatedNow || !s.admit(r.ps, r.m) {
@@ -66,17 +82,17 @@ func (s *Source) flush(ctx context.Context) {
 	n := s.emit.TryEmitBurst(ctx, out, emitWait)
 	if n < len(out) {
 		// Not taken: undo, then hold in order (per partition, these precede its gated ones).
-		// out is a subsequence of the run: walk both.
+		// out is a subsequence of the burst: walk both.
 		s.mu.Lock()
-		for i, j := 0, n; i < len(s.run) && j < len(out); i++ {
-			if r := &s.run[i]; r.ev == out[j] {
+		for i, j := 0, n; i < len(s.burst) && j < len(out); i++ {
+			if r := &s.burst[i]; r.ev == out[j] {
 				j++
 				s.untake(r.ps, r.m)
 			}
 		}
 		s.mu.Unlock()
-		for i, j := 0, n; i < len(s.run) && j < len(out); i++ {
-			if r := &s.run[i]; r.ev == out[j] {
+		for i, j := 0, n; i < len(s.burst) && j < len(out); i++ {
+			if r := &s.burst[i]; r.ev == out[j] {
 				j++
 				s.dropEvent(r.ev)
 				s.hold(r.ps, r.m, true)
@@ -84,29 +100,29 @@ func (s *Source) flush(ctx context.Context) {
 		}
 	}
 	for _, i := range gated {
-		r := &s.run[i]
+		r := &s.burst[i]
 		r.ps.gatedNow = false
 		s.dropEvent(r.ev)
 		s.hold(r.ps, r.m, false)
 	}
-	for i := range s.run {
-		if ps := s.run[i].ps; !ps.full && s.atBound(ps) {
+	for i := range s.burst {
+		if ps := s.burst[i].ps; !ps.full && s.atBound(ps) {
 			s.pauseFull(ps)
 		}
 	}
 	clear(out)
-	clear(s.run)
-	s.run, s.runOut, s.runGated, s.runBytes = s.run[:0], out[:0], gated[:0], 0
+	clear(s.burst)
+	s.burst, s.burstOut, s.burstGated, s.burstBytes = s.burst[:0], out[:0], gated[:0], 0
 }
 
-// dropRun gives up the run (Run is returning): its messages were neither received nor
+// dropBurst gives up the burst (Run is returning): its messages were neither received nor
 // counted, and are consumed again by the next owner or after a restart.
-func (s *Source) dropRun() {
-	for i := range s.run {
-		s.dropEvent(s.run[i].ev)
+func (s *Source) dropBurst() {
+	for i := range s.burst {
+		s.dropEvent(s.burst[i].ev)
 	}
-	clear(s.run)
-	s.run, s.runBytes = s.run[:0], 0
+	clear(s.burst)
+	s.burst, s.burstBytes = s.burst[:0], 0
 }
 
 // tryEmit emits a held message m if its partition's ordering and limit admit it and the
