@@ -124,7 +124,7 @@ func TestTrackerCompactionOver100k(t *testing.T) {
 func emittedEvent(tag uint64, off int64, key string) *stage.Event {
 	ev := stage.GetEvent()
 	ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, ev.Key = "t", 0, off, tag, []byte(key)
-	flow.Hooks.Life(ev).Begin(flow.Origin{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Tag: ev.SourceTag}, 0, nil)
+	flow.Hooks.Life(ev).Begin(ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, 0, nil)
 	return ev
 }
 

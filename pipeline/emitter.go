@@ -164,7 +164,7 @@ func (e *Emitter) tryEmitBurst(ctx context.Context, evs []*stage.Event, wait tim
 			p.emitted.Add(int64(len(evs)))
 			for i, ev := range evs {
 				lives[i] = lifeOf(ev)
-				lives[i].Begin(originOf(ev), sizes[i], p.fin)
+				lives[i].Begin(ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, sizes[i], p.fin)
 			}
 			if flow.EmitBurst(ctx, p.first, evs, lives[:len(evs)], wait) {
 				return len(evs)
@@ -193,7 +193,7 @@ func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, wait time.Dur
 
 func (e *Emitter) begin(ev *stage.Event, size int64) {
 	e.p.emitted.Add(1)
-	lifeOf(ev).Begin(originOf(ev), size, e.p.fin)
+	lifeOf(ev).Begin(ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, size, e.p.fin)
 }
 
 // tooLarge hands an event larger than the whole budget (never admitted: the budget could not
@@ -229,11 +229,6 @@ func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 
 // lifeOf returns the engine's lifecycle of ev.
 func lifeOf(ev *stage.Event) *flow.Life { return flow.Hooks.Life(ev) }
-
-// originOf is ev's identity as the source set it, fixed at emission.
-func originOf(ev *stage.Event) flow.Origin {
-	return flow.Origin{Topic: ev.Topic, Partition: ev.Partition, Offset: ev.Offset, Tag: ev.SourceTag}
-}
 
 // burstEmitter is the Emitter as a polling source sees it (handover.Emitter).
 type burstEmitter struct{ e *Emitter }

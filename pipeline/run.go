@@ -301,6 +301,13 @@ func (p *Pipeline) handle(ctx context.Context, fe error) (err error) {
 	return nil
 }
 
+// eventBufs are FinishMany's slices of the events of a burst (a slice handed to the source's
+// CompleteMany escapes: one per call would be garbage on the hot path).
+var eventBufs = sync.Pool{New: func() any {
+	b := make([]*stage.Event, 0, flow.MaxBurst)
+	return &b
+}}
+
 // finisher is the pipeline as the flow.Finisher of its events. Its methods are the engine's:
 // no one else may finish an event.
 type finisher struct{ p *Pipeline }
@@ -333,8 +340,8 @@ func (f *finisher) FinishMany(ls []*flow.Life, ok []bool) {
 	p := f.p
 	var size int64
 	var bad uint64
-	var buf [flow.MaxBurst]*stage.Event
-	evs := buf[:0]
+	buf := eventBufs.Get().(*[]*stage.Event)
+	evs := (*buf)[:0]
 	for i, l := range ls {
 		size += l.Size()
 		if !ok[i] {
@@ -350,6 +357,8 @@ func (f *finisher) FinishMany(ls []*flow.Life, ok []bool) {
 		}
 	}
 	clear(evs)
+	*buf = evs[:0]
+	eventBufs.Put(buf)
 	p.completed.Add(uint64(len(ls)) - bad)
 	if bad > 0 {
 		p.failed.Add(bad)

@@ -111,7 +111,7 @@ func TestSinkRunsDirectlyOnAnEnvAndStartsOnce(t *testing.T) {
 	for i := range int64(5) {
 		ev := stage.GetEvent()
 		ev.Offset = i
-		life(ev).Begin(flow.Origin{Offset: i}, 1, &f)
+		life(ev).Begin("", 0, i, 0, 1, &f)
 		if err := flow.Emit(context.Background(), in, ev, life(ev)); err != nil {
 			t.Fatal(err)
 		}

@@ -38,12 +38,12 @@ func TestStaleFailedCompletionDoesNotTaintTheNextRecord(t *testing.T) {
 	var fin recordFinish
 	l := &Life{} // outside any pool, so the test can recycle it by hand
 	l.state.Store(liveBit)
-	l.Begin(Origin{}, 1, &fin)
+	l.Begin("", 0, 0, 0, 1, &fin)
 	stale := l.gen()
 	l.done(stale, nil)
 	// Recycle it as Release and GetEvent would: next generation, live again.
 	l.state.Store((uint64(stale)+1)<<genShift | liveBit)
-	l.Begin(Origin{}, 1, &fin)
+	l.Begin("", 0, 0, 0, 1, &fin)
 	before := pool.DoubleReleases()
 	l.done(stale, errors.New("late failure of the previous record"))
 	if pool.DoubleReleases() != before+1 {

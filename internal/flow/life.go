@@ -93,12 +93,18 @@ func (l *Life) Retire() bool {
 }
 
 // Reset clears what the pipeline set at emission; the generation and flags stay.
-func (l *Life) Reset() { l.origin, l.size, l.fin = Origin{}, 0, nil }
+func (l *Life) Reset() {
+	l.origin.Topic, l.origin.Partition, l.origin.Offset, l.origin.Tag = "", 0, 0, 0
+	l.size, l.fin = 0, nil
+}
 
-// Begin prepares the event for emission: its identity, its budget bytes, its finisher, and
-// the one reference the emission holds.
-func (l *Life) Begin(o Origin, size int64, fin Finisher) {
-	l.origin, l.size, l.fin = o, size, fin
+// Begin prepares the event for emission: its identity (the source's topic, partition, offset
+// and tag), its budget bytes, its finisher, and the one reference the emission holds.
+func (l *Life) Begin(topic string, partition int32, offset int64, tag uint64, size int64, fin Finisher) {
+	// Field by field: copying an Origin value (a struct holding a pointer) costs a bulk copy
+	// with write barriers on the hot path.
+	l.origin.Topic, l.origin.Partition, l.origin.Offset, l.origin.Tag = topic, partition, offset, tag
+	l.size, l.fin = size, fin
 	l.state.Add(1)
 }
 

@@ -3,7 +3,6 @@ package flow_test
 import (
 	"testing"
 
-	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/pool"
 	"github.com/sluicehq/sluice/stage"
 )
@@ -18,7 +17,7 @@ func TestEventCompleteFinishesOnceAndReleases(t *testing.T) {
 		t.Fatalf("GetEvent returned a dirty event: %+v", ev)
 	}
 	ev.Value = append(ev.Value, "abc"...)
-	life(ev).Begin(flow.Origin{}, 3, &f)
+	life(ev).Begin("", 0, 0, 0, 3, &f)
 	if life(ev).Size() != 3 {
 		t.Fatalf("Size() = %d after Begin(3)", life(ev).Size())
 	}
@@ -40,7 +39,7 @@ func TestEventUnbeginReturnsOwnership(t *testing.T) {
 	setDebug(t, true) // any misuse below panics
 	var f finisher
 	ev := stage.GetEvent()
-	life(ev).Begin(flow.Origin{}, 9, &f)
+	life(ev).Begin("", 0, 0, 0, 9, &f)
 	life(ev).Unbegin()
 	if life(ev).Size() != 0 {
 		t.Fatalf("Size() = %d after Unbegin", life(ev).Size())

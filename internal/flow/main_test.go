@@ -102,7 +102,7 @@ func (f *manyFinisher) manyCalls() int {
 // emitted returns a pooled event prepared for emission with fin (1 budget byte).
 func emitted(fin flow.Finisher) *stage.Event {
 	ev := stage.GetEvent()
-	life(ev).Begin(flow.Origin{}, 1, fin)
+	life(ev).Begin("", 0, 0, 0, 1, fin)
 	return ev
 }
 
@@ -113,7 +113,7 @@ func begun(n int, fin flow.Finisher) ([]*stage.Event, []*flow.Life) {
 		evs[i] = stage.GetEvent()
 		evs[i].Offset = int64(i)
 		ls[i] = life(evs[i])
-		ls[i].Begin(flow.Origin{Offset: int64(i)}, 1, fin)
+		ls[i].Begin("", 0, int64(i), 0, 1, fin)
 	}
 	return evs, ls
 }
