@@ -90,3 +90,26 @@ func ProduceN(brokers, topic, prefix string, n, keys int) (map[string]bool, erro
 	}
 	return want, nil
 }
+
+// Produce writes values to topic in order, with no key, through an idempotent producer, and
+// waits for every delivery. It is for examples and tests that need a few specific records.
+func Produce(brokers, topic string, values ...string) error {
+	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	reports := make(chan ckafka.Event, len(values))
+	for _, v := range values {
+		m := &ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: ckafka.PartitionAny}, Value: []byte(v)}
+		if err := p.Produce(m, reports); err != nil {
+			return fmt.Errorf("kafkatest: produce to %s: %w", topic, err)
+		}
+	}
+	for range values {
+		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
+			return fmt.Errorf("kafkatest: deliver to %s: %w", topic, m.TopicPartition.Error)
+		}
+	}
+	return nil
+}
