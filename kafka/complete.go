@@ -1,6 +1,9 @@
 package kafka
 
-import "github.com/sluicehq/sluice/stage"
+import (
+	"github.com/sluicehq/sluice/internal/flow"
+	"github.com/sluicehq/sluice/stage"
+)
 
 // Completion: the pipeline reports each emitted event once it and everything derived from it
 // ended. The source finds the event's partition and sequence by the epoch in its Origin,
@@ -36,9 +39,7 @@ func (s *Source) CompleteMany(evs []*stage.Event, ok []bool) {
 // unknown); the caller then moves doneSeq on. It releases the key slot the tracker kept for
 // the offset at receipt, never one read from the event. Caller holds s.mu.
 func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
-	// The bytes came from the consumer for this event only: do not let the event pool keep
-	// them alive.
-	ev.Key, ev.Value = nil, nil
+	defer letGo(ev) // after the gate released the key, whose table entry aliases ev.Key's bytes
 	if ps == nil {
 		s.st.late.Add(1) // no epoch holds it (every emitted one should): never commit it
 		return
@@ -63,4 +64,19 @@ func (s *Source) complete(ps *partState, ev *stage.Event, ok bool) {
 		default:
 		}
 	}
+}
+
+// letGo drops the event's bytes: they came from the consumer for this event only, and the
+// event pool must not keep them alive. They are the event's, so the ownership check poisons
+// them first, as it does every source's (flow.Poisoning). Called once the gate no longer
+// refers to the key.
+func letGo(ev *stage.Event) {
+	if flow.Poisoning() {
+		flow.Poison(ev.Key)
+		flow.Poison(ev.Value)
+		for _, h := range ev.Headers {
+			flow.Poison(h.Value)
+		}
+	}
+	ev.Key, ev.Value = nil, nil
 }

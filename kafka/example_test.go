@@ -93,8 +93,9 @@ func Example() {
 		Brokers: cluster.Addr(), GroupID: "orders", Topics: []string{"orders"},
 		Budget: 64 << 20, // the whole data budget: in flight + held back + librdkafka prefetch + producer queue
 	})
-	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "orders-out"}) // the source's brokers, budget and largest message
-	defer prod.Close(context.Background())                                  // the producer is yours: close it after Run (the pipeline only flushes it)
+	// The source's brokers, budget and largest message; the producer is yours: close it after Run.
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "orders-out"})
+	defer prod.Close(context.Background())
 
 	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("orders-dlq"))) // src brings its budget
 	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithRetry(stage.Retry{Retries: 2, Backoff: 10 * time.Millisecond})))

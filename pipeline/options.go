@@ -120,12 +120,14 @@ func WithErrorHandler(fn func(ctx context.Context, f *stage.Failure) error) Opti
 	return func(c *config) { c.onError = fn }
 }
 
-// WithMaxCalls caps the user calls (stage functions, error handlers excepted) running at once
-// across all stages: every call runs on the pipeline's one bounded pool (ants) of n workers,
-// and a stage worker holds a pool worker only while its call runs, never while it waits for
-// input or for room on a full edge, so any cap of at least 1 slows a pipeline down but never
-// deadlocks it. Default 0: the sum of the stages' WithConcurrency, the most that could run
-// anyway. Below 0 is a construction error.
+// WithMaxCalls caps the stage calls running at once across all stages. With a cap below the
+// sum of the stages' WithConcurrency, every call (with its retries and, when it fails, its
+// error handler) runs on the pipeline's one bounded pool (ants) of n workers; a stage worker
+// holds a pool worker only while its call runs, never while it waits for input or for room on
+// a full edge, so any cap of at least 1 slows a pipeline down but never deadlocks it. The
+// hand-over costs a goroutine switch per call (README, Core overhead). Default 0: no cap
+// beyond the sum, the most that could run anyway, and calls run on their stage's workers.
+// Below 0 is a construction error.
 func WithMaxCalls(n int) Option { return func(c *config) { c.maxCalls = n } }
 
 // WithLogger sets the logger. Default slog.Default().

@@ -69,11 +69,11 @@ var events = pool.New(func(ev *Event) { resetEvent(ev) })
 // (Life.Retire or the last completion moved it on). Key, Value and Headers keep their
 // capacity; their bytes are poisoned first when the aliasing check is on (see Event).
 func resetEvent(ev *Event) {
-	if poisonRecycled || pool.Debug() {
-		poison(ev.Key[:cap(ev.Key)])
-		poison(ev.Value[:cap(ev.Value)])
+	if flow.Poisoning() {
+		flow.Poison(ev.Key)
+		flow.Poison(ev.Value)
 		for _, h := range ev.Headers {
-			poison(h.Value[:cap(h.Value)])
+			flow.Poison(h.Value)
 		}
 	}
 	clear(ev.Headers) // keep the slice, not the header values of the last record
@@ -81,13 +81,6 @@ func resetEvent(ev *Event) {
 	ev.Key, ev.Value, ev.Headers = ev.Key[:0], ev.Value[:0], ev.Headers[:0]
 	ev.Timestamp, ev.SourceTag = time.Time{}, 0
 	ev.life.Reset()
-}
-
-// poison overwrites recycled bytes, so that a stage that kept them sees garbage in its tests.
-func poison(b []byte) {
-	for i := range b {
-		b[i] = 0xDB
-	}
 }
 
 // GetEvent takes an event from the pool, for a source to fill and emit. Its fields are empty;

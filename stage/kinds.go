@@ -51,7 +51,7 @@ func (d Done) Ack() { d.t.End(d.gen, nil) }
 // Nack finishes the message with err, which goes through the stage's error policy (no
 // retries: an async sink retries on its own, as librdkafka does). It never blocks: the policy
 // (the error handler, a dead-letter producer for instance) runs later on the pipeline's
-// error-handling goroutine (Env.Later), so Nack may be called from any goroutine, including
+// error-handling goroutine, so Nack may be called from any goroutine, including
 // one the handler waits on (a producer's delivery-report reader). The message's events stay
 // in flight, not committed, until the handler returned. Wrap stage.ErrNotDelivered into err
 // when the sink's output was not written.

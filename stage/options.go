@@ -47,8 +47,8 @@ type Option func(*options)
 type options struct{ flow.Config }
 
 // WithConcurrency sets how many messages the stage processes at once (its workers). Default
-// 1; below 1 is a construction error. Every call runs on the pipeline's call pool
-// (pipeline.WithMaxCalls), which may cap the calls of all stages together below the sum.
+// 1; below 1 is a construction error. pipeline.WithMaxCalls may cap the calls of all stages
+// together below the sum of their concurrency.
 func WithConcurrency(n int) Option { return func(o *options) { o.Concurrency = n } }
 
 // WithCapacity sets the capacity of the stage's input edge, in messages. Default 64; below 1

@@ -2,7 +2,7 @@
 // AsyncSink), their options, and the pooled source Event.
 //
 // A stage is a description until the pipeline starts it: its workers read the stage's
-// fixed-capacity input edge, run each call on the pipeline's bounded call pool, call the user function (with per-attempt timeout,
+// fixed-capacity input edge, call the user function (with per-attempt timeout,
 // retries with backoff and panic recovery), and write the output edge. A full output edge
 // blocks the workers, which stop reading their input, which fills and blocks the stage before:
 // that chain is how a slow stage slows the source.

@@ -1,6 +1,10 @@
 package flow
 
-import "sync"
+import (
+	"sync"
+
+	"github.com/sluicehq/sluice/pool"
+)
 
 // Events finished together (a worker's burst, see ManyFinisher) go back to the pool as one
 // block, and a source's Cache takes them a block at a time: two pool operations per block
@@ -61,4 +65,18 @@ func (c *Cache) Get() *Life {
 	*c.free = blk[:len(blk)-1]
 	l.MarkLive()
 	return l
+}
+
+// Poisoning reports whether recycled event bytes are overwritten (under the race detector, or
+// in debug mode): a stage that kept them without copying then reads garbage in its tests
+// instead of corrupting data in production (README, "Who owns what"). A source whose event
+// bytes are the event's own (the Kafka source's) poisons them with Poison before letting go.
+func Poisoning() bool { return poisonRecycled || pool.Debug() }
+
+// Poison overwrites b (up to its capacity) with 0xDB.
+func Poison(b []byte) {
+	b = b[:cap(b)]
+	for i := range b {
+		b[i] = 0xDB
+	}
 }
