@@ -17,7 +17,7 @@ import (
 
 // Source is a consumer-group source for a pipeline: one librdkafka consumer, polled by one
 // goroutine (the pipeline's source task). Build it with NewSource, pass it to pipeline.New
-// with its PipelineOptions, and let the pipeline run and close it.
+// (which applies its PipelineOptions itself), and let the pipeline run and close it.
 //
 // Backpressure: a message that cannot be emitted now (budget or first edge full, per-partition
 // limit, key or partition already in flight) is held and its partition paused; Poll keeps

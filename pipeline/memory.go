@@ -99,7 +99,7 @@ func (s *MemSource) Completed() (ok, notOK uint64) { return s.ok.Load(), s.bad.L
 
 // Collector is an in-memory sink that keeps every value it receives. Values of type
 // *stage.Event must not be collected (events are recycled after completion): map them to a
-// value first.
+// value first. The zero value is ready to use.
 type Collector[T any] struct {
 	mu    sync.Mutex // guards items
 	items []T

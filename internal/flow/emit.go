@@ -44,7 +44,7 @@ func EmitBurst[T any](ctx context.Context, e *Edge[T], vs []T, ls []*Life, wait 
 func eventMsg[T any](v T, l *Life) msg[T] { return msg[T]{v: v, r: ref{l: l, gen: l.gen()}} }
 
 // put sends p, of n messages, when the edge has room for it: a free slot and, on an edge that
-// takes runs, room for n more messages (see Edge). It waits for room up to wait (0: not at
+// takes bursts, room for n more messages (see Edge). It waits for room up to wait (0: not at
 // all; < 0: no bound) or until ctx is done, and reports whether p was sent.
 func (e *Edge[T]) put(ctx context.Context, p parcel[T], n int, wait time.Duration) bool {
 	if !e.bursts { // a plain channel: its slots are the room
@@ -120,7 +120,7 @@ func timer(wait time.Duration) (<-chan time.Time, func()) {
 }
 
 // timers are stopped timers for bounded waits: a polling source that fills the first edge
-// waits on one per run, and a timer (or a context with a deadline) per wait would be garbage
+// waits on one per burst, and a timer (or a context with a deadline) per wait would be garbage
 // on the hot path. Since Go 1.23 a stopped timer's channel holds no stale value.
 var timers = sync.Pool{New: func() any {
 	t := time.NewTimer(time.Hour)

@@ -50,7 +50,7 @@ type Env struct {
 
 // Options returns the pipeline options matching the source, with the logger and name.
 func (e *Env) Options(extra ...pipeline.Option) []pipeline.Option {
-	opts := append(e.Source.PipelineOptions(), pipeline.WithLogger(e.Log))
+	opts := []pipeline.Option{pipeline.WithLogger(e.Log)} // New applies the source's own options first
 	return append(opts, extra...)
 }
 

@@ -13,7 +13,7 @@ import (
 
 // handler processes one message: it calls the user function through invoke, and ends m's
 // reference exactly once, either by emitting outputs that carry it or by finishing it. A sink
-// finishes a successful message through w, which collects it while the worker handles a run
+// finishes a successful message through w, which collects it while the worker handles a burst
 // of messages.
 type handler[In, Out any] func(env *Env, m msg[In], emit func(msg[Out]), w *worker)
 
@@ -74,7 +74,7 @@ func sinkHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) er
 			return
 		}
 		if w.collect {
-			w.outs++ // added to the counter with the run's completions
+			w.outs++ // added to the counter with the burst's completions
 		} else {
 			s.c.out.Add(1)
 		}
@@ -180,7 +180,7 @@ func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) 
 			return attempt, err
 		}
 		s.c.retries.Add(1)
-		w.flush() // what the run finished so far does not wait for the backoff
+		w.flush() // what the burst finished so far does not wait for the backoff
 		t := time.NewTimer(s.cfg.backoffFor(attempt))
 		select {
 		case <-t.C:
@@ -288,10 +288,10 @@ func halted(done <-chan struct{}) bool {
 
 // loop feeds every message of in to h until in is closed. After a hard stop it abandons the
 // rest instead of processing it, so the cascade of closing edges ends quickly. While the
-// stage's calls are fast, a sink finishes the events of a run together after the run; before
+// stage's calls are fast, a sink finishes the events of a burst together after the burst; before
 // a retry's backoff, before the error handler, and as soon as a timed call was slow, it
 // finishes what it collected at once. A slow call that was not timed (one in sampleEvery of a
-// fast stage's calls is) delays the completions collected before it in its run by its own
+// fast stage's calls is) delays the completions collected before it in its burst by its own
 // duration: their commit and budget wait that long, they are never lost.
 func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit func(msg[Out])) {
 	stopped := env.Ctx.Done()
