@@ -282,3 +282,58 @@ func TestAttack13NewProducerRejectsConflicts(t *testing.T) {
 	}
 	_ = p.Close(context.Background())
 }
+
+// TestAttack13HardStopUnderCallCapCommitsNothingPastIt: under WithMaxCalls(1) the only pool
+// worker is held by a call (record v-10) that waits for its context; every other call waits
+// for a slot. Cancel, and the drain timeout's hard stop abandons the waiting calls and the
+// blocked one: Run returns nil, nothing at or after the blocked record is committed, and a
+// second run of the group processes every record not processed by the first (at least once).
+func TestAttack13HardStopUnderCallCapCommitsNothingPastIt(t *testing.T) {
+	attackDebug(t)
+	const n = 50
+	cl := startCluster(t, kafkatest.Topic("in", 1))
+	want := produceN(t, cl.Addr(), "in", "v", n, n)
+	blocked := make(chan struct{}, 1)
+	var first seen
+	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-cap-stop", "in")), func(b *pipeline.Builder) {
+		m := pipeline.Then(b.Source(), stage.Map("block", func(ctx context.Context, ev *stage.Event) (*stage.Event, error) {
+			if string(ev.Value) == "v-10" {
+				blocked <- struct{}{}
+				<-ctx.Done() // honours its context: only the hard stop ends it
+				return nil, ctx.Err()
+			}
+			return ev, nil
+		}, stage.WithConcurrency(4)))
+		pipeline.To(m, first.sink("collect", nil, stage.WithConcurrency(4)))
+	}, pipeline.WithMaxCalls(1), pipeline.WithDrainTimeout(300*time.Millisecond), pipeline.WithCloseTimeout(5*time.Second))
+	select {
+	case <-blocked:
+	case <-time.After(60 * time.Second):
+		t.Fatal("v-10 never reached the stage")
+	}
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run = %v, want nil (the drain timeout is not an error)", err)
+	}
+	if c := committed(t, cl.Addr(), "g-cap-stop", "in", 1)[0]; c > 10 {
+		t.Fatalf("committed %d: past the record (offset 10) whose call was abandoned at the hard stop", c)
+	}
+	got := values(first.all())
+	if got["v-10"] != 0 {
+		t.Fatal("v-10 reached the sink although its call never returned")
+	}
+	var second seen
+	r2 := start(t, newSource(t, sourceConfig(cl.Addr(), "g-cap-stop", "in")), func(b *pipeline.Builder) {
+		pipeline.To(b.Source(), second.sink("collect", nil))
+	}, pipeline.WithMaxCalls(1))
+	kafkatest.WaitFor(t, 60*time.Second, "the second run to reach the end", func() bool {
+		return values(second.all())[fmt.Sprintf("v-%d", n-1)] > 0
+	})
+	requireCommittedAtEnd(t, cl.Addr(), "g-cap-stop", "in", 1)
+	if err := r2.stop(); err != nil {
+		t.Fatal(err)
+	}
+	for v, c := range values(second.all()) {
+		got[v] += c
+	}
+	requireSet(t, want, got)
+}
