@@ -303,7 +303,7 @@ func TestAttack13CloseHookIgnoringContextBoundsRun(t *testing.T) {
 	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithDrainTimeout(100*time.Millisecond), pipeline.WithCloseTimeout(closeT))
 	pipeline.To(b.Source(), stage.Sink("flushes", func(context.Context, *stage.Event) error { return nil },
 		stage.WithClose(func(context.Context) error { <-release; return nil }))) // ignores ctx
-	err, took := runBounded(t, context.Background(), build(t, b), 10*time.Second, free)
+	err, took := runBounded(t, context.Background(), build(t, b), 5*time.Second, free)
 	t.Logf("Run returned after %v: %v", took, err)
 	if err == nil {
 		t.Fatal("Run = nil, want an error: the close hook never returned")
