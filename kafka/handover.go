@@ -164,5 +164,7 @@ func (s *Source) event(ps *partState, m *ckafka.Message) *stage.Event {
 // dropEvent releases an event that was not emitted; its message keeps the bytes.
 func (s *Source) dropEvent(ev *stage.Event) {
 	ev.Key, ev.Value = nil, nil
+	clear(ev.Headers) // their values are the message's too (poisoned on release otherwise)
+	ev.Headers = ev.Headers[:0]
 	ev.Release()
 }

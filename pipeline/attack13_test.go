@@ -241,11 +241,14 @@ func TestAttack13MaxCallsRetryBackoffThenCancel(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	go func() { <-entered; cancel() }()
-	err, took := runBounded(t, ctx, build(t, b), 10*time.Second, cancel)
+	p := build(t, b)
+	err, took := runBounded(t, ctx, p, 10*time.Second, cancel)
 	if err != nil {
 		t.Fatalf("Run = %v after %v, want nil (a drain timeout is not an error)", err, took)
 	}
-	done.completedOnce(t, n)
+	// The source stops at the cancel: the events it emitted (offsets 0 to Emitted-1, in
+	// order) each complete exactly once.
+	done.completedOnce(t, int64(p.Stats().Emitted))
 	done.mu.Lock()
 	ok2 := done.ok[2]
 	done.mu.Unlock()
@@ -418,4 +421,29 @@ func TestAttack13ConstructionErrors(t *testing.T) {
 			t.Fatalf("Build = %v, want nil or ErrInvalid", err)
 		}
 	})
+}
+
+// TestAttack13SourceCompletePanicIsAPanicError: a source whose Complete panics (user code,
+// called on a stage worker) stops Run with a *stage.PanicError naming it; the pipeline still
+// finishes its own bookkeeping of every event (nothing stays in flight) and Run returns.
+func TestAttack13SourceCompletePanicIsAPanicError(t *testing.T) {
+	leaks := goleak.IgnoreCurrent()
+	src := sized(100, 5)
+	src.OnComplete = func(ev *stage.Event, _ bool) {
+		if ev.Offset == 3 {
+			panic("complete boom")
+		}
+	}
+	b := pipeline.New(src, pipeline.WithLogger(quiet), pipeline.WithDrainTimeout(100*time.Millisecond), pipeline.WithCloseTimeout(300*time.Millisecond))
+	pipeline.To(b.Source(), stage.Sink("sink", func(context.Context, *stage.Event) error { return nil }, stage.WithConcurrency(2)))
+	p := build(t, b)
+	err, _ := runBounded(t, context.Background(), p, 10*time.Second, func() {})
+	var pe *stage.PanicError
+	if !errors.As(err, &pe) || fmt.Sprint(pe.Value) != "complete boom" || pe.Stage != "source Complete" {
+		t.Fatalf("Run = %v, want the Complete panic as a *stage.PanicError", err)
+	}
+	if st := p.Stats(); st.InFlightEvents != 0 || st.InFlightBytes != 0 {
+		t.Fatalf("after Run: %d events (%d bytes) still in flight", st.InFlightEvents, st.InFlightBytes)
+	}
+	awaitNoLeak(t, leaks)
 }

@@ -10,7 +10,9 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-// Emitter is how a source hands events to the pipeline. It is safe for concurrent use.
+// Emitter is how a source hands events to the pipeline. It is safe for concurrent use, until
+// the source's Run returns: the pipeline then closes its first edge, and an Emit after that
+// (from a goroutine the source left running) is a misuse that panics.
 type Emitter struct {
 	p *Pipeline
 }

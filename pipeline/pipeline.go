@@ -114,7 +114,9 @@ func New(src Source, opts ...Option) *Builder {
 		opts = append(so.PipelineOptions(), opts...)
 	}
 	for _, o := range opts {
-		o(&b.cfg)
+		if o != nil { // as stage options: a nil option is no option
+			o(&b.cfg)
+		}
 	}
 	if src == nil {
 		b.errs = append(b.errs, fmt.Errorf("pipeline: Source must not be nil: %w", ErrInvalid))

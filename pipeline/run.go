@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -234,22 +235,51 @@ func (p *Pipeline) closeAll(ctx context.Context, closeBy time.Time) {
 	defer cancel()
 	p.errQueue.waitIdle(cctx.Done())
 	for _, n := range p.nodes {
-		if err := n.Close(cctx); err != nil {
-			p.fail(err)
-		}
+		p.bounded(cctx, "stage "+strconv.Quote(n.Name())+" close hook", n.Close)
 	}
 	select {
 	case <-p.idle:
 	case <-cctx.Done():
-		p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (%v): an error handler still retrying, or an async sink that did not end its Done", p.cfg.name, p.inFlight(), p.cfg.closeTimeout))
+		select {
+		case <-p.idle: // finished just as the close timeout expired
+		default:
+			p.fail(fmt.Errorf("pipeline %q: %d event(s) still unfinished after the close timeout (%v): an error handler still retrying, or an async sink that did not end its Done", p.cfg.name, p.inFlight(), p.cfg.closeTimeout))
+		}
 	}
 	p.errQueue.stop()
 	if c, ok := p.src.(closer); ok {
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), p.cfg.closeTimeout)
-		if err := c.Close(sctx); err != nil {
-			p.fail(fmt.Errorf("pipeline %q: source close: %w", p.cfg.name, err))
-		}
+		p.bounded(sctx, "source close", c.Close)
 		cancel()
+	}
+}
+
+// bounded runs fn (user code: a close hook, the source's Close) with ctx and waits for it until
+// ctx is done: an error stops Run with it, a panic is a *stage.PanicError, and a call still
+// running at ctx's deadline is reported and left behind (its goroutine ends when it returns;
+// Run's bound holds, as for a stage call that ignores its context).
+func (p *Pipeline) bounded(ctx context.Context, what string, fn func(context.Context) error) {
+	done := make(chan error, 1)
+	go func() {
+		defer func() {
+			if r := recover(); r != nil {
+				done <- &stage.PanicError{Stage: what, Value: r, Stack: debug.Stack()}
+			}
+		}()
+		done <- fn(ctx)
+	}()
+	var err error
+	select {
+	case err = <-done:
+	case <-ctx.Done():
+		select {
+		case err = <-done: // returned just as ctx expired
+		default:
+			err = fmt.Errorf("%s still running after the close timeout (%v), ignoring its context: Run returns without it", what, p.cfg.closeTimeout)
+		}
+	}
+	if err != nil {
+		p.fail(fmt.Errorf("pipeline %q: %s: %w", p.cfg.name, what, err))
 	}
 }
 
@@ -301,6 +331,18 @@ func (p *Pipeline) handle(ctx context.Context, fe error) (err error) {
 	return nil
 }
 
+// complete calls the source's Complete (or CompleteMany) through fn. A panic in it stops the
+// pipeline with a *stage.PanicError; the pipeline's own bookkeeping of the events (budget,
+// counts, recycling) goes on, so Run still returns within its bound.
+func (p *Pipeline) complete(fn func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.fail(fmt.Errorf("pipeline %q: %w", p.cfg.name, &stage.PanicError{Stage: "source Complete", Value: r, Stack: debug.Stack()}))
+		}
+	}()
+	fn()
+}
+
 // eventBufs are FinishMany's slices of the events of a burst (a slice handed to the source's
 // CompleteMany escapes: one per call would be garbage on the hot path).
 var eventBufs = sync.Pool{New: func() any {
@@ -318,7 +360,7 @@ func (f *finisher) Finish(l *flow.Life, ok bool) {
 	p := f.p
 	ev := l.Owner.(*stage.Event)
 	size := l.Size()
-	p.src.Complete(ev, ok)
+	p.complete(func() { p.src.Complete(ev, ok) })
 	if ok {
 		p.completed.Add(1)
 	} else {
@@ -349,13 +391,15 @@ func (f *finisher) FinishMany(ls []*flow.Life, ok []bool) {
 		}
 		evs = append(evs, l.Owner.(*stage.Event))
 	}
-	if mc, isMany := p.src.(manyCompleter); isMany {
-		mc.CompleteMany(evs, ok)
-	} else {
-		for i, ev := range evs {
-			p.src.Complete(ev, ok[i])
+	p.complete(func() {
+		if mc, isMany := p.src.(manyCompleter); isMany {
+			mc.CompleteMany(evs, ok)
+		} else {
+			for i, ev := range evs {
+				p.src.Complete(ev, ok[i])
+			}
 		}
-	}
+	})
 	clear(evs)
 	*buf = evs[:0]
 	eventBufs.Put(buf)

@@ -3,6 +3,7 @@ package flow
 import (
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"time"
 )
 
@@ -116,6 +117,15 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 			m.r.done(ErrAborted)
 			return
 		}
+		sz := m.r.size()
+		if bc.Size != nil {
+			var err error
+			if sz, err = s.sizeOf(bc, m.v); err != nil { // a panic: the pipeline stops hard
+				env.Fail(err)
+				m.r.done(err)
+				return
+			}
+		}
 		if g == nil {
 			g = groups.Get()
 			vals = make([]T, 0, max(bc.MaxCount, 1))
@@ -130,11 +140,7 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 		g.members = append(g.members, m.r)
 		weight += m.r.weight()
 		s.c.batched.Store(weight)
-		sz := m.r.size()
-		g.size += sz
-		if bc.Size != nil {
-			sz = bc.Size(m.v)
-		}
+		g.size += m.r.size()
 		bytes += sz
 		if (bc.MaxCount > 0 && len(vals) >= bc.MaxCount) || (bc.MaxBytes > 0 && bytes >= bc.MaxBytes) {
 			flush()
@@ -179,4 +185,15 @@ func (s *Stage[T, Out]) batchLoop(env *Env, bc BatchConfig[T], in *Edge[T], out 
 			return
 		}
 	}
+}
+
+// sizeOf calls the user's BatchConfig.Size, recovering a panic as a *stage.PanicError.
+func (s *Stage[In, Out]) sizeOf(bc BatchConfig[In], v In) (n int64, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.c.panics.Add(1)
+			err = Hooks.Panic(s.name+" BatchConfig.Size", r, debug.Stack())
+		}
+	}()
+	return bc.Size(v), nil
 }
