@@ -83,10 +83,11 @@ func newPipeline(b *Builder) *Pipeline {
 // queued finish, async sinks flush, every event finishes), then the source commits and closes,
 // and Run returns nil.
 //
-// Blocking: Run returns within the drain timeout plus twice the close timeout, even when user
-// code ignores its context: after a hard stop it waits for stage calls, error handlers and
-// close hooks at most the close timeout, then returns an error saying calls are still running
-// (their events are not committed; their goroutines end when the calls return). Otherwise no
+// Blocking: Run returns within the drain timeout plus twice the close timeout (plus 100 ms
+// for each close hook and the source's Close to return once their context is done), even when
+// user code ignores its context: after a hard stop it waits for stage calls, error handlers
+// and close hooks at most the close timeout, then returns an error saying calls are still
+// running (their events are not committed; their goroutines end when the calls return). Otherwise no
 // goroutine started by Run outlives it; the Kafka source documents the one exception librdkafka
 // imposes (a commit the group coordinator never answers). Run may be called once.
 func (p *Pipeline) Run(ctx context.Context) error {
@@ -254,8 +255,12 @@ func (p *Pipeline) closeAll(ctx context.Context, closeBy time.Time) {
 	}
 }
 
+// hookGrace is how long bounded waits, once ctx is done, for a function that honours it to
+// return.
+const hookGrace = 100 * time.Millisecond
+
 // bounded runs fn (user code: a close hook, the source's Close) with ctx and waits for it until
-// ctx is done: an error stops Run with it, a panic is a *stage.PanicError, and a call still
+// ctx is done (and hookGrace more): an error stops Run with it, a panic is a *stage.PanicError, and a call still
 // running at ctx's deadline is reported and left behind (its goroutine ends when it returns;
 // Run's bound holds, as for a stage call that ignores its context).
 func (p *Pipeline) bounded(ctx context.Context, what string, fn func(context.Context) error) {
@@ -272,11 +277,15 @@ func (p *Pipeline) bounded(ctx context.Context, what string, fn func(context.Con
 	select {
 	case err = <-done:
 	case <-ctx.Done():
+		// A function that honours its context returns right after it is done (the Kafka
+		// source's Close returns at its deadline): give it hookGrace to do so.
+		t := time.NewTimer(hookGrace)
 		select {
-		case err = <-done: // returned just as ctx expired
-		default:
-			err = fmt.Errorf("%s still running after the close timeout (%v), ignoring its context: Run returns without it", what, p.cfg.closeTimeout)
+		case err = <-done:
+		case <-t.C:
+			err = fmt.Errorf("%s still running %v after the close timeout (%v), ignoring its context: Run returns without it", what, hookGrace, p.cfg.closeTimeout)
 		}
+		t.Stop()
 	}
 	if err != nil {
 		p.fail(fmt.Errorf("pipeline %q: %s: %w", p.cfg.name, what, err))
