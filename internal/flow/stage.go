@@ -87,6 +87,7 @@ type Stage[In, Out any] struct {
 	err     error // construction error, reported by the pipeline's Build
 	started atomic.Bool
 	c       counters
+	w       watch                    // call tracking for stall detection (Watch)
 	queue   atomic.Pointer[Edge[In]] // input edge, set by Start
 	// start launches the stage's tasks; set by the constructor for its kind.
 	start func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error
