@@ -8,6 +8,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/sluicehq/sluice/pipeline"
 )
 
 // gather returns the value of metric name with label stage=st from c (false if absent).
@@ -48,10 +50,17 @@ func labelOf(m *dto.Metric, name string) string {
 // sluice_stage_stalled_calls{stage="store"} is 1 and the longest call exceeds the threshold,
 // the page's JSON lists it, and one Warn line names the stage, the record's topic, partition
 // and offset, and a stack holding the user function. Once released, the gauge returns to 0.
+// Also with a call pool (WithMaxCalls), where the call runs on a pool goroutine rather than
+// on the stage's worker.
 func TestStallReported(t *testing.T) {
+	t.Run("workers", func(t *testing.T) { testStall(t) })
+	t.Run("call-pool", func(t *testing.T) { testStall(t, pipeline.WithMaxCalls(1)) })
+}
+
+func testStall(t *testing.T, opts ...pipeline.Option) {
 	release := make(chan struct{})
 	defer close(release)
-	p := gatedPipeline(t, 10, 7, release)
+	p := gatedPipeline(t, 10, 7, release, opts...)
 	var logs syncBuffer
 	m := New(p, WithStallThreshold(50*time.Millisecond), WithSampleInterval(10*time.Millisecond),
 		WithLogger(slog.New(slog.NewTextHandler(&logs, nil))))
