@@ -87,12 +87,13 @@ type Stage[In, Out any] struct {
 	err     error // construction error, reported by the pipeline's Build
 	started atomic.Bool
 	c       counters
-	w       watch                    // call tracking for stall detection (Watch)
 	queue   atomic.Pointer[Edge[In]] // input edge, set by Start
 	// start launches the stage's tasks; set by the constructor for its kind.
 	start func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error
 	// fits, for batch stages, is FitsBudget's check.
 	fits func(budget, maxEventBytes int64) error
+	// w is the call tracking for stall detection (Watch); last, off the counters' cache lines.
+	w watch
 }
 
 func newStage[In, Out any](name, kind string, cfg Config, err error) *Stage[In, Out] {
