@@ -33,8 +33,8 @@ func newFakeSource(sum SourceSummary) *fakeSource {
 }
 
 func (f *fakeSource) Describe(ch chan<- *prometheus.Desc) { f.up.Describe(ch) }
-func (f *fakeSource) Collect(ch chan<- prometheus.Metric)  { f.up.Collect(ch) }
-func (f *fakeSource) Summary() SourceSummary               { return f.sum }
+func (f *fakeSource) Collect(ch chan<- prometheus.Metric) { f.up.Collect(ch) }
+func (f *fakeSource) Summary() SourceSummary              { return f.sum }
 func (f *fakeSource) Ready() error {
 	if e := f.notReady.Load(); e != nil {
 		return *e
