@@ -92,6 +92,8 @@ type Stage[In, Out any] struct {
 	start func(s *Stage[In, Out], env *Env, in *Edge[In], out *Edge[Out]) error
 	// fits, for batch stages, is FitsBudget's check.
 	fits func(budget, maxEventBytes int64) error
+	// w is the call tracking for stall detection (Watch); last, off the counters' cache lines.
+	w watch
 }
 
 func newStage[In, Out any](name, kind string, cfg Config, err error) *Stage[In, Out] {
