@@ -54,9 +54,10 @@ type PartitionStats struct {
 	// Paused: the source paused the partition (backpressure, held messages, or its
 	// in-flight span at MaxInFlightPerPartition); librdkafka fetches none of it meanwhile.
 	Paused bool
-	// Lag is the consumer lag from librdkafka's latest statistics (high watermark minus the
-	// committed offset), or -1 when unknown: Config.StatsInterval is 0, no statistics yet,
-	// or nothing committed and no position yet.
+	// Lag is the consumer lag from librdkafka's latest statistics: the high watermark last
+	// fetched (not refreshed while the partition is paused) minus the committed offset; -1
+	// when unknown (statistics off with a negative Config.StatsInterval, none yet, or
+	// nothing committed on the partition yet).
 	Lag int64
 }
 

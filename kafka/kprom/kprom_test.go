@@ -313,3 +313,36 @@ func rebalances(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 	}
 	return out
 }
+
+// TestWithoutProducer: a nil producer sends no producer metrics, and a source that never ran
+// is not ready and reports nothing per partition (the registry checks Describe against
+// Collect).
+func TestWithoutProducer(t *testing.T) {
+	src, err := kafka.NewSource(kafka.Config{Brokers: "127.0.0.1:1", GroupID: "g", Topics: []string{"in"}, Logger: kafkatest.Logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close(context.Background())
+	m := kprom.New(src, nil)
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(m)
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, mf := range mfs {
+		names = append(names, mf.GetName())
+	}
+	want := []string{"sluice_assigned_partitions", "sluice_commit_errors_total", "sluice_commits_total", "sluice_librdkafka_connections",
+		"sluice_librdkafka_rx_bytes_total", "sluice_librdkafka_tx_bytes_total", "sluice_paused_partitions", "sluice_pauses_total", "sluice_rebalances_total"}
+	if !slices.Equal(names, want) {
+		t.Fatalf("families %v, want %v", names, want)
+	}
+	if err := m.Ready(); !errors.Is(err, kprom.ErrNotAssigned) {
+		t.Fatalf("Ready = %v", err)
+	}
+	if s := m.Summary(); s.Assigned != 0 || s.Paused != 0 || s.Lag != 0 || s.PausedPartitions != nil {
+		t.Fatalf("Summary = %+v", s)
+	}
+}
