@@ -50,10 +50,24 @@ func (s *Source) pausePartitions(ps *partState) {
 		return
 	}
 	for _, p := range which {
-		p.paused = true
+		s.setPaused(p, true)
 	}
-	s.st.paused.Add(int64(len(which)))
 	s.st.pauses.Add(uint64(len(which)))
+}
+
+// setPaused records that ps was paused or resumed: ps.paused for the polling goroutine,
+// ps.pausedNow for Stats, and the Paused count. Polling goroutine only.
+func (s *Source) setPaused(ps *partState, paused bool) {
+	if ps.paused == paused {
+		return
+	}
+	ps.paused = paused
+	ps.pausedNow.Store(paused)
+	if paused {
+		s.st.paused.Add(1)
+	} else {
+		s.st.paused.Add(-1)
+	}
 }
 
 // maxHeldPerPartition bounds the messages a partition holds back (waiting for their key or
@@ -152,8 +166,7 @@ func (s *Source) resumeIfRoom() {
 				s.log.Warn("sluice/kafka: resume", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 				continue
 			}
-			ps.paused = false
-			s.st.paused.Add(-1)
+			s.setPaused(ps, false)
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"sync/atomic"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -25,12 +26,13 @@ type partState struct {
 
 	held      []*ckafka.Message // messages received but not emitted, in offset order
 	heldBytes int64             // their bytes, counted by msgSize
-	paused    bool
-	gatedNow  bool  // flush gated one of its messages: the rest of the burst waits too
-	committed int64 // last committed offset, -1 none
-	lastRecv  int64 // the newest offset received on this assignment, -1 none
-	span      int   // upper bound of tr.pending(): exact under mu, plus messages collected since
-	full      bool  // paused at the span bound (window.go) until the span halves
+	paused    bool              // set only through setPaused
+	pausedNow atomic.Bool       // paused, for Stats on other goroutines
+	gatedNow  bool              // flush gated one of its messages: the rest of the burst waits too
+	committed int64             // last committed offset, -1 none
+	lastRecv  int64             // the newest offset received on this assignment, -1 none
+	span      int               // upper bound of tr.pending(): exact under mu, plus messages collected since
+	full      bool              // paused at the span bound (window.go) until the span halves
 }
 
 // rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
@@ -50,6 +52,7 @@ func (s *Source) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 
 func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.rebalances.Add(1)
+	s.st.assigns.Add(1)
 	s.mu.Lock()
 	for _, tp := range parts {
 		s.epoch++
@@ -92,6 +95,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 // member, its keys (OrderKey) or the partition (OrderPartition) stay busy until they finish.
 func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.rebalances.Add(1)
+	s.st.revokes.Add(1)
 	lost := c.AssignmentLost()
 	var states []*partState
 	s.mu.Lock()
@@ -143,8 +147,7 @@ func (s *Source) letGo(c *ckafka.Consumer, ps *partState) {
 		if err := c.Resume([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition}}); err != nil {
 			s.log.Warn("sluice/kafka: resume on revoke", "topic", ps.tp.topic, "partition", ps.tp.partition, "err", err)
 		}
-		ps.paused = false
-		s.st.paused.Add(-1)
+		s.setPaused(ps, false)
 	}
 }
 

@@ -1,7 +1,10 @@
 package kafka
 
 import (
+	"cmp"
 	"encoding/json"
+	"slices"
+	"strconv"
 	"sync/atomic"
 )
 
@@ -9,7 +12,7 @@ type sourceCounters struct {
 	assigned, paused                                          atomic.Int64
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
 	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
-	rewinds                                                   atomic.Uint64
+	rewinds, assigns, revokes                                 atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
@@ -21,7 +24,9 @@ type SourceStats struct {
 	Pauses          uint64           // pauses since start
 	Commits         uint64           // successful commit requests
 	CommitErrors    uint64           // failed commits (retried at the next commit)
-	Rebalances      uint64           // assign and revoke callbacks
+	Rebalances      uint64           // assign and revoke callbacks (Assigns + Revokes)
+	Assigns         uint64           // assign callbacks (each assigns one or more partitions)
+	Revokes         uint64           // revoke callbacks, lost assignments included
 	RevokeTimeouts  uint64           // revokes that let go with events in flight
 	LateCompletions uint64           // completions for partitions let go, or of an old offset sequence (never committed)
 	Stale           uint64           // messages dropped because their partition was being revoked
@@ -36,6 +41,24 @@ type SourceStats struct {
 	TxBytes         int64            // bytes sent to brokers
 	Lag             map[string]int64 // consumer lag per "topic/partition" (librdkafka statistics)
 	Raw             string           // the latest librdkafka statistics JSON
+
+	// Partitions are the partitions assigned now, ordered by topic and partition, with
+	// their pause state and lag; for per-partition metrics without parsing Lag's keys.
+	Partitions []PartitionStats
+}
+
+// PartitionStats is one assigned partition in SourceStats.Partitions.
+type PartitionStats struct {
+	Topic     string
+	Partition int32
+	// Paused: the source paused the partition (backpressure, held messages, or its
+	// in-flight span at MaxInFlightPerPartition); librdkafka fetches none of it meanwhile.
+	Paused bool
+	// Lag is the consumer lag from librdkafka's latest statistics: the high watermark last
+	// fetched (not refreshed while the partition is paused) minus the committed offset; -1
+	// when unknown (statistics off with a negative Config.StatsInterval, none yet, or
+	// nothing committed on the partition yet).
+	Lag int64
 }
 
 // librdkafka statistics, the fields sluice reads.
@@ -54,10 +77,11 @@ type rdStats struct {
 	} `json:"topics"`
 }
 
-func parseStats(raw string, st *SourceStats) {
+// parseStats fills st from librdkafka's statistics and returns the lag per partition.
+func parseStats(raw string, st *SourceStats) map[tpKey]int64 {
 	var r rdStats
 	if json.Unmarshal([]byte(raw), &r) != nil {
-		return
+		return nil
 	}
 	st.RxBytes, st.TxBytes, st.Raw = r.RxBytes, r.TxBytes, raw
 	for _, b := range r.Brokers {
@@ -66,18 +90,16 @@ func parseStats(raw string, st *SourceStats) {
 		}
 	}
 	st.Lag = map[string]int64{}
+	lag := map[tpKey]int64{}
 	for topic, t := range r.Topics {
 		for _, p := range t.Partitions {
 			if p.Partition >= 0 && p.ConsumerLag >= 0 {
-				st.Lag[topic+"/"+itoa(p.Partition)] = p.ConsumerLag
+				st.Lag[topic+"/"+strconv.Itoa(int(p.Partition))] = p.ConsumerLag
+				lag[tpKey{topic, p.Partition}] = p.ConsumerLag
 			}
 		}
 	}
-}
-
-func itoa(p int32) string {
-	b, _ := json.Marshal(p)
-	return string(b)
+	return lag
 }
 
 // Stats returns a snapshot. Safe to call concurrently with Run.
@@ -85,14 +107,29 @@ func (s *Source) Stats() SourceStats {
 	st := SourceStats{
 		Assigned: s.st.assigned.Load(), Paused: s.st.paused.Load(), Pauses: s.st.pauses.Load(),
 		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
-		Rebalances: s.st.rebalances.Load(), RevokeTimeouts: s.st.revokeTimeouts.Load(),
+		Rebalances: s.st.rebalances.Load(), Assigns: s.st.assigns.Load(), Revokes: s.st.revokes.Load(),
+		RevokeTimeouts:  s.st.revokeTimeouts.Load(),
 		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
 		Rewinds: s.st.rewinds.Load(),
 		Errors:  s.st.errors.Load(), Logs: s.st.logs.Load(),
 		Bursts: s.st.bursts.Load(), BurstMessages: s.st.burstMsgs.Load(),
 	}
+	var lag map[tpKey]int64
 	if raw := s.st.statsJSON.Load(); raw != nil {
-		parseStats(*raw, &st)
+		lag = parseStats(*raw, &st)
 	}
+	s.mu.Lock() // parts changes under mu; pausedNow is atomic
+	st.Partitions = make([]PartitionStats, 0, len(s.parts))
+	for k, ps := range s.parts {
+		l, ok := lag[k]
+		if !ok {
+			l = -1
+		}
+		st.Partitions = append(st.Partitions, PartitionStats{Topic: k.topic, Partition: k.partition, Paused: ps.pausedNow.Load(), Lag: l})
+	}
+	s.mu.Unlock()
+	slices.SortFunc(st.Partitions, func(a, b PartitionStats) int {
+		return cmp.Or(cmp.Compare(a.Topic, b.Topic), cmp.Compare(a.Partition, b.Partition))
+	})
 	return st
 }

@@ -41,7 +41,7 @@ func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 			return err
 		}
 		for _, name := range []string{"sluice_stage_events_out_total", "sluice_stage_busy_seconds_total", "sluice_stage_queue_capacity",
-			"sluice_inflight_bytes", "sluice_budget_bytes", "sluice_commits_total", "sluice_dlq_total", "sluice_bottleneck",
+			"sluice_inflight_bytes", "sluice_budget_bytes", "sluice_commits_total", "sluice_dead_letters_total", "sluice_bottleneck",
 			"sluice_paused_partitions", "go_goroutines", "process_resident_memory_bytes"} {
 			if mfs[name] == nil {
 				return fmt.Errorf("metric %s missing", name)
@@ -56,8 +56,8 @@ func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 		if time.Since(start) < 3*time.Second { // run ~3 s, so a commit and a DLQ record happen
 			return fmt.Errorf("running")
 		}
-		if d := mfs["sluice_dlq_total"].GetMetric()[0].GetCounter().GetValue(); d <= 0 {
-			return fmt.Errorf("sluice_dlq_total = %v", d)
+		if d := mfs["sluice_dead_letters_total"].GetMetric()[0].GetCounter().GetValue(); d <= 0 {
+			return fmt.Errorf("sluice_dead_letters_total = %v", d)
 		}
 		return nil
 	})

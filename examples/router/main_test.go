@@ -42,7 +42,7 @@ func TestRouterSmoke(t *testing.T) {
 		// next stage's In.
 		out, _ := servicetest.Value(mfs, "sluice_stage_events_in_total", "stage", "route")
 		produced, _ := servicetest.Value(mfs, "sluice_stage_events_out_total", "stage", "produce")
-		dlq, _ := servicetest.Value(mfs, "sluice_dlq_total")
+		dlq, _ := servicetest.Value(mfs, "sluice_dead_letters_total")
 		switch {
 		case in == 0 || out >= in-64: // route's input edge may hold up to 64
 			return errors.New("filter has not dropped a heartbeat yet")

@@ -1,6 +1,5 @@
 // Package service is the shared plumbing of sluice's example services: flags with
-// environment fallbacks, cgroup-aware sizing (GOMAXPROCS, budget, GOMEMLIMIT), signal
-// handling, an embedded broker with a load generator, an HTTP server with Prometheus
+// environment fallbacks, cgroup-aware sizing and signal handling (pipeline/process), an embedded broker with a load generator, an HTTP server with Prometheus
 // metrics, health checks, pprof and a live pipeline page, and a periodic progress line.
 package service
 
@@ -14,18 +13,6 @@ import (
 	"strings"
 	"time"
 )
-
-// BudgetFraction is the share of the cgroup memory limit given to the data budget when
-// --budget is not set: a quarter. kafka.Plan splits the budget in halves and quarters
-// (pipeline in flight, librdkafka prefetch, producer queue), and the Go heap may hold up to
-// twice the in-flight bytes before a GC, so a quarter leaves room for the runtime, the
-// librdkafka threads, the binary and garbage under GOMEMLIMIT.
-const BudgetFraction = 4
-
-// MemLimitFraction is the share of the cgroup memory limit set as the Go soft memory limit
-// (debug.SetMemoryLimit, GOMEMLIMIT) unless GOMEMLIMIT is set: 70%, leaving 30% to
-// librdkafka's C heap, which the Go runtime does not see.
-const MemLimitFraction = 0.7
 
 // EnvPrefix prefixes the environment variable of every flag: --brokers is SLUICE_BROKERS.
 const EnvPrefix = "SLUICE_"
@@ -146,29 +133,4 @@ func ParseFlags(name string, args []string, def Defaults, stderr io.Writer, extr
 		return nil, errors.New("--topic and --group must not be empty")
 	}
 	return c, nil
-}
-
-// CgroupMemoryLimit returns the cgroup memory limit of this process in bytes, or 0 when there
-// is none (no cgroup file, "max", or a huge v1 value).
-func CgroupMemoryLimit() int64 {
-	return cgroupLimit("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes")
-}
-
-func cgroupLimit(paths ...string) int64 {
-	for _, p := range paths {
-		b, err := os.ReadFile(p)
-		if err != nil {
-			continue
-		}
-		s := strings.TrimSpace(string(b))
-		if s == "max" {
-			return 0
-		}
-		n, err := strconv.ParseInt(s, 10, 64)
-		if err != nil || n <= 0 || n >= 1<<60 { // v1 reports ~2^63 rounded to pages for "none"
-			return 0
-		}
-		return n
-	}
-	return 0
 }

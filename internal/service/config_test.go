@@ -2,8 +2,6 @@ package service
 
 import (
 	"io"
-	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -33,28 +31,5 @@ func TestParseFlagsEnvFallback(t *testing.T) {
 	}
 	if _, err := ParseFlags("x", []string{"--budget", "lots"}, Defaults{Topic: "t", Group: "g"}, io.Discard, nil); err == nil {
 		t.Fatal("bad --budget accepted")
-	}
-}
-
-func TestCgroupLimit(t *testing.T) {
-	dir := t.TempDir()
-	write := func(name, s string) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, []byte(s), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	if got := cgroupLimit(write("v2", "536870912\n")); got != 512<<20 {
-		t.Errorf("v2 limit %d", got)
-	}
-	if got := cgroupLimit(write("max", "max\n")); got != 0 {
-		t.Errorf("max: %d", got)
-	}
-	if got := cgroupLimit(filepath.Join(dir, "missing"), write("v1", "9223372036854771712\n")); got != 0 {
-		t.Errorf("v1 unlimited: %d", got)
-	}
-	if got := cgroupLimit(filepath.Join(dir, "missing"), write("v1b", "268435456")); got != 256<<20 {
-		t.Errorf("v1: %d", got)
 	}
 }

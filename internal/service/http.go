@@ -26,11 +26,11 @@ func (m *monitor) Handler() http.Handler {
 	mux.Handle("/metrics", promhttp.HandlerFor(registry(m), promhttp.HandlerOpts{}))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if m.src.Stats().Assigned > 0 {
-			_, _ = w.Write([]byte("ready\n"))
+		if err := m.kafka.Ready(); err != nil {
+			http.Error(w, "no partitions assigned", http.StatusServiceUnavailable)
 			return
 		}
-		http.Error(w, "no partitions assigned", http.StatusServiceUnavailable)
+		_, _ = w.Write([]byte("ready\n"))
 	})
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)

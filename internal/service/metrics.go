@@ -5,7 +5,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
-// collector reads the pipeline, source and producer at scrape time.
+// collector reads the pipeline at scrape time; the Kafka source's and producer's metrics are
+// kprom's (registered beside it).
 type collector struct {
 	m *monitor
 }
@@ -27,20 +28,11 @@ var (
 	dBudget     = desc("sluice_budget_bytes", "The pipeline's in-flight byte budget.")
 	dMemBudget  = desc("sluice_memory_budget_bytes", "The whole data budget (--budget), split by kafka.Plan.")
 	dHighWater  = desc("sluice_inflight_high_water_bytes", "Most budget bytes ever in flight at once.")
-	dPaused     = desc("sluice_paused_partitions", "Partitions paused for backpressure.")
-	dPauses     = desc("sluice_pauses_total", "Partition pauses for backpressure or ordering.")
-	dAssigned   = desc("sluice_assigned_partitions", "Partitions assigned to this consumer.")
-	dLag        = desc("sluice_consumer_lag", "Consumer lag per partition (librdkafka statistics).", "topic_partition")
-	dCommits    = desc("sluice_commits_total", "Successful offset commit requests.")
-	dDLQ        = desc("sluice_dlq_total", "Records produced to the dead-letter topic.")
-	dConns      = desc("sluice_librdkafka_connections", "Broker connections up (consumer).")
-	dRx         = desc("sluice_librdkafka_rx_bytes_total", "Bytes received from brokers (consumer).")
-	dTx         = desc("sluice_librdkafka_tx_bytes_total", "Bytes sent to brokers (consumer).")
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dIn, dOut, dErrors, dRetries, dBusy, dQueueLen, dQueueCap, dBottleneck,
-		dInFlight, dBudget, dMemBudget, dHighWater, dPaused, dPauses, dAssigned, dLag, dCommits, dDLQ, dConns, dRx, dTx} {
+		dInFlight, dBudget, dMemBudget, dHighWater} {
 		ch <- d
 	}
 }
@@ -77,23 +69,12 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(dBudget, float64(snap.BudgetBytes))
 	gauge(dMemBudget, float64(c.m.budget))
 	gauge(dHighWater, float64(snap.HighWaterBytes))
-	st := c.m.src.Stats()
-	gauge(dPaused, float64(st.Paused))
-	counter(dPauses, float64(st.Pauses))
-	gauge(dAssigned, float64(st.Assigned))
-	for tp, l := range st.Lag {
-		gauge(dLag, float64(l), tp)
-	}
-	counter(dCommits, float64(st.Commits))
-	counter(dDLQ, float64(c.m.prod.Stats().DeadLetters))
-	gauge(dConns, float64(st.Connections))
-	counter(dRx, float64(st.RxBytes))
-	counter(dTx, float64(st.TxBytes))
 }
 
-// registry returns a registry with the sluice collector and the Go and process collectors.
+// registry returns a registry with the sluice collector, the Kafka metrics (kprom) and the Go
+// and process collectors.
 func registry(m *monitor) *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collector{m}, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collector{m}, m.kafka, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }

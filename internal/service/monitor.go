@@ -3,14 +3,14 @@ package service
 import (
 	"context"
 	"log/slog"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kprom"
 	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/pipeline/process"
 )
 
 // SampleInterval is how often the monitor samples the pipeline for rates, busy ratios and
@@ -23,9 +23,8 @@ const ProgressInterval = 5 * time.Second
 // monitor samples a running pipeline.
 type monitor struct {
 	p      *pipeline.Pipeline
-	src    *kafka.Source
-	prod   *kafka.Producer
-	budget int64 // whole budget (the pipeline's is its in-flight share)
+	kafka  *kprom.Metrics // the source's and producer's metrics, readiness and summary
+	budget int64          // whole budget (the pipeline's is its in-flight share)
 
 	mu   sync.Mutex
 	view View // latest sample
@@ -66,29 +65,19 @@ type StageView struct {
 }
 
 func newMonitor(p *pipeline.Pipeline, src *kafka.Source, prod *kafka.Producer, budget int64) *monitor {
-	m := &monitor{p: p, src: src, prod: prod, budget: budget}
+	m := &monitor{p: p, kafka: kprom.New(src, prod), budget: budget}
 	s := p.Stats()
 	m.view = m.sample(s, s, SampleInterval)
 	return m
 }
 
-func lagSum(st kafka.SourceStats) int64 {
-	var n int64
-	for _, l := range st.Lag {
-		if l > 0 {
-			n += l
-		}
-	}
-	return n
-}
-
 func (m *monitor) sample(prev, cur pipeline.Snapshot, elapsed time.Duration) View {
-	st := m.src.Stats()
+	st := m.kafka.Summary()
 	bn, _ := pipeline.Bottleneck(prev, cur, elapsed)
 	secs := elapsed.Seconds()
 	v := View{Name: cur.Name, Interval: secs, Bottleneck: bn, InFlightBytes: cur.InFlightBytes, BudgetBytes: cur.BudgetBytes,
-		HighWaterBytes: cur.HighWaterBytes, RSSBytes: RSS(),
-		Source: SourceView{Assigned: st.Assigned, Paused: st.Paused, Lag: lagSum(st), Rate: float64(cur.Emitted-prev.Emitted) / secs}}
+		HighWaterBytes: cur.HighWaterBytes, RSSBytes: process.RSS(),
+		Source: SourceView{Assigned: st.Assigned, Paused: st.Paused, Lag: st.Lag, Rate: float64(cur.Emitted-prev.Emitted) / secs}}
 	for i, s := range cur.Stages {
 		p := s
 		if i < len(prev.Stages) {
@@ -149,20 +138,3 @@ func (m *monitor) progress(log *slog.Logger, prev, cur pipeline.Snapshot, el tim
 }
 
 func mib(n int64) string { return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + "MiB" }
-
-// RSS returns the resident set size of this process from /proc/self/statm, or 0.
-func RSS() int64 {
-	b, err := os.ReadFile("/proc/self/statm")
-	if err != nil {
-		return 0
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 2 {
-		return 0
-	}
-	pages, err := strconv.ParseInt(f[1], 10, 64)
-	if err != nil {
-		return 0
-	}
-	return pages * int64(os.Getpagesize())
-}

@@ -7,18 +7,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"os/signal"
-	"runtime"
-	"runtime/debug"
-	"syscall"
 	"time"
-
-	"go.uber.org/automaxprocs/maxprocs"
 
 	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
 	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/pipeline/process"
 )
 
 // Spec describes a service: its defaults, its embedded topics and load, and its pipeline.
@@ -79,7 +73,7 @@ func Main(ctx context.Context, spec Spec, args []string, stderr io.Writer) int {
 		log.Error("flags", "err", err)
 		return 2
 	}
-	ctx, stop := signalContext(ctx, log)
+	ctx, stop := process.SignalContext(ctx, log)
 	defer stop()
 	if err := run(ctx, spec, cfg, log); err != nil {
 		log.Error("exit", "err", err)
@@ -89,58 +83,19 @@ func Main(ctx context.Context, spec Spec, args []string, stderr io.Writer) int {
 	return 0
 }
 
-// signalContext cancels on the first SIGTERM/SIGINT and exits hard on the second.
-func signalContext(parent context.Context, log *slog.Logger) (context.Context, func()) {
-	ctx, cancel := context.WithCancel(parent)
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
-	done := make(chan struct{})
-	go func() {
-		select {
-		case s := <-sigs:
-			log.Info("signal: draining (send again to exit now)", "signal", s.String())
-			cancel()
-		case <-done:
-			return
-		}
-		select {
-		case s := <-sigs:
-			log.Error("second signal: exiting without drain", "signal", s.String())
-			os.Exit(1)
-		case <-done:
-		}
-	}()
-	return ctx, func() { signal.Stop(sigs); close(done); cancel() }
-}
-
-// sizeProcess applies automaxprocs and the cgroup memory limit to cfg and the runtime, and
-// returns a function restoring what it changed.
+// sizeProcess sizes the process to its cgroup (process.FitProcess: GOMAXPROCS, GOMEMLIMIT,
+// and the budget unless --budget set it), stores the budget in cfg, logs kafka.Plan's split
+// of it, and returns the undo.
 func sizeProcess(cfg *Config, log *slog.Logger) func() {
-	undo, err := maxprocs.Set(maxprocs.Logger(func(format string, a ...any) { log.Info(fmt.Sprintf(format, a...)) }))
-	if err != nil {
-		log.Warn("automaxprocs", "err", err)
+	opts := []process.FitOption{process.WithDefaultBudget(cfg.Budget)}
+	if cfg.BudgetSet {
+		opts = append(opts, process.WithBudget(cfg.Budget))
 	}
-	limit := CgroupMemoryLimit()
-	restoreMem := func() {}
-	if limit > 0 {
-		if !cfg.BudgetSet {
-			cfg.Budget = limit / BudgetFraction
-		}
-		if _, ok := os.LookupEnv("GOMEMLIMIT"); !ok {
-			prev := debug.SetMemoryLimit(int64(float64(limit) * MemLimitFraction))
-			restoreMem = func() { debug.SetMemoryLimit(prev) }
-		}
-	}
+	fit, undo := process.FitProcess(log, opts...)
+	cfg.Budget = fit.Budget
 	plan := kafka.Plan(cfg.Budget, kafka.DefaultMaxMessageBytes)
-	log.Info("sizing", "gomaxprocs", runtime.GOMAXPROCS(0), "cgroup_memory_limit", limit, "budget", cfg.Budget,
-		"budget_from_cgroup", limit > 0 && !cfg.BudgetSet, "gomemlimit", debug.SetMemoryLimit(-1),
-		"inflight", plan.InFlight, "prefetch", plan.Prefetch, "producer_queue", plan.ProducerQueue)
-	return func() {
-		restoreMem()
-		if undo != nil {
-			undo()
-		}
-	}
+	log.Info("memory plan", "budget", cfg.Budget, "inflight", plan.InFlight, "prefetch", plan.Prefetch, "producer_queue", plan.ProducerQueue)
+	return undo
 }
 
 func run(ctx context.Context, spec Spec, cfg *Config, log *slog.Logger) (err error) {
