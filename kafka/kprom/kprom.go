@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/pipeline/observe"
 )
 
 // ErrNotAssigned is Ready's error while the consumer has no partition assigned: before it
@@ -39,12 +40,7 @@ func New(src *kafka.Source, prod *kafka.Producer) *Metrics {
 	return &Metrics{src: src, prod: prod}
 }
 
-// Summary is what the source is doing now, for a monitor's page and progress line.
-// TODO(coordinator): return observe.SourceSummary instead (same fields) once pipeline/observe is merged.
-type Summary struct {
-	Assigned, Paused, Lag int64    // partitions assigned and paused now; the sum of their known lags
-	PausedPartitions      []string // "topic[partition]" of each paused partition, in order
-}
+var _ observe.Source = (*Metrics)(nil)
 
 // Ready returns nil when the source has partitions assigned, else ErrNotAssigned.
 func (m *Metrics) Ready() error {
@@ -56,9 +52,9 @@ func (m *Metrics) Ready() error {
 
 // Summary returns the assigned partitions, the paused ones, and the lag summed over the
 // assigned partitions whose lag librdkafka's statistics know.
-func (m *Metrics) Summary() Summary {
+func (m *Metrics) Summary() observe.SourceSummary {
 	st := m.src.Stats()
-	s := Summary{Assigned: st.Assigned, Paused: st.Paused}
+	s := observe.SourceSummary{Assigned: st.Assigned, Paused: st.Paused}
 	for _, p := range st.Partitions {
 		if p.Lag > 0 {
 			s.Lag += p.Lag
