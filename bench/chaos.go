@@ -29,10 +29,10 @@ func runChaos(args []string) error {
 	defer stop()
 	rep, err := chaos.Run(ctx, chaos.Config{Duration: *dur, Rate: *rate, Every: *every, Seed: *seed,
 		Progress: func(r chaos.Report) {
-			fmt.Fprintf(os.Stderr, "\r\033[K[chaos] %5.0fs/%v  faults %4d  produced %8d  processed %8d  duplicates %6d  RSS %6.1f MiB",
+			progressLine("[chaos] %5.0fs/%v  faults %4d  produced %8d  processed %8d  duplicates %6d  RSS %6.1f MiB",
 				r.DurationS, *dur, r.FaultsInjected, r.Produced, r.ProcessedUnique, r.Duplicates, float64(r.PeakRSSBytes)/(1<<20))
 		}})
-	fmt.Fprintln(os.Stderr)
+	endProgress()
 	if err != nil {
 		return err
 	}

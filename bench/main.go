@@ -263,8 +263,27 @@ func readSinkLog(path string) (map[int32]map[int64]int, int64, error) {
 	return m, n, nil
 }
 
+// progressLine writes a progress line to stderr: rewritten in place on a terminal, one plain
+// line each (no carriage return, no escape codes) when stderr is a file or a pipe (a log).
 func progressLine(format string, a ...any) {
-	fmt.Fprintf(os.Stderr, "\r\033[K"+format, a...)
+	if stderrIsTerminal {
+		fmt.Fprintf(os.Stderr, "\r\033[K"+format, a...)
+		return
+	}
+	fmt.Fprintf(os.Stderr, format+"\n", a...)
+}
+
+// stderrIsTerminal reports whether stderr is a character device (a terminal).
+var stderrIsTerminal = func() bool {
+	st, err := os.Stderr.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}()
+
+// endProgress ends a progress line rewritten in place (nothing to do for plain lines).
+func endProgress() {
+	if stderrIsTerminal {
+		fmt.Fprintln(os.Stderr)
+	}
 }
 
 func mib(b int64) float64 { return float64(b) / (1 << 20) }

@@ -49,7 +49,7 @@ func runSeed(args []string) error {
 		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
 	for _, name := range strings.Split(o.runs, ",") {
 		r, err := seedRun(o, name)
-		fmt.Fprintln(os.Stderr)
+		endProgress()
 		if err != nil {
 			return fmt.Errorf("seed %s: %w", name, err)
 		}
