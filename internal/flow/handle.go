@@ -21,7 +21,7 @@ func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Ou
 	return func(env *Env, m msg[In], emit func(msg[Out]), w *worker) {
 		var out Out
 		var keep bool
-		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
+		attempts, err := s.invoke(env, w, m.r, func(ctx context.Context) error {
 			var err error
 			out, keep, err = fn(ctx, m.v)
 			return err
@@ -42,7 +42,7 @@ func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Ou
 func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([]Out, error)) handler[In, Out] {
 	return func(env *Env, m msg[In], emit func(msg[Out]), w *worker) {
 		var outs []Out
-		attempts, err := s.invoke(env, w, func(ctx context.Context) error {
+		attempts, err := s.invoke(env, w, m.r, func(ctx context.Context) error {
 			var err error
 			outs, err = fn(ctx, m.v)
 			return err
@@ -67,7 +67,7 @@ func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([
 
 func sinkHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) error) handler[In, Out] {
 	return func(env *Env, m msg[In], _ func(msg[Out]), w *worker) {
-		attempts, err := s.invoke(env, w, func(ctx context.Context) error { return fn(ctx, m.v) })
+		attempts, err := s.invoke(env, w, m.r, func(ctx context.Context) error { return fn(ctx, m.v) })
 		if err != nil {
 			w.flush() // nor for the error handler (a dead-letter producer may block)
 			s.failed(env, m.r, err, attempts)
@@ -132,7 +132,7 @@ func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Cont
 		// error or panicked, a misuse: the Done already owns m.r, so there is no retry and no
 		// second failure, which would end m.r twice.
 		ended := false
-		attempts, err := s.invoke(env, w, func(ctx context.Context) (err error) {
+		attempts, err := s.invoke(env, w, m.r, func(ctx context.Context) (err error) {
 			if ended {
 				return nil
 			}
@@ -167,11 +167,11 @@ func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Cont
 	}
 }
 
-// invoke runs call with the stage's timeout, panic recovery and retries. It returns the number
-// of attempts made and the last error (nil on success).
-func (s *Stage[In, Out]) invoke(env *Env, w *worker, call func(context.Context) error) (int, error) {
+// invoke runs call with the stage's timeout, panic recovery and retries, for the message whose
+// reference is r. It returns the number of attempts made and the last error (nil on success).
+func (s *Stage[In, Out]) invoke(env *Env, w *worker, r ref, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(env.Ctx, w, call)
+		err := s.attempt(env, w, r, attempt, call)
 		if err == nil {
 			return attempt, nil
 		}
@@ -199,7 +199,9 @@ const (
 	sampleBelow = 2000 // ns
 )
 
-func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(context.Context) error) (err error) {
+func (s *Stage[In, Out]) attempt(env *Env, w *worker, from ref, attempt int, call func(context.Context) error) (err error) {
+	ctx := env.Ctx
+	var traced func(error) // the Tracer's end of this attempt
 	var start int64
 	// A fast stage times one call in sampleEvery of each worker's.
 	wasFast := s.c.fast.Load()
@@ -215,6 +217,9 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(conte
 		if r := recover(); r != nil {
 			s.c.panics.Add(1)
 			err = Hooks.Panic(s.name, r, debug.Stack())
+		}
+		if traced != nil {
+			traced(err)
 		}
 		if timed {
 			var d int64
@@ -234,7 +239,19 @@ func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(conte
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
 		defer cancel()
 	}
+	if env.Tracer != nil {
+		ctx, traced = s.trace(ctx, env.Tracer, w, from, attempt)
+	}
 	return call(ctx)
+}
+
+// trace starts the Tracer's observation of an attempt on r's events. Out of line: attempt's
+// hot path without a Tracer pays one nil check.
+func (s *Stage[In, Out]) trace(ctx context.Context, t Tracer, w *worker, r ref, attempt int) (context.Context, func(error)) {
+	w.lives = r.appendLives(w.lives[:0])
+	ctx, end := t.Call(ctx, s.name, s.kind, attempt, w.lives)
+	clear(w.lives) // keep no event reachable past the call
+	return ctx, end
 }
 
 // failed ends r after its processing failed for good, according to the error policy, on the
