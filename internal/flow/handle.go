@@ -171,7 +171,12 @@ func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Cont
 // reference is r. It returns the number of attempts made and the last error (nil on success).
 func (s *Stage[In, Out]) invoke(env *Env, w *worker, r ref, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(env, w, r, attempt, call)
+		var err error
+		if env.Tracer == nil { // without a Tracer, attempt is all there is
+			err = s.attempt(env.Ctx, w, call)
+		} else {
+			err = s.tracedAttempt(env, w, r, attempt, call)
+		}
 		if err == nil {
 			return attempt, nil
 		}
@@ -199,9 +204,7 @@ const (
 	sampleBelow = 2000 // ns
 )
 
-func (s *Stage[In, Out]) attempt(env *Env, w *worker, from ref, attempt int, call func(context.Context) error) (err error) {
-	ctx := env.Ctx
-	var traced func(error) // the Tracer's end of this attempt
+func (s *Stage[In, Out]) attempt(ctx context.Context, w *worker, call func(context.Context) error) (err error) {
 	var start int64
 	// A fast stage times one call in sampleEvery of each worker's.
 	wasFast := s.c.fast.Load()
@@ -217,9 +220,6 @@ func (s *Stage[In, Out]) attempt(env *Env, w *worker, from ref, attempt int, cal
 		if r := recover(); r != nil {
 			s.c.panics.Add(1)
 			err = Hooks.Panic(s.name, r, debug.Stack())
-		}
-		if traced != nil {
-			traced(err)
 		}
 		if timed {
 			var d int64
@@ -239,19 +239,25 @@ func (s *Stage[In, Out]) attempt(env *Env, w *worker, from ref, attempt int, cal
 		ctx, cancel = context.WithTimeout(ctx, s.cfg.Timeout)
 		defer cancel()
 	}
-	if env.Tracer != nil {
-		ctx, traced = s.trace(ctx, env.Tracer, w, from, attempt)
-	}
 	return call(ctx)
 }
 
-// trace starts the Tracer's observation of an attempt on r's events. Out of line: attempt's
-// hot path without a Tracer pays one nil check.
-func (s *Stage[In, Out]) trace(ctx context.Context, t Tracer, w *worker, r ref, attempt int) (context.Context, func(error)) {
-	w.lives = r.appendLives(w.lives[:0])
-	ctx, end := t.Call(ctx, s.name, s.kind, attempt, w.lives)
-	clear(w.lives) // keep no event reachable past the call
-	return ctx, end
+// tracedAttempt is attempt observed by env.Tracer: the Tracer's Call gets the attempt's
+// context (after the stage's timeout is applied) and the events behind r, and its end gets the
+// attempt's outcome, a recovered panic included. Out of line, so that attempt's code is the
+// same with or without a Tracer.
+func (s *Stage[In, Out]) tracedAttempt(env *Env, w *worker, r ref, attempt int, call func(context.Context) error) error {
+	var end func(error)
+	err := s.attempt(env.Ctx, w, func(ctx context.Context) error {
+		w.lives = r.appendLives(w.lives[:0])
+		ctx, end = env.Tracer.Call(ctx, s.name, s.kind, attempt, w.lives)
+		clear(w.lives) // keep no event reachable past the call
+		return call(ctx)
+	})
+	if end != nil {
+		end(err)
+	}
+	return err
 }
 
 // failed ends r after its processing failed for good, according to the error policy, on the
