@@ -52,6 +52,11 @@ func (s *sink) delivered() {
 // whoever created it, who closes it after Run. Records still awaiting their delivery report at
 // the close deadline make the hook return an error; their events are not committed unless the
 // report arrives before the source's final commit, and Close purges what is left.
+//
+// When the pipeline is traced (kafka/kotel's option), each record also carries the context of
+// its sink call's span in its headers (traceparent, tracestate: the propagator's keys),
+// replacing headers of those keys the Record already had. Otherwise the headers are the
+// Record's.
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	s := &sink{idle: make(chan struct{}, 1)}
 	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
