@@ -5,6 +5,9 @@ import (
 	"fmt"
 	"sync/atomic"
 
+	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+
+	"github.com/sluicehq/sluice/internal/ext"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -49,12 +52,21 @@ func (s *sink) delivered() {
 // whoever created it, who closes it after Run. Records still awaiting their delivery report at
 // the close deadline make the hook return an error; their events are not committed unless the
 // report arrives before the source's final commit, and Close purges what is left.
+//
+// When the pipeline is traced (kafka/kotel's option), each record also carries the context of
+// its sink call's span in its headers (traceparent, tracestate: the propagator's keys),
+// replacing headers of those keys the Record already had. Otherwise the headers are the
+// Record's.
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	s := &sink{idle: make(chan struct{}, 1)}
 	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
 		p.outstanding.Add(1)
 		s.outstanding.Add(1)
-		if err := p.produce(ctx, p.message(rec, &sinkRecord{done: done, sink: s}), nil); err != nil {
+		m := p.message(rec, &sinkRecord{done: done, sink: s})
+		if inj := ext.InjectorOf(ctx); inj != nil {
+			injectHeaders(ctx, inj, m)
+		}
+		if err := p.produce(ctx, m, nil); err != nil {
 			p.outstanding.Add(-1)
 			s.outstanding.Add(-1) // no wake-up needed: flush runs once the workers exited
 			if isFatal(err) {
@@ -65,6 +77,22 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 		}
 		return nil
 	}, append(opts[:len(opts):len(opts)], stage.WithClose(s.flush))...) // the flush is the sink's own: last, so it wins
+}
+
+// injectHeaders writes the trace context of ctx (the sink call's, when a tracing option is in
+// use: kafka/kotel) into m's headers, replacing a header of the same key (a traceparent the
+// stage copied from its input record names the input's context, not this call's). m's header
+// slice is its own (Producer.message copies the record's).
+func injectHeaders(ctx context.Context, inj ext.Injector, m *ckafka.Message) {
+	inj(ctx, func(key, value string) {
+		for i := range m.Headers {
+			if m.Headers[i].Key == key {
+				m.Headers[i].Value = []byte(value)
+				return
+			}
+		}
+		m.Headers = append(m.Headers, ckafka.Header{Key: key, Value: []byte(value)})
+	})
 }
 
 // flush waits until every record of the sink was delivered or failed and its Done ended, or

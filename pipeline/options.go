@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -30,6 +31,7 @@ type config struct {
 	logger        *slog.Logger
 	name          string
 	maxCalls      int
+	tracer        flow.Tracer // set through internal/ext (kafka/kotel); nil: no tracing
 }
 
 func defaultConfig() config {

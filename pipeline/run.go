@@ -121,6 +121,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 		Handle: p.handle,
 		Later:  p.errQueue.later,
 		Logger: p.cfg.logger,
+		Tracer: p.cfg.tracer,
 		// Go runs one of the pipeline's long-lived tasks (the source, the stage workers),
 		// whose number Build fixed; user calls run on the call pool instead.
 		Go: func(task func()) error {

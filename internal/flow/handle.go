@@ -167,11 +167,16 @@ func asyncHandler[In, Out any](s *Stage[In, Out], env *Env, fn func(context.Cont
 	}
 }
 
-// invoke runs call with the stage's timeout, panic recovery and retries. It returns the number
-// of attempts made and the last error (nil on success).
+// invoke runs call with the stage's timeout, panic recovery and retries, for the message whose
+// reference is r. It returns the number of attempts made and the last error (nil on success).
 func (s *Stage[In, Out]) invoke(env *Env, w *worker, r ref, call func(context.Context) error) (int, error) {
 	for attempt := 1; ; attempt++ {
-		err := s.attempt(env, w, r, call)
+		var err error
+		if env.Tracer == nil { // without a Tracer, attempt is all there is
+			err = s.attempt(env, w, r, call)
+		} else {
+			err = s.tracedAttempt(env, w, r, attempt, call)
+		}
 		if err == nil {
 			return attempt, nil
 		}
@@ -245,6 +250,24 @@ func (s *Stage[In, Out]) attempt(env *Env, w *worker, r ref, call func(context.C
 		defer cancel()
 	}
 	return call(ctx)
+}
+
+// tracedAttempt is attempt observed by env.Tracer: the Tracer's Call gets the attempt's
+// context (after the stage's timeout is applied) and the events behind r, and its end gets the
+// attempt's outcome, a recovered panic included. Out of line, so that attempt's code is the
+// same with or without a Tracer.
+func (s *Stage[In, Out]) tracedAttempt(env *Env, w *worker, r ref, attempt int, call func(context.Context) error) error {
+	var end func(error)
+	err := s.attempt(env, w, r, func(ctx context.Context) error {
+		w.lives = r.appendLives(w.lives[:0])
+		ctx, end = env.Tracer.Call(ctx, s.name, s.kind, attempt, w.lives)
+		clear(w.lives) // keep no event reachable past the call
+		return call(ctx)
+	})
+	if end != nil {
+		end(err)
+	}
+	return err
 }
 
 // failed ends r after its processing failed for good, according to the error policy, on the

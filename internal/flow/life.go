@@ -39,6 +39,12 @@ type Life struct {
 	state atomic.Uint64
 	// fin is told when the count reaches zero. Set at emission.
 	fin Finisher
+	// Trace is the pipeline's Tracer's own data for the event (kafka/kotel: the event's
+	// trace context, computed on its first traced call). Written only by the first call on
+	// the event, which runs before any message derived from it exists (a FlatMap or a Batch
+	// hands the event on only after a call): later calls, on any goroutine, only read it.
+	// Cleared by Reset.
+	Trace any
 }
 
 // Finisher receives an event whose derived work has all ended. ok is false when some of it
@@ -95,7 +101,7 @@ func (l *Life) Retire() bool {
 // Reset clears what the pipeline set at emission; the generation and flags stay.
 func (l *Life) Reset() {
 	l.origin.Topic, l.origin.Partition, l.origin.Offset, l.origin.Tag = "", 0, 0, 0
-	l.size, l.fin = 0, nil
+	l.size, l.fin, l.Trace = 0, nil, nil
 }
 
 // Begin prepares the event for emission: its identity (the source's topic, partition, offset

@@ -37,6 +37,19 @@ type Env struct {
 	// time the source reports it is blocked while every event in flight waits in a partial
 	// batch. A Batch without Linger then flushes. Nil: never.
 	Stalled func() <-chan struct{}
+	// Tracer, when set, wraps every attempt of every stage call (pipeline's tracing option,
+	// internal/ext). Nil: no tracing and no cost beyond one nil check per attempt.
+	Tracer Tracer
+}
+
+// Tracer observes stage calls (kafka/kotel turns them into OpenTelemetry spans). Call is
+// called on the calling goroutine before each attempt of a stage call with the attempt's
+// context, the stage's name and kind, and the source events behind the message (one, or a
+// batch's members); lives is the worker's buffer, valid only during Call. It returns the
+// context the user function gets and a function the engine calls exactly once with the
+// attempt's outcome (a recovered panic as its *stage.PanicError), on the same goroutine.
+type Tracer interface {
+	Call(ctx context.Context, stage, kind string, attempt int, lives []*Life) (context.Context, func(err error))
 }
 
 // later runs fn through env.Later, or at once with env.Ctx when the env has none.

@@ -14,6 +14,7 @@ type worker struct {
 	outs    uint64        // sink outputs not yet added to the stage's counter
 	called  chan struct{} // the end of a call run on the call pool (Calls.do)
 	slot    *callSlot     // this worker's current call, once its stage is watched (Stage.Watch)
+	lives   []*Life       // the events behind the traced call (Env.Tracer), a reused buffer
 }
 
 // sample reports whether this call's duration is measured (one in sampleEvery, for a fast

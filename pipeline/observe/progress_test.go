@@ -35,7 +35,7 @@ func TestProgressPlainLines(t *testing.T) {
 		t.Fatalf("%d progress lines after 12 samples of 10 ms at 20 ms, want at least 3: %q", len(lines), out)
 	}
 	for _, l := range lines {
-		if !strings.Contains(l, "sluice: in ") || !strings.Contains(l, " of 256.0 KiB,") || strings.Contains(l, "0.0 MiB") {
+		if !strings.Contains(l, "sluice: in ") || !strings.Contains(l, " of 256.0 KiB,") || strings.Contains(l, " 0.0 MiB") {
 			t.Errorf("progress line %q: want the pipeline's rates and sizes in KiB", l)
 		}
 	}
