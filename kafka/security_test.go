@@ -275,3 +275,25 @@ func TestFaultNoWriteAccess(t *testing.T) {
 		}
 	})
 }
+
+// TestFaultProducerWrongPassword: a standalone producer whose authentication fails: its
+// records fail with the refusal within seconds (not after message.timeout.ms, 5 minutes by
+// default), Run stops with it, and no input is committed.
+func TestFaultProducerWrongPassword(t *testing.T) {
+	s := startSecured(t, readTopic("in"), useGroup("g-pp"), writeTopic("out"))
+	s.produce(t, inputs(5, "v")...)
+	prod, err := kafka.NewProducer(kafka.ProducerConfig{Brokers: s.Addr(), Topic: "out", Security: s.security("Wrong-Pa55"), Logger: kafkatest.Logger(), Budget: 16 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer prod.Close(context.Background())
+	r := start(t, newSource(t, s.config("g-pp", secAppPwd)), func(b *pipeline.Builder) { toRecords(b, prod) })
+	err = runError(t, r, 30*time.Second)
+	requireDenied(t, err, []ckafka.ErrorCode{ckafka.ErrAuthentication, ckafka.ErrTransport}, "authentication failed", "kafka: producer")
+	if !errors.Is(err, stage.ErrNotDelivered) {
+		t.Fatalf("error %v does not wrap stage.ErrNotDelivered", err)
+	}
+	if c := s.committedSum(t, "g-pp"); c != 0 {
+		t.Fatalf("committed %d, want nothing", c)
+	}
+}
