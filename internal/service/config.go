@@ -155,7 +155,7 @@ func ParseFlags(name string, args []string, def Defaults, stderr io.Writer, extr
 		return nil, err
 	}
 	if c.Embedded() && !c.Security.IsZero() {
-		return nil, errors.New("the security flags and "+PasswordEnv+" need --brokers: the embedded broker is plaintext")
+		return nil, errors.New("the security flags and " + PasswordEnv + " need --brokers: the embedded broker is plaintext")
 	}
 	return c, nil
 }
