@@ -78,10 +78,11 @@ type Config struct {
 	// none: plaintext, no authentication. Checked at NewSource (each error names the field; a
 	// certificate file that cannot be read is one); librdkafka checks the files' contents when
 	// the consumer is created. At run time a failed authentication (wrong password, unknown
-	// user) or a missing authorization (no ACL to describe or read a topic, or to use the
-	// group) stops Run with an error wrapping ErrAccessDenied and librdkafka's error, instead
-	// of retrying for ever; nothing is committed that was not processed. Printing or logging a
-	// Config never shows the password (see Security).
+	// user), a TLS handshake that fails 3 times in a row (an untrusted or expired
+	// certificate), or a missing authorization (no ACL to describe or read a topic, or to use
+	// the group) stops Run with an error wrapping ErrAccessDenied and librdkafka's error,
+	// instead of retrying for ever; nothing is committed that was not processed. Printing or
+	// logging a Config never shows the password (see Security).
 	Security Security
 	// Budget is the whole memory budget for data, in bytes: the pipeline's in-flight budget,
 	// the messages the source holds back and librdkafka's prefetch (and, for a Producer, its

@@ -76,7 +76,7 @@ const (
 // written, so its input must not be committed unless an error handler took it over.
 func (p *Producer) readReports() {
 	defer p.reader.Done()
-	var closes saslCloses
+	var handshakes handshakes
 	for e := range p.p.Events() {
 		switch ev := e.(type) {
 		case *ckafka.Message:
@@ -84,7 +84,7 @@ func (p *Producer) readReports() {
 			done, err := rec.done, ev.TopicPartition.Error
 			switch {
 			case err == nil:
-				closes.reset() // delivered: authenticated
+				handshakes.reset() // delivered: connected
 				done.Ack()
 			case accessDenied(err):
 				// Every record to this topic fails the same way until someone changes the ACLs:
@@ -118,8 +118,10 @@ func (p *Producer) readReports() {
 			switch {
 			case accessDenied(ev) && ev.Code() != ckafka.ErrTopicAuthorizationFailed: // a topic's refusal fails its records' reports
 				p.refuse(ev, deniedHint(ev.Code()))
-			case closes.refused(ev):
-				p.refuse(ev, saslClosedHint)
+			default:
+				if hint, ok := handshakes.refused(ev); ok {
+					p.refuse(ev, hint)
+				}
 			}
 		}
 		p.drainLogs()

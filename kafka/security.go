@@ -266,33 +266,46 @@ func deniedHint(code ckafka.ErrorCode) string {
 // SASL_AUTHENTICATION_FAILED, which librdkafka reports as ErrAuthentication. Some close the
 // connection instead (Kafka before 1.0, some proxies, the embedded kfake broker), which
 // librdkafka reports as a transport failure "SASL authentication error: SaslAuthenticateRequest
-// failed". One such close may be a broker going down; saslCloseLimit of them within
-// saslCloseWindow (librdkafka reconnects after 0.1, 1 and 3 s or so) are a refusal.
+// failed". A TLS handshake that fails (an untrusted or expired certificate, a broker that does
+// not speak TLS) is ErrSsl. librdkafka retries both for ever. One such failure may be a broker
+// going down; handshakeLimit of them within handshakeWindow (librdkafka reconnects after 0.1,
+// 1 and 3 s or so) are a refusal.
 const (
-	saslCloseLimit  = 3
-	saslCloseWindow = 30 * time.Second
+	handshakeLimit  = 3
+	handshakeWindow = 30 * time.Second
 )
 
-// saslCloses counts the connections closed in answer to SASL authentication. Owned by one
+// handshakes counts the connections that failed in their SASL or TLS handshake. Owned by one
 // goroutine (the source's polling one, the producer's report reader).
-type saslCloses struct {
+type handshakes struct {
+	sasl, tls counter
+}
+
+type counter struct {
 	n     int
 	first time.Time
 }
 
-// refused counts e if it is such a close and reports whether the limit is reached.
-func (c *saslCloses) refused(e ckafka.Error) bool {
-	if e.Code() != ckafka.ErrTransport || !strings.Contains(e.Error(), "SASL authentication error") {
-		return false
-	}
-	if now := time.Now(); c.n == 0 || now.Sub(c.first) > saslCloseWindow {
+// add counts one failure and reports whether the limit is reached within the window.
+func (c *counter) add() bool {
+	if now := time.Now(); c.n == 0 || now.Sub(c.first) > handshakeWindow {
 		c.n, c.first = 0, now
 	}
 	c.n++
-	return c.n >= saslCloseLimit
+	return c.n >= handshakeLimit
 }
 
-// reset forgets the closes counted (the client authenticated since).
-func (c *saslCloses) reset() { c.n = 0 }
+// refused counts e if it is a failed handshake and, once the limit is reached, returns what
+// the failure means.
+func (h *handshakes) refused(e ckafka.Error) (hint string, ok bool) {
+	switch {
+	case e.Code() == ckafka.ErrTransport && strings.Contains(e.Error(), "SASL authentication error"):
+		return "authentication failed: the broker closed the connection in answer to SASL authentication, 3 times in a row (check Security: Mechanism, Username, Password)", h.sasl.add()
+	case e.Code() == ckafka.ErrSsl:
+		return "TLS handshake failed 3 times in a row (check Security: CAFile, CertFile, KeyFile, Protocol)", h.tls.add()
+	}
+	return "", false
+}
 
-const saslClosedHint = "authentication failed: the broker closed the connection in answer to SASL authentication, 3 times in a row (check Security: mechanism, username, password)"
+// reset forgets the failures counted (the client connected since).
+func (h *handshakes) reset() { *h = handshakes{} }

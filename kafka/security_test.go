@@ -297,3 +297,19 @@ func TestFaultProducerWrongPassword(t *testing.T) {
 		t.Fatalf("committed %d, want nothing", c)
 	}
 }
+
+// TestFaultUntrustedBroker: the brokers' certificate is not signed by the CA the client
+// trusts: Run returns an error naming the TLS failure instead of reconnecting for ever.
+func TestFaultUntrustedBroker(t *testing.T) {
+	s := startSecured(t, readTopic("in"), useGroup("g-ca"))
+	other, err := kafkatest.NewCerts(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := s.config("g-ca", secAppPwd)
+	cfg.Security.CAFile = other.CAFile
+	r := start(t, newSource(t, cfg), func(b *pipeline.Builder) {
+		pipeline.To(b.Source(), stage.Sink("drop", func(context.Context, *stage.Event) error { return nil }))
+	})
+	requireDenied(t, runError(t, r, 30*time.Second), []ckafka.ErrorCode{ckafka.ErrSsl}, "TLS handshake failed", "CAFile")
+}

@@ -76,7 +76,7 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
-	saslCloses saslCloses // connections closed in answer to SASL authentication (security.go); reset on assign
+	handshakes handshakes // failed SASL and TLS handshakes (security.go); reset on assign
 
 	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
 
@@ -202,8 +202,8 @@ func (s *Source) onError(e ckafka.Error) error {
 	if accessDenied(e) {
 		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, deniedHint(e.Code()), e)
 	}
-	if s.saslCloses.refused(e) {
-		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, saslClosedHint, e)
+	if hint, ok := s.handshakes.refused(e); ok {
+		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, hint, e)
 	}
 	s.log.Warn("sluice/kafka: consumer error", "code", e.Code().String(), "err", e.Error())
 	return nil
