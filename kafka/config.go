@@ -74,6 +74,16 @@ type Config struct {
 	GroupID string
 	// Topics are subscribed to. Required.
 	Topics []string
+	// Security is SASL authentication and TLS (security.protocol, sasl.*, ssl.*). Default
+	// none: plaintext, no authentication. Checked at NewSource (each error names the field; a
+	// certificate file that cannot be read is one); librdkafka checks the files' contents when
+	// the consumer is created. At run time a failed authentication (wrong password, unknown
+	// user), a TLS handshake that fails 3 times in a row (an untrusted or expired
+	// certificate), or a missing authorization (no ACL to describe or read a topic, or to use
+	// the group) stops Run with an error wrapping ErrAccessDenied and librdkafka's error,
+	// instead of retrying for ever; nothing is committed that was not processed. Printing or
+	// logging a Config never shows the password (see Security).
+	Security Security
 	// Budget is the whole memory budget for data, in bytes: the pipeline's in-flight budget,
 	// the messages the source holds back and librdkafka's prefetch (and, for a Producer, its
 	// queue). Default 64 MiB. See Memory for the split and the whole formula.
@@ -184,6 +194,7 @@ func (c *Config) validate() error {
 		errs = append(errs, configErr("CommitInterval/RevokeTimeout", "must not be negative"))
 	}
 	errs = append(errs, checkOverrides(c.Overrides)...)
+	errs = append(errs, c.Security.validate("Security", c.Overrides)...)
 	return errors.Join(errs...)
 }
 
@@ -242,6 +253,7 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 	if c.StatsInterval > 0 {
 		cm["statistics.interval.ms"] = int(c.StatsInterval / time.Millisecond)
 	}
+	c.Security.apply(cm)
 	for k, v := range c.Overrides {
 		if err := cm.SetKey(k, v); err != nil {
 			return nil, mem, configErr(k, "%v", err)

@@ -31,9 +31,10 @@ const (
 // stage.ErrNotDelivered (a sink's output record was not written): the input goes to the
 // dead-letter topic, and is committed once it is there.
 //
-// A record the broker can never accept (too large, invalid), a fatal producer error, or a
-// producer whose Close stopped accepting records (ErrProducerClosed) is a fatal error at once:
-// retrying would block its partition forever.
+// A record the broker can never accept (too large, invalid), a fatal producer error, a
+// refusal by the cluster (no ACL to write the dead-letter topic, a failed authentication:
+// ErrAccessDenied), or a producer whose Close stopped accepting records (ErrProducerClosed) is
+// a fatal error at once: retrying would block its partition forever.
 //
 // A dead-letter topic that is unavailable is retried with backoff until it accepts the record
 // or ctx ends: the pipeline slows down (backpressure) instead of losing the event. Every wait
@@ -82,6 +83,9 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 				err = ctx.Err()
 			}
 		}
+		if accessDenied(err) && !errors.Is(err, ErrAccessDenied) {
+			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w: %s: %w", topic, from.Topic, from.Partition, from.Offset, ErrAccessDenied, deniedHint(codeOf(err)), err)
+		}
 		if ctx.Err() != nil || permanent(err) || p.fatalError() != nil {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, from.Topic, from.Partition, from.Offset, err)
 		}
@@ -98,7 +102,7 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 
 // permanent reports whether a produce error can never succeed on retry.
 func permanent(err error) bool {
-	if errors.Is(err, ErrProducerClosed) {
+	if errors.Is(err, ErrProducerClosed) || errors.Is(err, ErrAccessDenied) {
 		return true
 	}
 	var ke ckafka.Error

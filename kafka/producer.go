@@ -56,6 +56,11 @@ type Producer struct {
 	state int // open, closing (Produce refused), destroyed (no call into librdkafka)
 
 	queueFull, deliveryErrors, deadLetters atomic.Uint64
+
+	// denied is set (once) by the report reader when the cluster refuses the producer itself
+	// (authentication, or cluster authorization for the idempotent producer): from then on a
+	// produce fails at once and queued records fail with it (see refuse).
+	denied atomic.Pointer[error]
 }
 
 // Producer states (Producer.state).
@@ -71,6 +76,7 @@ const (
 // written, so its input must not be committed unless an error handler took it over.
 func (p *Producer) readReports() {
 	defer p.reader.Done()
+	var handshakes handshakes
 	for e := range p.p.Events() {
 		switch ev := e.(type) {
 		case *ckafka.Message:
@@ -78,7 +84,16 @@ func (p *Producer) readReports() {
 			done, err := rec.done, ev.TopicPartition.Error
 			switch {
 			case err == nil:
+				handshakes.reset() // delivered: connected
 				done.Ack()
+			case accessDenied(err):
+				// Every record to this topic fails the same way until someone changes the ACLs:
+				// stop the pipeline whatever its policy, rather than dead-letter them all.
+				p.deliveryErrors.Add(1)
+				done.Fail(fmt.Errorf("kafka: deliver to %s: %w: %w: %s: %w", ev.TopicPartition, stage.ErrNotDelivered, ErrAccessDenied, deniedHint(codeOf(err)), err))
+			case isPurged(err) && p.deniedErr() != nil: // purged by refuse
+				p.deliveryErrors.Add(1)
+				done.Fail(fmt.Errorf("kafka: deliver to %s: %w: %w", ev.TopicPartition, stage.ErrNotDelivered, p.deniedErr()))
 			case isPurged(err):
 				done.Abandon()
 			case isFatal(err) || p.fatalError() != nil:
@@ -100,9 +115,52 @@ func (p *Producer) readReports() {
 			}
 		case ckafka.Error:
 			p.log.Warn("sluice/kafka: producer error", "code", ev.Code().String(), "fatal", ev.IsFatal(), "err", ev)
+			switch {
+			case accessDenied(ev) && ev.Code() != ckafka.ErrTopicAuthorizationFailed: // a topic's refusal fails its records' reports
+				p.refuse(ev, deniedHint(ev.Code()))
+			default:
+				if hint, ok := handshakes.refused(ev); ok {
+					p.refuse(ev, hint)
+				}
+			}
 		}
 		p.drainLogs()
 	}
+}
+
+// refuse records that the cluster refused the producer (the first refusal is kept) and purges
+// its queue: librdkafka would keep the records until message.timeout.ms (5 minutes by
+// default) while it retries the connection, a silent wait. The purged records' reports fail
+// their events with the refusal; later produces fail at once.
+func (p *Producer) refuse(e ckafka.Error, hint string) {
+	err := fmt.Errorf("kafka: producer: %w: %s: %w", ErrAccessDenied, hint, e)
+	if !p.denied.CompareAndSwap(nil, &err) {
+		return
+	}
+	p.log.Error("sluice/kafka: the cluster refused the producer: failing its records", "err", err)
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	if p.state != stateDestroyed {
+		if perr := p.p.Purge(ckafka.PurgeQueue | ckafka.PurgeInFlight); perr != nil {
+			p.log.Warn("sluice/kafka: purge after refusal", "err", perr)
+		}
+	}
+}
+
+// deniedErr returns the refusal refuse recorded, or nil.
+func (p *Producer) deniedErr() error {
+	if e := p.denied.Load(); e != nil {
+		return *e
+	}
+	return nil
+}
+
+func codeOf(err error) ckafka.ErrorCode {
+	var ke ckafka.Error
+	if errors.As(err, &ke) {
+		return ke.Code()
+	}
+	return ckafka.ErrUnknown
 }
 
 // isFatal reports whether err is (or follows) a fatal producer error: the producer can
@@ -156,6 +214,9 @@ func (p *Producer) produce(ctx context.Context, m *ckafka.Message, deliveryChan 
 	}()
 	for {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := p.deniedErr(); err != nil {
 			return err
 		}
 		p.mu.RLock()

@@ -14,14 +14,22 @@ import (
 const DefaultFlushTimeout = 10 * time.Second
 
 // ProducerConfig configures a Producer. Zero values take the documented defaults; for a
-// producer made by Source.NewProducer, Brokers, Budget, MaxMessageBytes and Logger default to
-// the source's instead.
+// producer made by Source.NewProducer, Brokers, Security, Budget, MaxMessageBytes and Logger
+// default to the source's instead.
 type ProducerConfig struct {
 	// Brokers is the bootstrap list (bootstrap.servers). Required (Source.NewProducer: the
 	// source's).
 	Brokers string
 	// Topic is where records that name no topic go. Optional.
 	Topic string
+	// Security is SASL authentication and TLS, as Config.Security. Default none
+	// (Source.NewProducer: the source's, and setting another one is an error). At run time a
+	// failed authentication stops the producer's records: a produce fails at once and queued
+	// records fail instead of waiting for message.timeout.ms; a missing authorization (no ACL
+	// to write the topic) fails the record's delivery. Either failure wraps ErrAccessDenied
+	// and stage.ErrNotDelivered and stops the pipeline whatever its error policy (a dead-letter
+	// handler does not take it: every record would follow); its input is not committed.
+	Security Security
 	// Budget is the same whole budget as the Source's; the producer queue gets its share
 	// (queue.buffering.max.kbytes = Plan(Budget).ProducerQueue/1024 — never librdkafka's 1 GiB
 	// default). Default 64 MiB (Source.NewProducer: the source's, and setting another one is an
@@ -72,6 +80,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if v, ok := cfg.Overrides["enable.idempotence"]; ok && !isTrue(v) {
 		errs = append(errs, configErr("enable.idempotence", "must be true, got %v", v))
 	}
+	errs = append(errs, cfg.Security.validate("ProducerConfig.Security", cfg.Overrides)...)
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -109,6 +118,7 @@ func producerConfigMap(cfg ProducerConfig, logs chan ckafka.LogEvent) (ckafka.Co
 	if logs != nil {
 		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs
 	}
+	cfg.Security.apply(cm)
 	for k, v := range cfg.Overrides {
 		if err := cm.SetKey(k, v); err != nil {
 			return nil, configErr(k, "%v", err)
@@ -117,13 +127,13 @@ func producerConfigMap(cfg ProducerConfig, logs chan ckafka.LogEvent) (ckafka.Co
 	return cm, nil
 }
 
-// NewProducer starts a producer for the pipelines this source feeds, so that the budget and
-// the largest message are stated once, on the source's Config: Brokers, Budget,
-// MaxMessageBytes and Logger are the source's where cfg leaves them zero, and the producer's
-// queue is the source plan's share (Memory().ProducerQueue). A Brokers, Budget or
-// MaxMessageBytes that cfg sets to another value than the source's is an error wrapping
-// ErrConfig and naming the field (a producer for another cluster or budget is a standalone
-// kafka.NewProducer). Otherwise as kafka.NewProducer: the caller owns the producer and closes
+// NewProducer starts a producer for the pipelines this source feeds, so that the cluster, the
+// budget and the largest message are stated once, on the source's Config: Brokers, Security,
+// Budget, MaxMessageBytes and Logger are the source's where cfg leaves them zero, and the
+// producer's queue is the source plan's share (Memory().ProducerQueue). A Brokers, Security,
+// Budget or MaxMessageBytes that cfg sets to another value than the source's is an error
+// wrapping ErrConfig and naming the field (a producer for another cluster, other credentials
+// or another budget is a standalone kafka.NewProducer). Otherwise as kafka.NewProducer: the caller owns the producer and closes
 // it after the pipeline's Run; the source does not close it, and it may outlive the source.
 func (s *Source) NewProducer(cfg ProducerConfig) (*Producer, error) {
 	var errs []error
@@ -131,6 +141,11 @@ func (s *Source) NewProducer(cfg ProducerConfig) (*Producer, error) {
 		cfg.Brokers = s.cfg.Brokers
 	} else if cfg.Brokers != s.cfg.Brokers {
 		errs = append(errs, configErr("ProducerConfig.Brokers", "set it on the source's Config only (it is %q there), got %q", s.cfg.Brokers, cfg.Brokers))
+	}
+	if cfg.Security.IsZero() {
+		cfg.Security = s.cfg.Security
+	} else if cfg.Security != s.cfg.Security {
+		errs = append(errs, configErr("ProducerConfig.Security", "set it on the source's Config only (it differs from the source's Security); a producer with other credentials is a standalone kafka.NewProducer"))
 	}
 	for _, f := range []struct {
 		name       string

@@ -43,6 +43,7 @@ func (s *Source) rebalance(c *ckafka.Consumer, ev ckafka.Event) error {
 	s.flush(s.runCtx)
 	switch e := ev.(type) {
 	case ckafka.AssignedPartitions:
+		s.handshakes.reset() // the coordinator answered: authenticated
 		s.assign(c, e.Partitions)
 	case ckafka.RevokedPartitions:
 		s.revoke(c, e.Partitions)

@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync/atomic"
 
@@ -71,6 +72,10 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 			s.outstanding.Add(-1) // no wake-up needed: flush runs once the workers exited
 			if isFatal(err) {
 				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w: %w", stage.ErrNotDelivered, err))
+				return nil
+			}
+			if errors.Is(err, ErrAccessDenied) {
+				done.Fail(fmt.Errorf("kafka: produce: %w: %w", stage.ErrNotDelivered, err))
 				return nil
 			}
 			return fmt.Errorf("kafka: produce: %w: %w", stage.ErrNotDelivered, err)

@@ -76,6 +76,8 @@ type Source struct {
 	closeOnce  sync.Once
 	closeErr   error
 
+	handshakes handshakes // failed SASL and TLS handshakes (security.go); reset on assign
+
 	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
 
 	st sourceCounters
@@ -188,10 +190,20 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 // by at most housekeepEvery × emitWait (0.8 s) when the first stage is saturated.
 const housekeepEvery = 16
 
+// onError handles an error librdkafka reports on the consumer. A fatal one, or a refusal by
+// the cluster (authentication or authorization: librdkafka would retry it for ever, and a
+// retry cannot succeed until credentials or ACLs change), stops Run. Others are logged and
+// librdkafka recovers from them itself.
 func (s *Source) onError(e ckafka.Error) error {
 	s.st.errors.Add(1)
 	if e.IsFatal() {
 		return fmt.Errorf("kafka: fatal consumer error: %w", e)
+	}
+	if accessDenied(e) {
+		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, deniedHint(e.Code()), e)
+	}
+	if hint, ok := s.handshakes.refused(e); ok {
+		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, hint, e)
 	}
 	s.log.Warn("sluice/kafka: consumer error", "code", e.Code().String(), "err", e.Error())
 	return nil

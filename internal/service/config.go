@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluicehq/sluice/kafka"
 )
 
 // EnvPrefix prefixes the environment variable of every flag: --brokers is SLUICE_BROKERS.
@@ -25,6 +27,8 @@ type Config struct {
 	Budget   int64         // whole data budget in bytes (kafka.Config.Budget)
 	HTTP     string        // listen address of the HTTP server
 	Duration time.Duration // run that long, then drain and exit; 0: until signalled
+
+	Security kafka.Security // SASL and TLS from the security flags (security.go); zero: plaintext
 
 	BudgetSet bool // --budget (or its variable) was given
 }
@@ -109,6 +113,7 @@ func ParseFlags(name string, args []string, def Defaults, stderr io.Writer, extr
 	fs.Var(bytesFlag{&c.Budget, &c.BudgetSet}, "budget", "whole memory budget for data (e.g. 64MiB); default 1/4 of the cgroup memory limit, else the service default")
 	fs.StringVar(&c.HTTP, "http", "127.0.0.1:8080", "HTTP listen address (metrics, health, pprof, /debug/pipeline)")
 	fs.DurationVar(&c.Duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
+	security := securityFromFlags(fs)
 	if extra != nil {
 		extra(fs)
 	}
@@ -131,6 +136,13 @@ func ParseFlags(name string, args []string, def Defaults, stderr io.Writer, extr
 	}
 	if c.Topic == "" || c.Group == "" {
 		return nil, errors.New("--topic and --group must not be empty")
+	}
+	var err error
+	if c.Security, err = security(); err != nil {
+		return nil, err
+	}
+	if c.Embedded() && !c.Security.IsZero() {
+		return nil, errors.New("the security flags and " + PasswordEnv + " need --brokers: the embedded broker is plaintext")
 	}
 	return c, nil
 }

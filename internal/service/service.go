@@ -130,14 +130,17 @@ func run(ctx context.Context, spec Spec, cfg *Config, log *slog.Logger) (err err
 			defer func() { stopGen(); <-genDone; gen.close() }()
 		}
 	}
-	src, err := kafka.NewSource(kafka.Config{Brokers: brokers, GroupID: cfg.Group, Topics: []string{cfg.Topic},
+	if !cfg.Security.IsZero() {
+		log.Info("kafka security", "security", cfg.Security) // the password is redacted
+	}
+	src, err := kafka.NewSource(kafka.Config{Brokers: brokers, GroupID: cfg.Group, Topics: []string{cfg.Topic}, Security: cfg.Security,
 		Budget: cfg.Budget, MaxMessageBytes: spec.MaxMessageBytes, Ordering: kafka.OrderKey, Logger: log,
 		CommitInterval: time.Second, StatsInterval: time.Second,
 		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
 	if err != nil {
 		return err
 	}
-	// The source's brokers, budget, largest message and logger; the producer is ours to close,
+	// The source's brokers, security, budget, largest message and logger; the producer is ours to close,
 	// after Run (the pipeline's sink only flushes it, and a dead-letter handler may use it to
 	// the end of the close phase).
 	prod, err := src.NewProducer(kafka.ProducerConfig{Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})

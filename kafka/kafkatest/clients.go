@@ -11,7 +11,13 @@ import (
 // read with a short-lived librdkafka consumer. A partition with no commit has a negative
 // offset (librdkafka's OffsetInvalid).
 func Committed(brokers, group, topic string, partitions int) ([]int64, error) {
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": group, "log_level": 3})
+	return CommittedWith(map[string]any{"bootstrap.servers": brokers}, group, topic, partitions)
+}
+
+// CommittedWith is Committed with the client's librdkafka properties (bootstrap.servers and
+// any security ones: Cluster.ClientConfig) instead of a bootstrap list.
+func CommittedWith(props map[string]any, group, topic string, partitions int) ([]int64, error) {
+	c, err := ckafka.NewConsumer(withProps(props, ckafka.ConfigMap{"group.id": group, "log_level": 3}))
 	if err != nil {
 		return nil, err
 	}
@@ -35,7 +41,13 @@ func Committed(brokers, group, topic string, partitions int) ([]int64, error) {
 // with no commit count 0): with every partition starting at offset 0, the number of records
 // committed.
 func CommittedSum(brokers, group, topic string, partitions int) (int64, error) {
-	offs, err := Committed(brokers, group, topic, partitions)
+	return CommittedSumWith(map[string]any{"bootstrap.servers": brokers}, group, topic, partitions)
+}
+
+// CommittedSumWith is CommittedSum with the client's librdkafka properties (see
+// CommittedWith).
+func CommittedSumWith(props map[string]any, group, topic string, partitions int) (int64, error) {
+	offs, err := CommittedWith(props, group, topic, partitions)
 	var sum int64
 	for _, o := range offs {
 		sum += max(o, 0)
@@ -46,8 +58,14 @@ func CommittedSum(brokers, group, topic string, partitions int) (int64, error) {
 // ReadMessages consumes topic from the beginning with a fresh group until n messages were read
 // or d passed, and returns them in the order received.
 func ReadMessages(brokers, topic string, n int, d time.Duration) ([]*ckafka.Message, error) {
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "group.id": fmt.Sprintf("kafkatest-reader-%d", time.Now().UnixNano()),
-		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50})
+	return ReadMessagesWith(map[string]any{"bootstrap.servers": brokers}, topic, n, d)
+}
+
+// ReadMessagesWith is ReadMessages with the client's librdkafka properties (see
+// CommittedWith).
+func ReadMessagesWith(props map[string]any, topic string, n int, d time.Duration) ([]*ckafka.Message, error) {
+	c, err := ckafka.NewConsumer(withProps(props, ckafka.ConfigMap{"group.id": fmt.Sprintf("kafkatest-reader-%d", time.Now().UnixNano()),
+		"auto.offset.reset": "earliest", "enable.auto.commit": false, "log_level": 3, "fetch.wait.max.ms": 50}))
 	if err != nil {
 		return nil, err
 	}
@@ -94,7 +112,12 @@ func ProduceN(brokers, topic, prefix string, n, keys int) (map[string]bool, erro
 // Produce writes values to topic in order, with no key, through an idempotent producer, and
 // waits for every delivery. It is for examples and tests that need a few specific records.
 func Produce(brokers, topic string, values ...string) error {
-	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
+	return ProduceWith(map[string]any{"bootstrap.servers": brokers}, topic, values...)
+}
+
+// ProduceWith is Produce with the client's librdkafka properties (see CommittedWith).
+func ProduceWith(props map[string]any, topic string, values ...string) error {
+	p, err := ckafka.NewProducer(withProps(props, ckafka.ConfigMap{"enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3}))
 	if err != nil {
 		return err
 	}
@@ -112,4 +135,12 @@ func Produce(brokers, topic string, values ...string) error {
 		}
 	}
 	return nil
+}
+
+// withProps returns base with props added (props win).
+func withProps(props map[string]any, base ckafka.ConfigMap) *ckafka.ConfigMap {
+	for k, v := range props {
+		base[k] = v
+	}
+	return &base
 }

@@ -2,6 +2,7 @@ package kafkatest
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -32,6 +33,10 @@ type config struct {
 	dataDir   string
 	kfakeOpts []kfake.Opt
 	errs      []error
+
+	sasl   *saslUser   // SASL's superuser (nil: no SASL)
+	tls    *tls.Config // TLS's server config (nil: plaintext)
+	caFile string      // TLS's CA file, for clients
 }
 
 // Brokers sets the number of broker nodes in the cluster. The default is 1
@@ -92,6 +97,7 @@ func KfakeOption(o kfake.Opt) Option {
 type Cluster struct {
 	kc    *kfake.Cluster
 	addrs []string
+	cfg   config
 
 	mu     sync.RWMutex // write-held by Close; read-held by calls into kc
 	closed bool
@@ -148,7 +154,7 @@ func Start(opts ...Option) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: starting kfake: %w", err)
 	}
-	c := &Cluster{kc: kc, addrs: kc.ListenAddrs()}
+	c := &Cluster{kc: kc, addrs: kc.ListenAddrs(), cfg: cfg}
 	for _, a := range c.addrs {
 		if !isLoopback(a) {
 			c.Close()
@@ -312,7 +318,7 @@ func (c *Cluster) adminClient() (*kgo.Client, error) {
 		return nil, errClosed
 	}
 	if c.admin == nil {
-		cl, err := kgo.NewClient(kgo.SeedBrokers(c.addrs...))
+		cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(c.addrs...)}, c.cfg.kgoSecurity()...)...)
 		if err != nil {
 			return nil, fmt.Errorf("kafkatest: admin client: %w", err)
 		}
