@@ -20,7 +20,7 @@ const generateTick = 10 * time.Millisecond
 //
 // Records are spread over the partitions by key (librdkafka's default partitioner; a nil key
 // spreads them at random). The producer is librdkafka's, without delivery reports, with
-// linger.ms=10 and a 64 MiB queue; when the queue is full Generate waits (its rate then
+// linger.ms=10, a 64 MiB queue and small Go channels; when the queue is full Generate waits (its rate then
 // drops to what the broker takes). It blocks until ctx is done. A cancelled ctx is the normal
 // end and gives a nil error; an error means the producer could not be created or refused a
 // record for a reason other than a full queue (the records before it were produced).
@@ -28,8 +28,11 @@ func Generate(ctx context.Context, brokers, topic string, rate int, record func(
 	if rate <= 0 {
 		rate = 1000
 	}
+	// confluent-kafka-go's channels default to a million entries (24 MiB of Go heap, live for
+	// the producer's life); without delivery reports and without ProduceChannel a thousand do.
 	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": brokers, "linger.ms": 10,
-		"go.delivery.reports": false, "log_level": 3, "queue.buffering.max.kbytes": 64 << 10})
+		"go.delivery.reports": false, "log_level": 3, "queue.buffering.max.kbytes": 64 << 10,
+		"go.events.channel.size": 1000, "go.produce.channel.size": 1000})
 	if err != nil {
 		return 0, fmt.Errorf("kafkatest: generate to %s: %w", topic, err)
 	}
