@@ -9,12 +9,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/sluicehq/sluice/internal/service/servicetest"
+	"github.com/sluicehq/sluice/pipeline/observe/observetest"
 )
 
 // chromiumInstall is the install command the skip and failure messages name.
@@ -37,8 +40,14 @@ func chromium() (string, error) {
 	return "", errors.New("neither chromium nor chromium-browser is on PATH")
 }
 
-// TestPipelinePageInBrowser loads /debug/pipeline in headless Chromium: every stage has its
-// box, exactly one box is marked as the bottleneck, and a screenshot is taken (saved next to
+// sizesRE is the page's summary: in flight and high water in KiB or MiB, the budgets in MiB.
+var sizesRE = regexp.MustCompile(`^in flight [0-9.]+ (KiB|MiB) / 32\.0 MiB \(high water [0-9.]+ (KiB|MiB)\), RSS [0-9.]+ MiB, memory budget 64\.0 MiB, bottleneck: `)
+
+// TestPipelinePageInBrowser loads /debug/pipeline, which the service serves on its loopback
+// address (debug on by default there), in headless Chromium: every stage has its box, exactly
+// one box is marked as the bottleneck, the four charts (throughput, lag, in flight, RSS) are
+// drawn with a point per sample, sizes are in KiB under 1 MiB (the ~100 KiB in flight of
+// these small records never shows as "0.0 MiB") and in MiB above, and a screenshot is taken (saved next to
 // this file as pipeline.png, the README's picture, only with SLUICE_UPDATE_SCREENSHOT=1, so a
 // test run leaves the checkout clean). Without Chromium it skips, naming the install command,
 // so the README's test command passes on a machine with only Go, gcc and git; with the
@@ -53,8 +62,8 @@ func TestPipelinePageInBrowser(t *testing.T) {
 		}
 		t.Skip(msg)
 	}
-	base, cancel, code := servicetest.Start(t, run, nil)
-	servicetest.WaitReady(t, base)
+	base, cancel, code := start(t, nil, "--budget", "64MiB")
+	observetest.WaitReady(t, base, 30*time.Second)
 
 	opts := []chromedp.ExecAllocatorOption{chromedp.ExecPath(bin), chromedp.Headless, chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck, chromedp.WindowSize(1400, 420),
@@ -67,19 +76,25 @@ func TestPipelinePageInBrowser(t *testing.T) {
 	ctx, stop := context.WithTimeout(bctx, 60*time.Second)
 	defer stop()
 
-	// Wait for a sample with traffic, so the page shows live numbers.
-	if err := servicetest.Eventually(ctx, 200*time.Millisecond, func() error {
+	// Wait for samples with traffic, so the page shows live numbers and charts with points.
+	if err := observetest.Eventually(ctx, 200*time.Millisecond, func() error {
 		resp, err := http.Get(base + "/debug/pipeline.json")
 		if err != nil {
 			return err
 		}
 		defer resp.Body.Close()
-		var v struct{ Source struct{ Rate float64 } }
+		var v struct {
+			Source  struct{ Rate float64 }
+			History struct{ Series []struct{ Values []float64 } }
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&v); err != nil {
 			return err
 		}
 		if v.Source.Rate <= 0 {
 			return fmt.Errorf("no traffic sampled yet")
+		}
+		if len(v.History.Series) == 0 || len(v.History.Series[0].Values) < 3 {
+			return fmt.Errorf("fewer than 3 samples in the charts")
 		}
 		return nil
 	}); err != nil {
@@ -87,7 +102,7 @@ func TestPipelinePageInBrowser(t *testing.T) {
 	}
 
 	err = chromedp.Do(ctx, chromedp.Navigate(base+"/debug/pipeline"),
-		chromedp.WaitVisible(`body[data-ready="1"] [data-stage="produce"]`))
+		chromedp.WaitVisible(`body[data-ready="1"] [data-stage="produce"]`), chromedp.WaitVisible(`[data-chart="rss"] polyline`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +111,15 @@ func TestPipelinePageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	marks, err := chromedp.Run(ctx, chromedp.Evaluate[int](`document.querySelectorAll('.bottleneck').length`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	charts, err := chromedp.Run(ctx, chromedp.Evaluate[string](`Array.from(document.querySelectorAll('[data-chart]')).map(function(e){
+		return e.dataset.chart+':'+e.querySelector('polyline').getAttribute('points').trim().split(' ').length+':'+(e.querySelector('svg').getBoundingClientRect().width>0)}).join(' ')`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	summary, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById('summary').textContent`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,6 +139,23 @@ func TestPipelinePageInBrowser(t *testing.T) {
 	if marks != 1 {
 		t.Errorf("%d .bottleneck marks, want exactly 1", marks)
 	}
+	drawn := map[string]bool{}
+	for _, c := range strings.Fields(charts) {
+		f := strings.Split(c, ":")
+		if n, _ := strconv.Atoi(f[1]); n < 3 || f[2] != "true" {
+			t.Errorf("chart %s: %s points, rendered %s; want at least 3 points, rendered", f[0], f[1], f[2])
+		}
+		drawn[f[0]] = true
+	}
+	for _, name := range []string{"throughput", "lag", "inflight", "rss"} {
+		if !drawn[name] {
+			t.Errorf("no chart %q (charts: %s)", name, charts)
+		}
+	}
+	// --budget 64MiB: the pipeline's in-flight share is half (kafka.Plan).
+	if !sizesRE.MatchString(summary) || strings.Contains(summary, " 0.0 MiB") {
+		t.Errorf("summary %q: want sizes in KiB under 1 MiB, MiB above, matching %s", summary, sizesRE)
+	}
 	if len(png) == 0 {
 		t.Error("empty screenshot")
 	}
@@ -125,5 +166,5 @@ func TestPipelinePageInBrowser(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "pipeline.png"), png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	servicetest.WaitExit(t, cancel, code)
+	waitExit(t, cancel, code)
 }

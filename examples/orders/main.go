@@ -5,23 +5,42 @@
 //
 //	go run ./examples/orders --duration 20s
 //
-// Without --brokers it starts an embedded broker (topics orders, orders-enriched,
-// orders-dlq) and a load generator of ~2000 orders/s, ~1% of them invalid JSON. Open
-// http://127.0.0.1:8080/debug/pipeline for the live graph, /metrics for Prometheus.
+// Without --brokers it starts an embedded broker as its own process (topics orders,
+// orders-enriched, orders-dlq), so the service's RSS and metrics are its own, and a load
+// generator of ~2000 orders/s, ~1% of them invalid JSON. Open
+// http://127.0.0.1:8080/debug/pipeline for the live graph, /metrics for Prometheus. Every flag
+// also reads its SLUICE_<NAME> variable (--out-topic: SLUICE_OUT_TOPIC).
+//
+// It is written as a user's own service would be, from public packages only: the pipeline,
+// pipeline/process (sizing to the container, signals), pipeline/observe and kafka/kprom
+// (metrics, health, readiness, the page, the progress line).
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
 	"math/rand/v2"
+	"net"
+	"net/http"
 	"os"
+	"sync"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/service"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/kafka/kprom"
 	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/pipeline/observe"
+	"github.com/sluicehq/sluice/pipeline/process"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -40,24 +59,150 @@ type Enriched struct {
 	EnrichedAt time.Time `json:"enriched_at"`
 }
 
-func main() { os.Exit(run(context.Background(), os.Args[1:])) }
+// config is the command line.
+type config struct {
+	brokers, topic, group, out, dlq, http string
+	budget                                process.Bytes // 0: from the cgroup limit
+	duration                              time.Duration
+	debug                                 bool
+}
 
-func run(ctx context.Context, args []string) int {
-	var out, dlq string
-	return service.Main(ctx, service.Spec{
-		Name:     "orders",
-		Defaults: service.Defaults{Topic: "orders", Group: "orders-enricher", Budget: 64 << 20},
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&out, "out-topic", "orders-enriched", "output topic")
-			fs.StringVar(&dlq, "dlq-topic", "orders-dlq", "dead-letter topic for undecodable orders")
-		},
-		Topics: map[string]int{"orders": 8, "orders-enriched": 8, "orders-dlq": 1},
-		Load:   genOrder,
-		Rate:   2000,
-		Build: func(env *service.Env) (*pipeline.Pipeline, error) {
-			return build(env, out, dlq)
-		},
-	}, args, os.Stderr)
+// hooks let tests watch a run in process; main passes none.
+type hooks struct {
+	listening func(addr string)    // the HTTP server's bound address
+	drained   func(brokers string) // the pipeline returned (final commit made); the broker still runs
+}
+
+func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stderr, hooks{})) }
+
+// run parses args and serves until ctx is done, --duration elapses or SIGTERM/SIGINT (a
+// second signal exits at once with status 1). It returns the exit code: 2 for bad flags.
+func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("service", "orders")
+	var c config
+	fs := flag.NewFlagSet("orders", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.brokers, "brokers", "", "Kafka bootstrap servers; empty starts an embedded broker (its own process) and a load generator")
+	fs.StringVar(&c.topic, "topic", "orders", "input topic")
+	fs.StringVar(&c.group, "group", "orders-enricher", "consumer group")
+	fs.StringVar(&c.out, "out-topic", "orders-enriched", "output topic")
+	fs.StringVar(&c.dlq, "dlq-topic", "orders-dlq", "dead-letter topic for undecodable orders")
+	fs.Var(&c.budget, "budget", "whole memory budget for data (e.g. 64MiB); default 1/4 of the cgroup memory limit, else 64MiB")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8080", "HTTP listen address (metrics, health, readiness, debug pages)")
+	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
+	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil {
+		err = process.EnvFlags(fs, "SLUICE_") // the command line wins over SLUICE_<NAME>
+	}
+	if err == nil && (fs.NArg() > 0 || c.topic == "" || c.group == "") {
+		err = fmt.Errorf("unexpected arguments %q, or an empty --topic or --group", fs.Args())
+	}
+	if err != nil {
+		log.Error("flags", "err", err)
+		return 2
+	}
+	if !isSet(fs, "debug") {
+		c.debug = observe.DebugByDefault(c.http)
+	}
+	if err := serve(ctx, c, stderr, log, h); err != nil {
+		log.Error("exit", "err", err)
+		return 1
+	}
+	log.Info("exit", "code", 0)
+	return 0
+}
+
+func isSet(fs *flag.FlagSet, name string) (set bool) {
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h hooks) error {
+	fit, undo := process.FitProcess(log, process.WithBudget(int64(c.budget)), process.WithDefaultBudget(64<<20))
+	defer undo()
+	ctx, stop := process.SignalContext(ctx, log)
+	defer stop()
+	if c.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.duration)
+		defer cancel()
+	}
+	if c.brokers == "" { // the embedded broker in its own process, so our RSS is ours
+		broker, err := kafkatest.StartProcess(ctx, "--topic", c.topic+":8", "--topic", c.out+":8", "--topic", c.dlq+":1")
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		defer broker.Stop()
+		c.brokers = broker.Addr()
+		log.Info("embedded broker", "addr", c.brokers, "pid", broker.Pid())
+		genCtx, stopGen := context.WithCancel(ctx)
+		genDone := make(chan struct{})
+		go func() {
+			defer close(genDone)
+			n, err := kafkatest.Generate(genCtx, c.brokers, c.topic, 2000, genOrder)
+			log.Info("load generator stopped", "produced", n, "err", err)
+		}()
+		defer func() { stopGen(); <-genDone }() // before the broker stops
+	}
+
+	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupID: c.group, Topics: []string{c.topic},
+		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
+		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
+	if err != nil {
+		return err
+	}
+	// The source's brokers, budget and logger. The producer is ours to close, after Run: the
+	// sink only flushes it, and the dead-letter handler uses it to the end of the drain.
+	prod, err := src.NewProducer(kafka.ProducerConfig{Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	defer prod.Close(context.Background())
+	p, err := build(src, prod, log, c.out, c.dlq)
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+
+	mon := observe.New(p, observe.WithSource(kprom.New(src, prod)), observe.WithBudget(fit.Budget), observe.WithLogger(log),
+		observe.WithProgress(stderr, 5*time.Second))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(mon.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mon.Mount(mux, c.debug)
+	ln, err := net.Listen("tcp", c.http)
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	var wg sync.WaitGroup // the server's and the monitor's goroutines end before serve returns
+	defer wg.Wait()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() { _ = srv.Serve(ln) })
+	defer srv.Close()
+	log.Info("http listening", "addr", ln.Addr().String(), "debug", c.debug)
+	if h.listening != nil {
+		h.listening(ln.Addr().String())
+	}
+	monCtx, stopMon := context.WithCancel(context.Background()) // progress goes on through the drain
+	defer stopMon()
+	wg.Go(func() { _ = mon.Run(monCtx) })
+
+	log.Info("running", "topic", c.topic, "group", c.group, "duration", c.duration)
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	log.Info("drained", "completed", p.Stats().Completed, "commits", src.Stats().Commits, "dead_letters", prod.Stats().DeadLetters)
+	if h.drained != nil {
+		h.drained(c.brokers)
+	}
+	return nil
 }
 
 // genOrder is the load generator's record i: an order keyed by customer, 1% invalid JSON.
@@ -70,9 +215,9 @@ func genOrder(i int64) (key, value []byte) {
 	return []byte(cust), v
 }
 
-func build(env *service.Env, outTopic, dlqTopic string) (*pipeline.Pipeline, error) {
-	prod := env.Producer
-	b := pipeline.New(env.Source, env.Options(pipeline.WithName("orders"), pipeline.WithErrorHandler(prod.DeadLetter(dlqTopic)))...)
+// build links the pipeline on src; its sink and dead-letter handler produce through prod.
+func build(src *kafka.Source, prod *kafka.Producer, log *slog.Logger, outTopic, dlqTopic string) (*pipeline.Pipeline, error) {
+	b := pipeline.New(src, pipeline.WithLogger(log), pipeline.WithName("orders"), pipeline.WithErrorHandler(prod.DeadLetter(dlqTopic)))
 	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithConcurrency(2)))
 	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(8), stage.WithTimeout(time.Second)))
 	batches := pipeline.Then(enriched, stage.Batch("batch", stage.BatchConfig[Enriched]{MaxCount: 50, Linger: 50 * time.Millisecond}))

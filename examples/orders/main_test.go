@@ -7,36 +7,83 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/sluicehq/sluice/internal/service/servicetest"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/pipeline/observe/observetest"
 )
 
 var stages = []string{"decode", "enrich", "batch", "to-records", "produce"}
 
+// start runs the service in process with args (after --http 127.0.0.1:0), its logs in the
+// test's output, and returns its HTTP base URL, a cancel (the in-process SIGTERM) and its
+// exit code. drained, if set, gets the broker's address once the pipeline drained.
+func start(t *testing.T, drained func(brokers string), args ...string) (string, context.CancelFunc, <-chan int) {
+	t.Helper()
+	addrs := make(chan string, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	h := hooks{listening: func(a string) { addrs <- a }, drained: drained}
+	code := make(chan int, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		code <- run(ctx, append([]string{"--http", "127.0.0.1:0"}, args...), t.Output(), h)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			t.Error("run did not return after cancel")
+		}
+	})
+	select {
+	case a := <-addrs:
+		return "http://" + a, cancel, code
+	case c := <-code:
+		t.Fatalf("run exited early with %d", c)
+	case <-time.After(60 * time.Second): // the first run builds the broker's binary
+		t.Fatal("no HTTP address reported")
+	}
+	return "", nil, nil
+}
+
+// waitExit cancels the run and waits for a clean exit (code 0).
+func waitExit(t *testing.T, cancel context.CancelFunc, code <-chan int) {
+	t.Helper()
+	cancel()
+	select {
+	case c := <-code:
+		if c != 0 {
+			t.Fatalf("exit code %d, want 0", c)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("run did not drain within 60s")
+	}
+}
+
 func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 	committed := make(chan int64, 1)
-	base, cancel, code := servicetest.Start(t, run, func(brokers string) {
+	base, cancel, code := start(t, func(brokers string) {
 		n, err := kafkatest.CommittedSum(brokers, "orders-enricher", "orders", 8)
 		if err != nil {
 			t.Errorf("committed: %v", err)
 		}
 		committed <- n
 	})
-	servicetest.WaitReady(t, base)
+	observetest.WaitReady(t, base, 30*time.Second)
 	ctx, stop := context.WithTimeout(context.Background(), 30*time.Second)
 	defer stop()
-	if c, err := servicetest.Status(ctx, base+"/healthz"); err != nil || c != 200 {
+	if c, err := observetest.Status(ctx, base+"/healthz"); err != nil || c != 200 {
 		t.Fatalf("/healthz: %d %v", c, err)
 	}
 	start := time.Now()
-	var last error
-	err := servicetest.Eventually(ctx, 250*time.Millisecond, func() error {
-		mfs, err := servicetest.Scrape(ctx, base+"/metrics")
+	err := observetest.Eventually(ctx, 250*time.Millisecond, func() error {
+		mfs, err := observetest.Scrape(ctx, base+"/metrics")
 		if err != nil {
 			return err
 		}
@@ -47,9 +94,8 @@ func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 				return fmt.Errorf("metric %s missing", name)
 			}
 		}
-		in := servicetest.StageValues(mfs["sluice_stage_events_in_total"])
 		for _, s := range stages {
-			if v, ok := in[s]; !ok || v <= 0 {
+			if v, ok := observetest.Value(mfs, "sluice_stage_events_in_total", "stage", s); !ok || v <= 0 {
 				return fmt.Errorf("sluice_stage_events_in_total{stage=%q} = %v (present %v)", s, v, ok)
 			}
 		}
@@ -62,7 +108,7 @@ func TestRunEmbeddedMetricsAndCleanExit(t *testing.T) {
 		return nil
 	})
 	if err != nil {
-		t.Fatal(err, last)
+		t.Fatal(err)
 	}
 	cancel()
 	select {
@@ -96,6 +142,10 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+var listenRE = regexp.MustCompile(`msg="http listening" .*addr=(\S+)`)
+
+// TestBinarySIGTERM builds the binary and runs it on the embedded broker (its own process):
+// SIGTERM drains it and it exits 0 with its exit line.
 func TestBinarySIGTERM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
@@ -122,8 +172,8 @@ func TestBinarySIGTERM(t *testing.T) {
 		for sc.Scan() {
 			line := sc.Text()
 			fmt.Fprintln(&logs, line)
-			if a := servicetest.ListenAddr(line); a != "" {
-				addrs <- a
+			if m := listenRE.FindStringSubmatch(line); m != nil {
+				addrs <- m[1]
 			}
 		}
 	}()
@@ -134,7 +184,7 @@ func TestBinarySIGTERM(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no listen address logged:\n%s", logs.String())
 	}
-	servicetest.WaitReady(t, base)
+	observetest.WaitReady(t, base, 30*time.Second)
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,10 @@
 // everything else → router-other). Undecodable events go to the dead-letter topic.
 //
 //	go run ./examples/router --duration 20s
+//
+// Without --brokers it starts an embedded broker as its own process and a load generator of
+// ~1000 events/s. Its main is wired as examples/orders' is (see there): flags with SLUICE_<NAME>
+// fallbacks, sizing to the container, metrics, health, readiness and the debug pages.
 package main
 
 import (
@@ -11,11 +15,24 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
 	"os"
+	"sync"
+	"time"
 
-	"github.com/sluicehq/sluice/internal/service"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
 	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/kafka/kprom"
 	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/pipeline/observe"
+	"github.com/sluicehq/sluice/pipeline/process"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -29,36 +46,165 @@ type Event struct {
 
 var kinds = []string{"payment", "click", "view", "heartbeat", "payment"}
 
-func main() { os.Exit(run(context.Background(), os.Args[1:])) }
-
-func run(ctx context.Context, args []string) int {
-	var payments, other, dlq string
-	return service.Main(ctx, service.Spec{
-		Name:     "router",
-		Defaults: service.Defaults{Topic: "events", Group: "router", Budget: 32 << 20},
-		Flags: func(fs *flag.FlagSet) {
-			fs.StringVar(&payments, "payments-topic", "router-payments", "topic for kind=payment")
-			fs.StringVar(&other, "other-topic", "router-other", "topic for the other kinds")
-			fs.StringVar(&dlq, "dlq-topic", "router-dlq", "dead-letter topic")
-		},
-		Topics: map[string]int{"events": 4, "router-payments": 4, "router-other": 4, "router-dlq": 1},
-		Load: func(i int64) ([]byte, []byte) {
-			key := []byte(fmt.Sprintf("k-%d", i%1000))
-			if i%50 == 49 {
-				return key, []byte("not json")
-			}
-			return key, []byte(fmt.Sprintf(`{"kind":%q,"payload":{"n":%d}}`, kinds[i%int64(len(kinds))], i))
-		},
-		Rate: 1000,
-		Build: func(env *service.Env) (*pipeline.Pipeline, error) {
-			return build(env, payments, other, dlq)
-		},
-	}, args, os.Stderr)
+// config is the command line.
+type config struct {
+	brokers, topic, group, payments, other, dlq, http string
+	budget                                            process.Bytes // 0: from the cgroup limit
+	duration                                          time.Duration
+	debug                                             bool
 }
 
-func build(env *service.Env, payments, other, dlq string) (*pipeline.Pipeline, error) {
-	prod := env.Producer
-	b := pipeline.New(env.Source, env.Options(pipeline.WithName("router"), pipeline.WithErrorHandler(prod.DeadLetter(dlq)))...)
+// hooks let tests watch a run in process; main passes none.
+type hooks struct {
+	listening func(addr string)    // the HTTP server's bound address
+	drained   func(brokers string) // the pipeline returned (final commit made); the broker still runs
+}
+
+func main() { os.Exit(run(context.Background(), os.Args[1:], os.Stderr, hooks{})) }
+
+// run parses args and serves until ctx is done, --duration elapses or SIGTERM/SIGINT (a
+// second signal exits at once with status 1). It returns the exit code: 2 for bad flags.
+func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil)).With("service", "router")
+	var c config
+	fs := flag.NewFlagSet("router", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.brokers, "brokers", "", "Kafka bootstrap servers; empty starts an embedded broker (its own process) and a load generator")
+	fs.StringVar(&c.topic, "topic", "events", "input topic")
+	fs.StringVar(&c.group, "group", "router", "consumer group")
+	fs.StringVar(&c.payments, "payments-topic", "router-payments", "topic for kind=payment")
+	fs.StringVar(&c.other, "other-topic", "router-other", "topic for the other kinds")
+	fs.StringVar(&c.dlq, "dlq-topic", "router-dlq", "dead-letter topic")
+	fs.Var(&c.budget, "budget", "whole memory budget for data (e.g. 64MiB); default 1/4 of the cgroup memory limit, else 32MiB")
+	fs.StringVar(&c.http, "http", "127.0.0.1:8080", "HTTP listen address (metrics, health, readiness, debug pages)")
+	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
+	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil {
+		err = process.EnvFlags(fs, "SLUICE_") // the command line wins over SLUICE_<NAME>
+	}
+	if err == nil && (fs.NArg() > 0 || c.topic == "" || c.group == "") {
+		err = fmt.Errorf("unexpected arguments %q, or an empty --topic or --group", fs.Args())
+	}
+	if err != nil {
+		log.Error("flags", "err", err)
+		return 2
+	}
+	if !isSet(fs, "debug") {
+		c.debug = observe.DebugByDefault(c.http)
+	}
+	if err := serve(ctx, c, stderr, log, h); err != nil {
+		log.Error("exit", "err", err)
+		return 1
+	}
+	log.Info("exit", "code", 0)
+	return 0
+}
+
+func isSet(fs *flag.FlagSet, name string) (set bool) {
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h hooks) error {
+	fit, undo := process.FitProcess(log, process.WithBudget(int64(c.budget)), process.WithDefaultBudget(32<<20))
+	defer undo()
+	ctx, stop := process.SignalContext(ctx, log)
+	defer stop()
+	if c.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.duration)
+		defer cancel()
+	}
+	if c.brokers == "" { // the embedded broker in its own process, so our RSS is ours
+		broker, err := kafkatest.StartProcess(ctx, "--topic", c.topic+":4", "--topic", c.payments+":4", "--topic", c.other+":4", "--topic", c.dlq+":1")
+		if err != nil {
+			return fmt.Errorf("embedded broker: %w", err)
+		}
+		defer broker.Stop()
+		c.brokers = broker.Addr()
+		log.Info("embedded broker", "addr", c.brokers, "pid", broker.Pid())
+		genCtx, stopGen := context.WithCancel(ctx)
+		genDone := make(chan struct{})
+		go func() {
+			defer close(genDone)
+			n, err := kafkatest.Generate(genCtx, c.brokers, c.topic, 1000, genEvent)
+			log.Info("load generator stopped", "produced", n, "err", err)
+		}()
+		defer func() { stopGen(); <-genDone }() // before the broker stops
+	}
+
+	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupID: c.group, Topics: []string{c.topic},
+		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
+		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
+	if err != nil {
+		return err
+	}
+	// The source's brokers, budget and logger. The producer is ours to close, after Run: the
+	// sink only flushes it, and the dead-letter handler uses it to the end of the drain.
+	prod, err := src.NewProducer(kafka.ProducerConfig{Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	defer prod.Close(context.Background())
+	p, err := build(src, prod, log, c.payments, c.other, c.dlq)
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+
+	mon := observe.New(p, observe.WithSource(kprom.New(src, prod)), observe.WithBudget(fit.Budget), observe.WithLogger(log),
+		observe.WithProgress(stderr, 5*time.Second))
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(mon.Collector(), collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mon.Mount(mux, c.debug)
+	ln, err := net.Listen("tcp", c.http)
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	var wg sync.WaitGroup // the server's and the monitor's goroutines end before serve returns
+	defer wg.Wait()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	wg.Go(func() { _ = srv.Serve(ln) })
+	defer srv.Close()
+	log.Info("http listening", "addr", ln.Addr().String(), "debug", c.debug)
+	if h.listening != nil {
+		h.listening(ln.Addr().String())
+	}
+	monCtx, stopMon := context.WithCancel(context.Background()) // progress goes on through the drain
+	defer stopMon()
+	wg.Go(func() { _ = mon.Run(monCtx) })
+
+	log.Info("running", "topic", c.topic, "group", c.group, "duration", c.duration)
+	if err := p.Run(ctx); err != nil {
+		return fmt.Errorf("pipeline: %w", err)
+	}
+	log.Info("drained", "completed", p.Stats().Completed, "commits", src.Stats().Commits, "dead_letters", prod.Stats().DeadLetters)
+	if h.drained != nil {
+		h.drained(c.brokers)
+	}
+	return nil
+}
+
+// genEvent is the load generator's record i: keyed events of every kind, 2% invalid JSON.
+func genEvent(i int64) (key, value []byte) {
+	key = []byte(fmt.Sprintf("k-%d", i%1000))
+	if i%50 == 49 {
+		return key, []byte("not json")
+	}
+	return key, []byte(fmt.Sprintf(`{"kind":%q,"payload":{"n":%d}}`, kinds[i%int64(len(kinds))], i))
+}
+
+// build links the pipeline on src; its sink and dead-letter handler produce through prod.
+func build(src *kafka.Source, prod *kafka.Producer, log *slog.Logger, payments, other, dlq string) (*pipeline.Pipeline, error) {
+	b := pipeline.New(src, pipeline.WithLogger(log), pipeline.WithName("router"), pipeline.WithErrorHandler(prod.DeadLetter(dlq)))
 	events := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithConcurrency(2)))
 	kept := pipeline.Then(events, stage.Filter("drop-heartbeats", func(_ context.Context, e Event) (bool, error) {
 		return e.Kind != "heartbeat", nil
