@@ -17,8 +17,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/sluicehq/sluice/internal/service/servicetest"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/pipeline/observe/observetest"
 )
 
 // TestSecretsNeverShown runs the orders service binary against a broker with SASL/SCRAM over
@@ -84,7 +84,7 @@ func TestSecretsNeverShown(t *testing.T) {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
 			fmt.Fprintln(&logs, sc.Text())
-			if a := servicetest.ListenAddr(sc.Text()); a != "" {
+			if a := listenAddr(sc.Text()); a != "" {
 				addrs <- a
 			}
 		}
@@ -96,17 +96,17 @@ func TestSecretsNeverShown(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no listen address logged:\n%s", logs.String())
 	}
-	servicetest.WaitReady(t, base)
+	observetest.WaitReady(t, base, 60*time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	// Wait until the inputs are processed and a dead letter written: the error paths ran.
-	if err := servicetest.Eventually(ctx, 100*time.Millisecond, func() error {
-		mfs, err := servicetest.Scrape(ctx, base+"/metrics")
+	if err := observetest.Eventually(ctx, 100*time.Millisecond, func() error {
+		mfs, err := observetest.Scrape(ctx, base+"/metrics")
 		if err != nil {
 			return err
 		}
-		if d, _ := servicetest.Value(mfs, "sluice_dlq_total"); d < 3 {
-			return fmt.Errorf("sluice_dlq_total %v, want 3", d)
+		if d, _ := observetest.Value(mfs, "sluice_dead_letters_total"); d < 3 {
+			return fmt.Errorf("sluice_dead_letters_total %v, want 3", d)
 		}
 		return nil
 	}); err != nil {
@@ -150,4 +150,12 @@ func get(ctx context.Context, t *testing.T, url string) string {
 		t.Fatalf("GET %s: %s %v", url, resp.Status, err)
 	}
 	return string(b)
+}
+
+// listenAddr extracts the bound HTTP address from a service log line, or "".
+func listenAddr(line string) string {
+	if m := listenRE.FindStringSubmatch(line); m != nil {
+		return m[1]
+	}
+	return ""
 }

@@ -52,6 +52,7 @@ type config struct {
 	budget                                            process.Bytes // 0: from the cgroup limit
 	duration                                          time.Duration
 	debug                                             bool
+	security                                          kafka.Security // from the security flags; empty: plaintext
 }
 
 // hooks let tests watch a run in process; main passes none.
@@ -79,12 +80,19 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	fs.StringVar(&c.http, "http", "127.0.0.1:8080", "HTTP listen address (metrics, health, readiness, debug pages)")
 	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
 	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
+	security := kafka.SecurityFlags(fs, "SLUICE_SASL_PASSWORD") // the password only from the environment or a file
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
 	if err == nil {
 		err = process.EnvFlags(fs, "SLUICE_") // the command line wins over SLUICE_<NAME>
+	}
+	if err == nil {
+		c.security, err = security()
+	}
+	if err == nil && c.brokers == "" && !c.security.IsZero() {
+		err = errors.New("security flags need --brokers: the embedded broker is plaintext")
 	}
 	if err == nil && (fs.NArg() > 0 || c.topic == "" || c.group == "") {
 		err = fmt.Errorf("unexpected arguments %q, or an empty --topic or --group", fs.Args())
@@ -137,7 +145,10 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 		defer func() { stopGen(); <-genDone }() // before the broker stops
 	}
 
-	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupID: c.group, Topics: []string{c.topic},
+	if !c.security.IsZero() {
+		log.Info("kafka security", "security", c.security) // its LogValue redacts the passwords
+	}
+	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, Security: c.security, GroupID: c.group, Topics: []string{c.topic},
 		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
 		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
 	if err != nil {
