@@ -55,6 +55,8 @@ const (
 	DefaultCommitInterval          = 5 * time.Second
 	DefaultRevokeTimeout           = 10 * time.Second
 	DefaultStatsInterval           = 5 * time.Second
+	DefaultCommitMetadataMaxBytes  = 4096 // Kafka's offset.metadata.max.bytes default
+	minCommitMetadataMaxBytes      = 64
 )
 
 // pollInterval is how long the polling goroutine waits in Poll when nothing is held or
@@ -99,6 +101,18 @@ type Config struct {
 	// ordering slots on this member until they finish: if the partition comes back, their
 	// keys (OrderKey) or the partition (OrderPartition) stay busy until then.
 	RevokeTimeout time.Duration
+	// CommitMetadataMaxBytes caps the metadata each commit carries: the offsets that finished
+	// above the committed one (out of order), so that the partition's next owner, after a
+	// rebalance or a restart, completes them without processing them again. Set it to the
+	// brokers' offset.metadata.max.bytes if that is lower than Kafka's default (a broker refuses
+	// a larger value; the embedded broker does not check). The encoding's size grows with the
+	// offset range from a partition's oldest unfinished offset to its newest received one: the
+	// partition is paused while that range could need more (about 6 × CommitMetadataMaxBytes
+	// offsets; 24,480 at the default, above the default MaxInFlightPerPartition) and resumes
+	// once the commit catches up (the range is down to half). Default 4096; negative turns the
+	// metadata off (finished work above the commit is then processed again after a handover).
+	// At least 64.
+	CommitMetadataMaxBytes int
 	// Eager selects the eager rebalance protocol (range assignor) instead of the default
 	// cooperative-sticky one.
 	Eager bool
@@ -141,6 +155,9 @@ func (c *Config) setDefaults() {
 	if c.StatsInterval == 0 {
 		c.StatsInterval = DefaultStatsInterval
 	}
+	if c.CommitMetadataMaxBytes == 0 {
+		c.CommitMetadataMaxBytes = DefaultCommitMetadataMaxBytes
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -182,6 +199,9 @@ func (c *Config) validate() error {
 	}
 	if c.CommitInterval < 0 || c.RevokeTimeout < 0 {
 		errs = append(errs, configErr("CommitInterval/RevokeTimeout", "must not be negative"))
+	}
+	if c.CommitMetadataMaxBytes > 0 && c.CommitMetadataMaxBytes < minCommitMetadataMaxBytes {
+		errs = append(errs, configErr("CommitMetadataMaxBytes", "must be at least %d (or negative: off), got %d", minCommitMetadataMaxBytes, c.CommitMetadataMaxBytes))
 	}
 	errs = append(errs, checkOverrides(c.Overrides)...)
 	return errors.Join(errs...)

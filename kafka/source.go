@@ -78,6 +78,13 @@ type Source struct {
 
 	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
 
+	// Commit metadata (meta.go): the largest binary form (0: off), the offset range that
+	// keeps it within the cap (window.go), and the buffer commits encode into (reused; at
+	// most metaLimit plus one run). Polling goroutine, then Close.
+	metaLimit int
+	metaRange int64
+	metaBuf   []byte
+
 	st sourceCounters
 }
 
@@ -101,7 +108,8 @@ func NewSource(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
 	}
-	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1)}
+	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1),
+		metaLimit: metaLimit(cfg.CommitMetadataMaxBytes), metaRange: metaRange(cfg.CommitMetadataMaxBytes)}
 	return s, nil
 }
 
@@ -214,10 +222,13 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
+	if ps.skip != nil && s.skipFinished(ctx, ps, m) {
+		return
+	}
 	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these
 		s.mu.Lock()
 		ps.tr.received(int64(m.TopicPartition.Offset), s.gateKey(m))
-		ps.span = ps.tr.pending()
+		ps.span, ps.low = ps.tr.pending(), ps.tr.low()
 		s.mu.Unlock()
 		s.hold(ps, m, false)
 		if !ps.full && s.atBound(ps) {
