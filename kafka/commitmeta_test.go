@@ -116,20 +116,25 @@ func recordSink(o *offsets, release <-chan struct{}) *stage.Stage[*stage.Event, 
 // committedWithMeta returns the group's committed offsets of topic with their metadata.
 func committedWithMeta(t testing.TB, addr, group, topic string, partitions int) []ckafka.TopicPartition {
 	t.Helper()
-	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": group, "log_level": 3})
+	res, err := readCommitted(addr, group, topic, partitions)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return res
+}
+
+// readCommitted is committedWithMeta's query (it fails while the group does not exist yet).
+func readCommitted(addr, group, topic string, partitions int) ([]ckafka.TopicPartition, error) {
+	c, err := ckafka.NewConsumer(&ckafka.ConfigMap{"bootstrap.servers": addr, "group.id": group, "log_level": 3})
+	if err != nil {
+		return nil, err
 	}
 	defer c.Close()
 	tps := make([]ckafka.TopicPartition, partitions)
 	for i := range tps {
 		tps[i] = ckafka.TopicPartition{Topic: &topic, Partition: int32(i)}
 	}
-	res, err := c.Committed(tps, 5000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return res
+	return c.Committed(tps, 5000)
 }
 
 func metaOf(tp ckafka.TopicPartition) string {
