@@ -40,7 +40,7 @@ func metaKillChild() int {
 		if strings.HasPrefix(string(ev.Key), "slow") {
 			select {} // until killed
 		}
-		time.Sleep(500 * time.Microsecond) // work: the kill lands mid-stream
+		time.Sleep(500 * time.Microsecond)                                     // work: the kill lands mid-stream
 		_, err := f.Write(append(strconv.AppendInt(nil, ev.Offset, 10), '\n')) // one write: workers run concurrently
 		return err
 	}, stage.WithConcurrency(4)))
