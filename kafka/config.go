@@ -113,6 +113,18 @@ type Config struct {
 	// metadata off (finished work above the commit is then processed again after a handover).
 	// At least 64.
 	CommitMetadataMaxBytes int
+	// GroupInstanceID makes the source a static member of the group (librdkafka
+	// group.instance.id; Kafka's KIP-345): the group knows the member by this id across
+	// restarts, so a member that restarts keeps its partitions and nothing is rebalanced, on
+	// one condition: it must come back within the session timeout (session.timeout.ms, set it
+	// in Overrides; librdkafka's default 45 s), after which the group gives its partitions
+	// away. Give each process its own stable id (a Kubernetes pod name, from a flag or an
+	// environment variable); two live members with one id fence each other. A static member
+	// does not leave the group on Close (that would give its partitions away and rebalance);
+	// its close is bounded by Close's context instead (see Source.Close). Empty (the default):
+	// a dynamic member, which leaves the group on Close. At most 249 characters of
+	// [a-zA-Z0-9._-].
+	GroupInstanceID string
 	// Eager selects the eager rebalance protocol (range assignor) instead of the default
 	// cooperative-sticky one.
 	Eager bool
@@ -200,6 +212,9 @@ func (c *Config) validate() error {
 	if c.CommitInterval < 0 || c.RevokeTimeout < 0 {
 		errs = append(errs, configErr("CommitInterval/RevokeTimeout", "must not be negative"))
 	}
+	if id := c.GroupInstanceID; id != "" && (len(id) > 249 || strings.TrimLeft(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
+		errs = append(errs, configErr("GroupInstanceID (group.instance.id)", "must be at most 249 characters of [a-zA-Z0-9._-], got %q", id))
+	}
 	if c.CommitMetadataMaxBytes > 0 && c.CommitMetadataMaxBytes < minCommitMetadataMaxBytes {
 		errs = append(errs, configErr("CommitMetadataMaxBytes", "must be at least %d (or negative: off), got %d", minCommitMetadataMaxBytes, c.CommitMetadataMaxBytes))
 	}
@@ -215,7 +230,7 @@ func checkOverrides(o map[string]any) []error {
 			errs = append(errs, configErr(key, "must not be true: sluice stores and commits offsets itself, only for finished events"))
 		}
 	}
-	for _, key := range []string{"bootstrap.servers", "metadata.broker.list", "group.id"} {
+	for _, key := range []string{"bootstrap.servers", "metadata.broker.list", "group.id", "group.instance.id"} {
 		if _, ok := o[key]; ok {
 			errs = append(errs, configErr(key, "set it with the Config field, not Overrides"))
 		}
@@ -245,6 +260,9 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 		// 23 k to 535 k msgs/s with 10 ms.
 		"fetch.queue.backoff.ms": 10,
 		"log_level":              5,
+	}
+	if c.GroupInstanceID != "" {
+		cm["group.instance.id"] = c.GroupInstanceID
 	}
 	if logs != nil {
 		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs

@@ -258,8 +258,11 @@ func (s *Source) leaveGroup(ctx context.Context) {
 	}
 }
 
-// Close commits what finished and closes the consumer (leaving the group). The pipeline calls
-// it after the drain; call it yourself only if the pipeline never ran. Idempotent.
+// Close commits what finished (with the commit metadata: meta.go) and closes the consumer,
+// leaving the group if the source is a dynamic member; a static member (GroupInstanceID) stays
+// in the group, keeping its partitions for its restart within the session timeout (static.go).
+// The pipeline calls it after the drain; call it yourself only if the pipeline never ran.
+// Idempotent.
 //
 // Blocking: at most ctx's time. The final commit, leaving the group and waiting for the
 // rebalance are bounded by ctx. One thing is not in sluice's hands: librdkafka's consumer close
@@ -284,8 +287,8 @@ func (s *Source) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// closeConsumer leaves the group, waits for the outstanding commit (if any) and closes the
-// consumer. It leaves first: a member that waits for a commit before leaving keeps its
+// closeConsumer leaves the group (a dynamic member), waits for the outstanding commit (if any)
+// and closes the consumer (bounded by ctx for a static member: static.go). It leaves first: a member that waits for a commit before leaving keeps its
 // partitions and stalls the group's next rebalance (the coordinator waits for every member to
 // rejoin), while the commit itself may wait behind that rebalance on the coordinator's
 // connection. Leaving is bounded by ctx, or, once Close's time is up (the background close),
@@ -297,9 +300,11 @@ func (s *Source) closeConsumer(ctx context.Context) {
 		ctx, cancel = context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 		defer cancel()
 	}
-	s.leaveGroup(ctx)
+	if s.cfg.GroupInstanceID == "" {
+		s.leaveGroup(ctx)
+	}
 	s.endCommit()
-	if err := s.c.Close(); err != nil {
+	if err := s.closeClient(ctx); err != nil {
 		err = fmt.Errorf("kafka: close consumer: %w", err)
 		if s.closeErr == nil {
 			s.closeErr = err
