@@ -39,19 +39,26 @@ func layout(n, slowEvery int) []string {
 // produceLayout writes keys to topic's partition (values "p<partition>-<i>") and waits.
 func produceLayout(t testing.TB, addr, topic string, partition int32, keys []string) {
 	t.Helper()
+	produceLayoutFrom(t, addr, topic, partition, keys, 0)
+}
+
+// produceLayoutFrom writes keys[from:] (values "p<partition>-<i>", i from from).
+func produceLayoutFrom(t testing.TB, addr, topic string, partition int32, keys []string, from int) {
+	t.Helper()
 	p, err := ckafka.NewProducer(&ckafka.ConfigMap{"bootstrap.servers": addr, "enable.idempotence": true, "acks": "all", "linger.ms": 5, "log_level": 3})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	reports := make(chan ckafka.Event, len(keys))
-	for i, k := range keys {
+	for i := from; i < len(keys); i++ {
+		k := keys[i]
 		m := &ckafka.Message{TopicPartition: ckafka.TopicPartition{Topic: &topic, Partition: partition}, Key: []byte(k), Value: fmt.Appendf(nil, "p%d-%d", partition, i)}
 		if err := p.Produce(m, reports); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for range keys {
+	for range keys[from:] {
 		if m := (<-reports).(*ckafka.Message); m.TopicPartition.Error != nil {
 			t.Fatal(m.TopicPartition.Error)
 		}
@@ -237,11 +244,13 @@ func (s *sourceRun) Run(ctx context.Context, emit *pipeline.Emitter) error {
 func TestCommitMetadataRestartAfterGracefulStop(t *testing.T) {
 	const n = 1000
 	cl := startCluster(t, kafkatest.Topic("in", 1))
-	// "slow" at 0, 801 and 901: fewer than maxHeldPerPartition (256) records follow the first
-	// held one, so the partition is not paused by held messages.
+	// "slow" at 0, 801 and 901. Fewer than maxHeldPerPartition (256) records follow the first
+	// held one, and 801 comes in a second batch, after the first is processed: it is the first
+	// of its burst, so it is held without a pause (a partition paused while a record is held
+	// behind a blocked key would not resume until that key is free).
 	keys := layout(n, 0)
 	keys[801], keys[901] = "slow", "slow"
-	produceLayout(t, cl.Addr(), "in", 0, keys)
+	produceLayout(t, cl.Addr(), "in", 0, keys[:801])
 	release := make(chan struct{})
 	var seenA, seenB offsets
 	src := &sourceRun{Source: newSource(t, sourceConfig(cl.Addr(), "g-graceful", "in")), ran: make(chan struct{})}
@@ -255,6 +264,8 @@ func TestCommitMetadataRestartAfterGracefulStop(t *testing.T) {
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- p.Run(ctx) }()
+	kafkatest.WaitFor(t, 60*time.Second, "A to finish the first batch's other keys", func() bool { return seenA.count(0) == 800 })
+	produceLayoutFrom(t, cl.Addr(), "in", 0, keys, 801)
 	kafkatest.WaitFor(t, 60*time.Second, "A to finish every record of the other keys", func() bool { return seenA.count(0) == n-3 })
 	cancel()
 	<-src.ran      // the source polls no more: the slow key's held records stay held
