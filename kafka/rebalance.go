@@ -77,7 +77,9 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	// The protocol is known once the group assigned (before the first join librdkafka says
 	// "NONE"); ask here, not in revoke, which may run inside Close, where the query blocks.
 	s.coop = c.GetRebalanceProtocol() == "COOPERATIVE"
-	s.readFinished(c, parts)
+	if !s.closing { // an assignment while closing is given up at once: no coordinator round trip
+		s.readFinished(c, parts)
+	}
 	var err error
 	if s.coop {
 		err = c.IncrementalAssign(parts)
