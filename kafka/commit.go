@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"encoding/base64"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -34,6 +35,7 @@ type commitCall struct {
 	offs   []ckafka.TopicPartition
 	states []*partState  // the partitions of offs, to mark committed on success
 	epochs []uint64      // each state's epoch when the commit started (see reapCommit)
+	metas  []string      // each state's finished offsets above its offset, in binary form (meta.go)
 	done   chan struct{} // closed when CommitOffsets returned; res and err are set then
 	res    []ckafka.TopicPartition
 	err    error
@@ -102,10 +104,24 @@ func (s *Source) startCommit(states []*partState) {
 	var offs []ckafka.TopicPartition
 	var moved []*partState
 	var epochs []uint64
+	var metas []string
 	s.mu.Lock()
 	for _, ps := range states {
-		if next := ps.tr.committable(); next > ps.committed {
-			offs = append(offs, ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)})
+		// The finished offsets above the commit point go in the metadata (meta.go): a commit
+		// is due when the point moved or that set changed.
+		next, meta, truncated := ps.tr.commitPoint(s.metaBuf, s.metaLimit)
+		s.metaBuf = meta[:0]
+		if next > ps.committed || (next >= 0 && next == ps.committed && string(meta) != ps.committedMeta) {
+			if truncated {
+				s.st.metaTruncated.Add(1)
+			}
+			tp := ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)}
+			if len(meta) > 0 {
+				str := base64.RawStdEncoding.EncodeToString(meta)
+				tp.Metadata = &str
+			}
+			metas = append(metas, string(meta))
+			offs = append(offs, tp)
 			moved = append(moved, ps)
 			epochs = append(epochs, ps.epoch)
 		}
@@ -114,7 +130,7 @@ func (s *Source) startCommit(states []*partState) {
 	if len(offs) == 0 {
 		return
 	}
-	call := &commitCall{offs: offs, states: moved, epochs: epochs, done: make(chan struct{})}
+	call := &commitCall{offs: offs, states: moved, epochs: epochs, metas: metas, done: make(chan struct{})}
 	s.inCommit = call
 	go func() {
 		defer close(call.done)
@@ -157,24 +173,25 @@ func (s *Source) reapCommit() bool {
 	s.st.commits.Add(1)
 	// A partition whose offsets moved backwards while the commit was out (restartSeq: new
 	// epoch, committed reset to -1) keeps its reset: the answer is about the old sequence.
-	byKey := make(map[tpKey]*partState, len(call.states))
+	byKey := make(map[tpKey]int, len(call.states))
 	s.mu.Lock()
 	for i, ps := range call.states {
 		if ps.epoch == call.epochs[i] {
-			byKey[ps.tp] = ps
+			byKey[ps.tp] = i
 		}
 	}
 	s.mu.Unlock()
 	for _, r := range call.res {
-		ps := byKey[tpKey{*r.Topic, r.Partition}]
-		if r.Error != nil || ps == nil {
+		i, ok := byKey[tpKey{*r.Topic, r.Partition}]
+		if r.Error != nil || !ok {
 			if r.Error != nil {
 				s.st.commitErrors.Add(1)
 				s.log.Warn("sluice/kafka: commit", "topic", *r.Topic, "partition", r.Partition, "offset", int64(r.Offset), "err", r.Error)
 			}
 			continue
 		}
-		ps.committed = int64(r.Offset)
+		ps := call.states[i]
+		ps.committed, ps.committedMeta = int64(r.Offset), call.metas[i]
 	}
 	return true
 }

@@ -55,6 +55,8 @@ const (
 	DefaultCommitInterval          = 5 * time.Second
 	DefaultRevokeTimeout           = 10 * time.Second
 	DefaultStatsInterval           = 5 * time.Second
+	DefaultCommitMetadataMaxBytes  = 4096 // Kafka's offset.metadata.max.bytes default
+	minCommitMetadataMaxBytes      = 64
 )
 
 // pollInterval is how long the polling goroutine waits in Poll when nothing is held or
@@ -109,6 +111,30 @@ type Config struct {
 	// ordering slots on this member until they finish: if the partition comes back, their
 	// keys (OrderKey) or the partition (OrderPartition) stay busy until then.
 	RevokeTimeout time.Duration
+	// CommitMetadataMaxBytes caps the metadata each commit carries: the offsets that finished
+	// above the committed one (out of order), so that the partition's next owner, after a
+	// rebalance or a restart, completes them without processing them again. Set it to the
+	// brokers' offset.metadata.max.bytes if that is lower than Kafka's default (a broker refuses
+	// a larger value; the embedded broker does not check). The encoding's size grows with the
+	// offset range from a partition's oldest unfinished offset to its newest received one: the
+	// partition is paused while that range could need more (about 6 × CommitMetadataMaxBytes
+	// offsets; 24,480 at the default, above the default MaxInFlightPerPartition) and resumes
+	// once the commit catches up (the range is down to half). Default 4096; negative turns the
+	// metadata off (finished work above the commit is then processed again after a handover).
+	// At least 64.
+	CommitMetadataMaxBytes int
+	// GroupInstanceID makes the source a static member of the group (librdkafka
+	// group.instance.id; Kafka's KIP-345): the group knows the member by this id across
+	// restarts, so a member that restarts keeps its partitions and nothing is rebalanced, on
+	// one condition: it must come back within the session timeout (session.timeout.ms, set it
+	// in Overrides; librdkafka's default 45 s), after which the group gives its partitions
+	// away. Give each process its own stable id (a Kubernetes pod name, from a flag or an
+	// environment variable); two live members with one id fence each other. A static member
+	// does not leave the group on Close (that would give its partitions away and rebalance);
+	// its close is bounded by Close's context instead (see Source.Close). Empty (the default):
+	// a dynamic member, which leaves the group on Close. At most 249 characters of
+	// [a-zA-Z0-9._-].
+	GroupInstanceID string
 	// Eager selects the eager rebalance protocol (range assignor) instead of the default
 	// cooperative-sticky one.
 	Eager bool
@@ -150,6 +176,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StatsInterval == 0 {
 		c.StatsInterval = DefaultStatsInterval
+	}
+	if c.CommitMetadataMaxBytes == 0 {
+		c.CommitMetadataMaxBytes = DefaultCommitMetadataMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -193,6 +222,12 @@ func (c *Config) validate() error {
 	if c.CommitInterval < 0 || c.RevokeTimeout < 0 {
 		errs = append(errs, configErr("CommitInterval/RevokeTimeout", "must not be negative"))
 	}
+	if id := c.GroupInstanceID; id != "" && (len(id) > 249 || strings.TrimLeft(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "") {
+		errs = append(errs, configErr("GroupInstanceID (group.instance.id)", "must be at most 249 characters of [a-zA-Z0-9._-], got %q", id))
+	}
+	if c.CommitMetadataMaxBytes > 0 && c.CommitMetadataMaxBytes < minCommitMetadataMaxBytes {
+		errs = append(errs, configErr("CommitMetadataMaxBytes", "must be at least %d (or negative: off), got %d", minCommitMetadataMaxBytes, c.CommitMetadataMaxBytes))
+	}
 	errs = append(errs, checkOverrides(c.Overrides)...)
 	errs = append(errs, c.Security.validate("Security", c.Overrides)...)
 	return errors.Join(errs...)
@@ -206,7 +241,7 @@ func checkOverrides(o map[string]any) []error {
 			errs = append(errs, configErr(key, "must not be true: sluice stores and commits offsets itself, only for finished events"))
 		}
 	}
-	for _, key := range []string{"bootstrap.servers", "metadata.broker.list", "group.id"} {
+	for _, key := range []string{"bootstrap.servers", "metadata.broker.list", "group.id", "group.instance.id"} {
 		if _, ok := o[key]; ok {
 			errs = append(errs, configErr(key, "set it with the Config field, not Overrides"))
 		}
@@ -236,6 +271,9 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 		// 23 k to 535 k msgs/s with 10 ms.
 		"fetch.queue.backoff.ms": 10,
 		"log_level":              5,
+	}
+	if c.GroupInstanceID != "" {
+		cm["group.instance.id"] = c.GroupInstanceID
 	}
 	if logs != nil {
 		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs

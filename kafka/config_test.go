@@ -35,6 +35,10 @@ func TestFaultInvalidConfigMatrix(t *testing.T) {
 		{"group-in-overrides", func(c *kafka.Config) { c.Overrides = map[string]any{"group.id": "x"} }, "group.id"},
 		{"unknown-property", func(c *kafka.Config) { c.Overrides = map[string]any{"no.such.property": 1} }, "no.such.property"},
 		{"ordering", func(c *kafka.Config) { c.Ordering = kafka.Ordering(9) }, "Ordering"},
+		{"instance-id-chars", func(c *kafka.Config) { c.GroupInstanceID = "pod 1" }, "GroupInstanceID"},
+		{"instance-id-long", func(c *kafka.Config) { c.GroupInstanceID = strings.Repeat("p", 250) }, "GroupInstanceID"},
+		{"instance-id-in-overrides", func(c *kafka.Config) { c.Overrides = map[string]any{"group.instance.id": "x"} }, "group.instance.id"},
+		{"metadata-cap", func(c *kafka.Config) { c.CommitMetadataMaxBytes = 10 }, "CommitMetadataMaxBytes"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -52,6 +52,9 @@ func (s *Source) collect(ps *partState, m *ckafka.Message) bool {
 	s.burst = append(s.burst, burstMsg{ps: ps, m: m, ev: s.event(ps, m)})
 	s.burstBytes += int(msgSize(m))
 	ps.span++
+	if ps.low < 0 { // nothing pending: m will be the oldest offset
+		ps.low = int64(m.TopicPartition.Offset)
+	}
 	return len(s.burst) == handover.MaxBurst || s.burstBytes >= maxBurstBytes || s.atBound(ps)
 }
 
@@ -70,7 +73,7 @@ func (s *Source) flush(ctx context.Context) {
 	for i := range s.burst {
 		r := &s.burst[i]
 		r.ps.tr.received(int64(r.m.TopicPartition.Offset), s.gateKey(r.m))
-		r.ps.span = r.ps.tr.pending()
+		r.ps.span, r.ps.low = r.ps.tr.pending(), r.ps.tr.low()
 		if r.ps.gatedNow || !s.admit(r.ps, r.m) {
 			r.ps.gatedNow = true // what follows in its partition waits behind it
 			gated = append(gated, i)

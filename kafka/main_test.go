@@ -19,6 +19,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SLUICE_META_CHILD") != "" { // the consumer TestCommitMetadataAfterSIGKILL kills
+		os.Exit(metaKillChild())
+	}
 	// IgnoreCurrent: ants starts its default pool's goroutines at init.
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
 }

@@ -24,15 +24,18 @@ type partState struct {
 	revoking bool     // mu (written by the polling goroutine only)
 	gone     bool     // mu: retired; completions release their slots and are never committed
 
-	held      []*ckafka.Message // messages received but not emitted, in offset order
-	heldBytes int64             // their bytes, counted by msgSize
-	paused    bool              // set only through setPaused
-	pausedNow atomic.Bool       // paused, for Stats on other goroutines
-	gatedNow  bool              // flush gated one of its messages: the rest of the burst waits too
-	committed int64             // last committed offset, -1 none
-	lastRecv  int64             // the newest offset received on this assignment, -1 none
-	span      int               // upper bound of tr.pending(): exact under mu, plus messages collected since
-	full      bool              // paused at the span bound (window.go) until the span halves
+	held          []*ckafka.Message // messages received but not emitted, in offset order
+	heldBytes     int64             // their bytes, counted by msgSize
+	paused        bool              // set only through setPaused
+	pausedNow     atomic.Bool       // paused, for Stats on other goroutines
+	gatedNow      bool              // flush gated one of its messages: the rest of the burst waits too
+	committed     int64             // last committed offset, -1 none
+	committedMeta string            // the binary metadata committed with it (meta.go)
+	skip          *finishedSet      // offsets a previous owner finished (commit metadata): not emitted; nil none
+	low           int64             // oldest pending offset as of the last read under mu (a lower bound), -1 none
+	lastRecv      int64             // the newest offset received on this assignment, -1 none
+	span          int               // upper bound of tr.pending(): exact under mu, plus messages collected since
+	full          bool              // paused at the span bound (window.go) until the span halves
 }
 
 // rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
@@ -60,7 +63,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		k := tpKey{*tp.Topic, tp.Partition}
 		// The gate may still hold events of an earlier assignment on this member (let go
 		// after RevokeTimeout): they stay busy for this one.
-		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1}
+		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1, low: -1}
 		old := s.parts[k]
 		s.parts[k] = ps
 		s.byEpoch[ps.epoch] = ps
@@ -75,6 +78,9 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	// The protocol is known once the group assigned (before the first join librdkafka says
 	// "NONE"); ask here, not in revoke, which may run inside Close, where the query blocks.
 	s.coop = c.GetRebalanceProtocol() == "COOPERATIVE"
+	if !s.closing { // an assignment while closing is given up at once: no coordinator round trip
+		s.readFinished(c, parts)
+	}
 	var err error
 	if s.coop {
 		err = c.IncrementalAssign(parts)

@@ -80,6 +80,13 @@ type Source struct {
 
 	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
 
+	// Commit metadata (meta.go): the largest binary form (0: off), the offset range that
+	// keeps it within the cap (window.go), and the buffer commits encode into (reused; at
+	// most metaLimit plus one run). Polling goroutine, then Close.
+	metaLimit int
+	metaRange int64
+	metaBuf   []byte
+
 	st sourceCounters
 }
 
@@ -103,7 +110,8 @@ func NewSource(cfg Config) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new consumer: %w: %w", err, ErrConfig)
 	}
-	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1)}
+	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1),
+		metaLimit: metaLimit(cfg.CommitMetadataMaxBytes), metaRange: metaRange(cfg.CommitMetadataMaxBytes)}
 	return s, nil
 }
 
@@ -226,10 +234,13 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
+	if ps.skip != nil && s.skipFinished(ctx, ps, m) {
+		return
+	}
 	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these
 		s.mu.Lock()
 		ps.tr.received(int64(m.TopicPartition.Offset), s.gateKey(m))
-		ps.span = ps.tr.pending()
+		ps.span, ps.low = ps.tr.pending(), ps.tr.low()
 		s.mu.Unlock()
 		s.hold(ps, m, false)
 		if !ps.full && s.atBound(ps) {
@@ -259,8 +270,11 @@ func (s *Source) leaveGroup(ctx context.Context) {
 	}
 }
 
-// Close commits what finished and closes the consumer (leaving the group). The pipeline calls
-// it after the drain; call it yourself only if the pipeline never ran. Idempotent.
+// Close commits what finished (with the commit metadata: meta.go) and closes the consumer,
+// leaving the group if the source is a dynamic member; a static member (GroupInstanceID) stays
+// in the group, keeping its partitions for its restart within the session timeout (static.go).
+// The pipeline calls it after the drain; call it yourself only if the pipeline never ran.
+// Idempotent.
 //
 // Blocking: at most ctx's time. The final commit, leaving the group and waiting for the
 // rebalance are bounded by ctx. One thing is not in sluice's hands: librdkafka's consumer close
@@ -285,8 +299,8 @@ func (s *Source) Close(ctx context.Context) error {
 	return s.closeErr
 }
 
-// closeConsumer leaves the group, waits for the outstanding commit (if any) and closes the
-// consumer. It leaves first: a member that waits for a commit before leaving keeps its
+// closeConsumer leaves the group (a dynamic member), waits for the outstanding commit (if any)
+// and closes the consumer (bounded by ctx for a static member: static.go). It leaves first: a member that waits for a commit before leaving keeps its
 // partitions and stalls the group's next rebalance (the coordinator waits for every member to
 // rejoin), while the commit itself may wait behind that rebalance on the coordinator's
 // connection. Leaving is bounded by ctx, or, once Close's time is up (the background close),
@@ -298,9 +312,11 @@ func (s *Source) closeConsumer(ctx context.Context) {
 		ctx, cancel = context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
 		defer cancel()
 	}
-	s.leaveGroup(ctx)
+	if s.cfg.GroupInstanceID == "" {
+		s.leaveGroup(ctx)
+	}
 	s.endCommit()
-	if err := s.c.Close(); err != nil {
+	if err := s.closeClient(ctx); err != nil {
 		err = fmt.Errorf("kafka: close consumer: %w", err)
 		if s.closeErr == nil {
 			s.closeErr = err

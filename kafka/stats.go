@@ -13,6 +13,7 @@ type sourceCounters struct {
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
 	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
 	rewinds, assigns, revokes                                 atomic.Uint64
+	skipped, metaTruncated, metaIgnored                       atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
@@ -36,6 +37,9 @@ type SourceStats struct {
 	Logs            uint64           // librdkafka log lines forwarded to slog
 	Bursts          uint64           // bursts of polled messages handed over (in one piece if the first stage takes them whole)
 	BurstMessages   uint64           // messages in those bursts (BurstMessages/Bursts: the mean burst)
+	SkippedFinished uint64           // messages not emitted: a previous owner finished them (commit metadata)
+	MetaIgnored     uint64           // commit metadata values ignored on assignment (unknown version, corrupt, unreadable)
+	MetaTruncated   uint64           // commits whose metadata left finished offsets out to fit CommitMetadataMaxBytes
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers
 	TxBytes         int64            // bytes sent to brokers
@@ -113,6 +117,7 @@ func (s *Source) Stats() SourceStats {
 		Rewinds: s.st.rewinds.Load(),
 		Errors:  s.st.errors.Load(), Logs: s.st.logs.Load(),
 		Bursts: s.st.bursts.Load(), BurstMessages: s.st.burstMsgs.Load(),
+		SkippedFinished: s.st.skipped.Load(), MetaIgnored: s.st.metaIgnored.Load(), MetaTruncated: s.st.metaTruncated.Load(),
 	}
 	var lag map[tpKey]int64
 	if raw := s.st.statsJSON.Load(); raw != nil {

@@ -87,5 +87,14 @@ func (t *tracker) finished(off int64) bool {
 	return found
 }
 
+// low returns the oldest pending offset (unfinished: the commit point's first record), or -1
+// when none is pending.
+func (t *tracker) low() int64 {
+	if t.head < len(t.offs) {
+		return t.offs[t.head]
+	}
+	return -1
+}
+
 // committable returns the offset to commit (-1 when nothing finished yet).
 func (t *tracker) committable() int64 { return t.next }

@@ -15,8 +15,28 @@ import ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 // dropped and fetched again after Resume), so the span never exceeds the limit. The partition
 // resumes (resumeIfRoom) once completions brought its span down to half the limit.
 
-// atBound reports whether ps's span (as the polling goroutine knows it) is at the limit.
-func (s *Source) atBound(ps *partState) bool { return ps.span >= s.cfg.MaxInFlightPerPartition }
+//
+// The same pause bounds a second window, in offsets rather than records, when commit metadata
+// is on (meta.go): from the oldest unfinished offset (ps.low, a lower bound) to the newest
+// received one (ps.lastRecv). Whatever of it finishes, its bitset then fits in
+// Config.CommitMetadataMaxBytes; the partition resumes once the commit point moved up and
+// the range is down to half (what keeps the span from shrinking, a slow oldest offset, is what
+// keeps the commit from moving).
+
+// atBound reports whether ps's span or offset range (as the polling goroutine knows them) is
+// at its limit.
+func (s *Source) atBound(ps *partState) bool {
+	return ps.span >= s.cfg.MaxInFlightPerPartition || (s.metaRange > 0 && s.offRange(ps) >= s.metaRange)
+}
+
+// offRange returns the offsets from ps's oldest unfinished one to its newest received one
+// (an upper bound; 0 when none is pending).
+func (s *Source) offRange(ps *partState) int64 {
+	if ps.low < 0 {
+		return 0
+	}
+	return ps.lastRecv - ps.low
+}
 
 // pauseFull marks ps as held at the span bound and pauses it (if not paused already).
 func (s *Source) pauseFull(ps *partState) {
@@ -38,8 +58,8 @@ func (s *Source) refreshSpans() {
 	s.mu.Lock()
 	for _, ps := range s.parts {
 		if ps.full {
-			ps.span = ps.tr.pending()
-			ps.full = ps.span > s.cfg.MaxInFlightPerPartition/2
+			ps.span, ps.low = ps.tr.pending(), ps.tr.low()
+			ps.full = ps.span > s.cfg.MaxInFlightPerPartition/2 || (s.metaRange > 0 && s.offRange(ps) > s.metaRange/2)
 		}
 	}
 	s.mu.Unlock()
@@ -68,4 +88,5 @@ func (s *Source) restartSeq(ps *partState, m *ckafka.Message) {
 	s.byEpoch[ps.epoch] = ps
 	s.mu.Unlock()
 	ps.committed, ps.span, ps.full = -1, 0, false
+	ps.committedMeta, ps.skip, ps.low = "", nil, -1 // the metadata read at assignment was about the old log
 }
