@@ -230,7 +230,7 @@ func genOrder(i int64) (key, value []byte) {
 func build(src *kafka.Source, prod *kafka.Producer, log *slog.Logger, outTopic, dlqTopic string) (*pipeline.Pipeline, error) {
 	b := pipeline.New(src, pipeline.WithLogger(log), pipeline.WithName("orders"), pipeline.WithErrorHandler(prod.DeadLetter(dlqTopic)))
 	orders := pipeline.Then(b.Source(), stage.Map("decode", decode, stage.WithConcurrency(2)))
-	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(8), stage.WithTimeout(time.Second)))
+	enriched := pipeline.Then(orders, stage.Map("enrich", enrich, stage.WithConcurrency(16), stage.WithTimeout(time.Second)))
 	batches := pipeline.Then(enriched, stage.Batch("batch", stage.BatchConfig[Enriched]{MaxCount: 50, Linger: 50 * time.Millisecond}))
 	records := pipeline.Then(batches, stage.FlatMap("to-records", func(_ context.Context, batch []Enriched) ([]kafka.Record, error) {
 		return toRecords(outTopic, batch)
