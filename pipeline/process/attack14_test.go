@@ -19,7 +19,6 @@ import (
 	"github.com/sluicehq/sluice/pipeline/process"
 )
 
-
 // TestAttack14EnvFlagsErrorHidesValue: EnvFlags promises errors naming the variable "and not
 // its value, which may be a secret". A bad value in the kit's own flag type (Bytes) must not
 // come back in the error either.
