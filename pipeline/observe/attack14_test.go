@@ -139,12 +139,24 @@ func TestAttack14DebugByDefault(t *testing.T) {
 // processed, has not been stuck for the timeout: /healthz must stay 200 at that moment. It
 // must fail once the event has been stuck for the timeout, and recover after.
 func TestAttack14LivenessIdleThenStuck(t *testing.T) {
+	for _, withRun := range []bool{false, true} {
+		t.Run(map[bool]string{false: "without Run", true: "with Run"}[withRun], func(t *testing.T) { a14LivenessIdleThenStuck(t, withRun) })
+	}
+}
+
+func a14LivenessIdleThenStuck(t *testing.T, withRun bool) {
 	const liveness = 2 * time.Second
 	release := make(chan struct{})
 	p := a14Pipeline(t, 1, "store", 0, release)
-	mon := observe.New(p, observe.WithLogger(a14Quiet()), observe.WithLivenessTimeout(liveness))
+	mon := observe.New(p, observe.WithLogger(a14Quiet()), observe.WithLivenessTimeout(liveness), observe.WithSampleInterval(50*time.Millisecond))
 	mux := http.NewServeMux()
 	mon.Mount(mux, false)
+	if withRun {
+		ctx, cancel := context.WithCancel(context.Background())
+		monDone := make(chan error, 1)
+		go func() { monDone <- mon.Run(ctx) }()
+		defer func() { cancel(); <-monDone }()
+	}
 	// Idle, unprobed, for longer than the timeout (the elapsed time is what is tested).
 	time.Sleep(liveness + 500*time.Millisecond)
 	ctx, cancel := context.WithCancel(context.Background())
