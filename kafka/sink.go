@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -90,13 +91,15 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 // slice is its own (Producer.message copies the record's).
 func injectHeaders(ctx context.Context, inj ext.Injector, m *ckafka.Message) {
 	inj(ctx, func(key, value string) {
-		for i := range m.Headers {
-			if m.Headers[i].Key == key {
-				m.Headers[i].Value = []byte(value)
-				return
+		// Every header of that key goes, whatever its case (extraction matches keys case
+		// insensitively: a stale "Traceparent" would win), then the call's context is added.
+		kept := m.Headers[:0]
+		for _, h := range m.Headers {
+			if !strings.EqualFold(h.Key, key) {
+				kept = append(kept, h)
 			}
 		}
-		m.Headers = append(m.Headers, ckafka.Header{Key: key, Value: []byte(value)})
+		m.Headers = append(kept, ckafka.Header{Key: key, Value: []byte(value)})
 	})
 }
 

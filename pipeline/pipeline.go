@@ -164,6 +164,9 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	if b.names[name] {
 		b.errs = append(b.errs, fmt.Errorf("pipeline: Name %q is used by two stages: %w", name, ErrInvalid))
 	}
+	if name == reservedName {
+		b.errs = append(b.errs, fmt.Errorf("pipeline: stage name %q is reserved for the source (in stats, metrics and the pipeline page): %w", name, ErrInvalid))
+	}
 	b.names[name] = true
 	if s.p.edge != nil {
 		b.errs = append(b.errs, fmt.Errorf("pipeline: stage %q: the output of %q is already consumed (one consumer per stream): %w", name, s.from, ErrInvalid))
@@ -190,6 +193,9 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	b.nodes = append(b.nodes, l)
 	return l
 }
+
+// reservedName names the source wherever stages are listed by name.
+const reservedName = "source"
 
 // Then links st after s and returns st's output stream.
 func Then[In, Out any](s Stream[In], st *stage.Stage[In, Out]) Stream[Out] {

@@ -65,8 +65,11 @@ func (m *Monitor) live(now time.Time) (ok bool, stuck time.Duration) {
 	done := s.Completed + s.Failed
 	m.liveMu.Lock()
 	defer m.liveMu.Unlock()
-	if done != m.lastDone || s.InFlightEvents == 0 {
-		m.lastDone, m.lastMove = done, now
+	// An emission counts as a move too: the first event after an idle spell nobody observed
+	// (no Run, no probe) starts the clock, instead of finding it already expired. A stuck
+	// pipeline stops emitting once its budget or edges are full, so it is still caught.
+	if done != m.lastDone || s.Emitted != m.lastEmitted || s.InFlightEvents == 0 {
+		m.lastDone, m.lastEmitted, m.lastMove = done, s.Emitted, now
 		return true, 0
 	}
 	d := now.Sub(m.lastMove)

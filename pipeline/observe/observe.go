@@ -119,9 +119,10 @@ type Monitor struct {
 	samples uint64  // samples taken by Run
 	stalled map[callKey]bool
 
-	liveMu   sync.Mutex
-	lastDone uint64    // completed + failed at lastMove
-	lastMove time.Time // when events last completed (or none were in flight)
+	liveMu      sync.Mutex
+	lastDone    uint64    // completed + failed at lastMove
+	lastEmitted uint64    // emitted at lastMove
+	lastMove    time.Time // when events last completed (or none were in flight)
 }
 
 type point struct {

@@ -77,15 +77,15 @@ func ParseBytes(s string) (int64, error) {
 	num, unit := t[:i], strings.ToLower(strings.TrimSpace(t[i:]))
 	f, err := strconv.ParseFloat(num, 64)
 	if err != nil {
-		return 0, fmt.Errorf("bad byte count %q: want a number with an optional unit (64MiB)", s)
+		return 0, errors.New("bad byte count: want a number with an optional unit (64MiB)") // not the value: it may come from a variable holding anything
 	}
 	mult, ok := byteUnits[unit]
 	if !ok {
-		return 0, fmt.Errorf("bad byte unit %q in %q: want K, M, G, KiB, MiB, GiB, KB, MB or GB", unit, s)
+		return 0, errors.New("bad byte unit: want K, M, G, KiB, MiB, GiB, KB, MB or GB")
 	}
 	n := int64(f * mult)
 	if n <= 0 {
-		return 0, fmt.Errorf("byte count %q must be positive", s)
+		return 0, errors.New("byte count must be positive")
 	}
 	return n, nil
 }
