@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/sluicehq/sluice/pipeline"
 	"github.com/sluicehq/sluice/pipeline/observe"
 	"github.com/sluicehq/sluice/stage"
