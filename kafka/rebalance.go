@@ -101,6 +101,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 // flight keep their partition's ordering gate (retire): if the partition comes back to this
 // member, its keys (OrderKey) or the partition (OrderPartition) stay busy until they finish.
 func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
+	began := time.Now()
 	s.st.rebalances.Add(1)
 	s.st.revokes.Add(1)
 	lost := c.AssignmentLost()
@@ -140,7 +141,9 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.last = nil
 	s.st.assigned.Store(int64(len(s.parts)))
 	s.mu.Unlock()
-	s.log.Info("sluice/kafka: partitions revoked", "partitions", tpList(parts), "lost", lost)
+	took := time.Since(began)
+	s.st.revokeNanos.Add(uint64(took))
+	s.log.Info("sluice/kafka: partitions revoked", "partitions", tpList(parts), "lost", lost, "took", took)
 }
 
 // letGo drops a partition's held messages (the next owner fetches them again) and resumes it

@@ -6,13 +6,14 @@ import (
 	"slices"
 	"strconv"
 	"sync/atomic"
+	"time"
 )
 
 type sourceCounters struct {
 	assigned, paused                                          atomic.Int64
 	pauses, commits, commitErrors, rebalances, revokeTimeouts atomic.Uint64
 	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
-	rewinds, assigns, revokes                                 atomic.Uint64
+	rewinds, assigns, revokes, revokeNanos                    atomic.Uint64
 	skipped, metaTruncated, metaIgnored                       atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
@@ -29,6 +30,7 @@ type SourceStats struct {
 	Assigns         uint64           // assign callbacks (each assigns one or more partitions)
 	Revokes         uint64           // revoke callbacks, lost assignments included
 	RevokeTimeouts  uint64           // revokes that let go with events in flight
+	RevokeTime      time.Duration    // time spent in revokes (waiting for in-flight events, committing), all together; with Revokes, the mean
 	LateCompletions uint64           // completions for partitions let go, or of an old offset sequence (never committed)
 	Stale           uint64           // messages dropped because their partition was being revoked
 	Unfinished      uint64           // events completed not ok (not committed)
@@ -111,7 +113,7 @@ func (s *Source) Stats() SourceStats {
 	st := SourceStats{
 		Assigned: s.st.assigned.Load(), Paused: s.st.paused.Load(), Pauses: s.st.pauses.Load(),
 		Commits: s.st.commits.Load(), CommitErrors: s.st.commitErrors.Load(),
-		Rebalances: s.st.rebalances.Load(), Assigns: s.st.assigns.Load(), Revokes: s.st.revokes.Load(),
+		Rebalances: s.st.rebalances.Load(), Assigns: s.st.assigns.Load(), Revokes: s.st.revokes.Load(), RevokeTime: time.Duration(s.st.revokeNanos.Load()),
 		RevokeTimeouts:  s.st.revokeTimeouts.Load(),
 		LateCompletions: s.st.late.Load(), Stale: s.st.stale.Load(), Unfinished: s.st.unfinished.Load(),
 		Rewinds: s.st.rewinds.Load(),

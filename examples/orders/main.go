@@ -66,6 +66,7 @@ type config struct {
 	duration                              time.Duration
 	debug                                 bool
 	security                              kafka.Security // from the security flags; empty: plaintext
+	instanceID                            string         // static group membership (group.instance.id); empty: dynamic
 }
 
 // hooks let tests watch a run in process; main passes none.
@@ -92,6 +93,7 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	fs.StringVar(&c.http, "http", "127.0.0.1:8080", "HTTP listen address (metrics, health, readiness, debug pages)")
 	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
 	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
+	fs.StringVar(&c.instanceID, "instance-id", "", "static group membership id (group.instance.id), e.g. the pod name: a restart within the session timeout keeps the partitions without a rebalance (default: dynamic membership)")
 	security := kafka.SecurityFlags(fs, "SLUICE_SASL_PASSWORD") // the password only from the environment or a file
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -160,7 +162,7 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 	if !c.security.IsZero() {
 		log.Info("kafka security", "security", c.security) // its LogValue redacts the passwords
 	}
-	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, Security: c.security, GroupID: c.group, Topics: []string{c.topic},
+	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupInstanceID: c.instanceID, Security: c.security, GroupID: c.group, Topics: []string{c.topic},
 		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
 		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
 	if err != nil {

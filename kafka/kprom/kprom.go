@@ -79,6 +79,7 @@ var (
 	dCommits      = desc("sluice_commits_total", "Successful offset commit requests.")
 	dCommitErrors = desc("sluice_commit_errors_total", "Failed offset commit requests (retried at the next commit).")
 	dRebalances   = desc("sluice_rebalances_total", "Rebalance callbacks, by kind: partitions assigned or revoked (lost included).", "kind")
+	dRevokeTime   = desc("sluice_revoke_duration_seconds", "Time revokes took (waiting for in-flight events, committing): count and sum over every revoke.")
 	dConns        = desc("sluice_librdkafka_connections", "Broker connections up (consumer, librdkafka statistics).")
 	dRx           = desc("sluice_librdkafka_rx_bytes_total", "Bytes received from brokers (consumer, librdkafka statistics).")
 	dTx           = desc("sluice_librdkafka_tx_bytes_total", "Bytes sent to brokers (consumer, librdkafka statistics).")
@@ -87,7 +88,7 @@ var (
 	dDeliveryErrors = desc("sluice_producer_delivery_errors_total", "Records the producer failed to deliver.")
 )
 
-var consumerDescs = []*prometheus.Desc{dLag, dPartPaused, dAssigned, dPaused, dPauses, dCommits, dCommitErrors, dRebalances, dConns, dRx, dTx}
+var consumerDescs = []*prometheus.Desc{dLag, dPartPaused, dAssigned, dPaused, dPauses, dCommits, dCommitErrors, dRebalances, dRevokeTime, dConns, dRx, dTx}
 
 // Describe sends the descriptions of every metric Collect sends (the producer's only with a
 // producer).
@@ -126,6 +127,7 @@ func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
 	counter(dPauses, float64(st.Pauses))
 	counter(dCommits, float64(st.Commits))
 	counter(dCommitErrors, float64(st.CommitErrors))
+	ch <- prometheus.MustNewConstSummary(dRevokeTime, st.Revokes, st.RevokeTime.Seconds(), nil)
 	counter(dRebalances, float64(st.Assigns), "assigned")
 	counter(dRebalances, float64(st.Revokes), "revoked")
 	gauge(dConns, float64(st.Connections))

@@ -275,6 +275,19 @@ sluice_assigned_partitions 0
 	if reb["assigned"] < 1 || reb["revoked"] < 1 {
 		t.Fatalf("sluice_rebalances_total = %v, want assigned and revoked at least once", reb)
 	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var revokes uint64
+	for _, mf := range mfs {
+		if mf.GetName() == "sluice_revoke_duration_seconds" {
+			revokes = mf.GetMetric()[0].GetSummary().GetSampleCount()
+		}
+	}
+	if revokes != uint64(reb["revoked"]) {
+		t.Fatalf("sluice_revoke_duration_seconds counts %d revokes, sluice_rebalances_total{kind=\"revoked\"} %v", revokes, reb["revoked"])
+	}
 }
 
 // single returns the value of an unlabelled metric.
@@ -335,7 +348,7 @@ func TestWithoutProducer(t *testing.T) {
 		names = append(names, mf.GetName())
 	}
 	want := []string{"sluice_assigned_partitions", "sluice_commit_errors_total", "sluice_commits_total", "sluice_librdkafka_connections",
-		"sluice_librdkafka_rx_bytes_total", "sluice_librdkafka_tx_bytes_total", "sluice_paused_partitions", "sluice_pauses_total", "sluice_rebalances_total"}
+		"sluice_librdkafka_rx_bytes_total", "sluice_librdkafka_tx_bytes_total", "sluice_paused_partitions", "sluice_pauses_total", "sluice_rebalances_total", "sluice_revoke_duration_seconds"}
 	if !slices.Equal(names, want) {
 		t.Fatalf("families %v, want %v", names, want)
 	}
