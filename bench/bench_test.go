@@ -201,3 +201,51 @@ func TestSeedShort(t *testing.T) {
 	t.Logf("naive: peak %.0f MiB processed %d lost %d; sluice: peak %.0f MiB processed %d lost %d",
 		mib(r.Runs[0].PeakRSS), r.Runs[0].Processed, r.Runs[0].Lost, mib(sl.PeakRSS), sl.Processed, sl.Lost)
 }
+
+// TestScaleShort runs the scale scenario end to end (two processes, then the rolling restart
+// of a three-process static group) on the embedded broker for a few seconds per run, and
+// checks scale.json's shape and the rolling restart's outcome: nothing lost, nothing processed
+// twice, no partition moved between members.
+func TestScaleShort(t *testing.T) {
+	dir := t.TempDir()
+	if err := run([]string{"scale", "--replicas", "2", "--rolling", "--duration", "8s", "--out", dir}, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "scale.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "scale.svg")); err != nil || st.Size() == 0 {
+		t.Fatalf("scale.svg: %v", err)
+	}
+	var raw struct {
+		Runs    []json.RawMessage
+		Rolling json.RawMessage
+	}
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	hasAll(t, "scale", keys(t, b), "scenario", "budget_bytes", "runs", "rolling")
+	for _, r := range raw.Runs {
+		hasAll(t, "scale run", keys(t, r), "replicas", "throughput_per_s", "lag_slope_per_s", "peak_rss_bytes_max", "lost", "duplicates")
+	}
+	hasAll(t, "rolling", keys(t, raw.Rolling), "restarts", "rebalances", "partitions_moved", "lost", "duplicates")
+	var r ScaleResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Scenario != "scale" || r.BudgetBytes != 64<<20 || len(r.Runs) != 1 || r.Runs[0].Replicas != 2 || r.Rolling == nil {
+		t.Fatalf("scale.json: scenario %q budget %d runs %+v rolling %v", r.Scenario, r.BudgetBytes, len(r.Runs), r.Rolling != nil)
+	}
+	two := r.Runs[0]
+	if two.Lost != 0 || two.Processed == 0 || two.PeakRSSMax == 0 || len(two.PeakRSS) != 2 || len(two.Samples) < 5 {
+		t.Fatalf("2 processes: lost %d processed %d peak %v samples %d", two.Lost, two.Processed, two.PeakRSS, len(two.Samples))
+	}
+	ro := r.Rolling
+	if ro.Restarts != 3 || ro.Lost != 0 || ro.Duplicates != 0 || ro.PartitionsMoved != 0 || ro.Processed == 0 {
+		t.Fatalf("rolling: restarts %d lost %d duplicates %d partitions moved %d processed %d (members %+v)",
+			ro.Restarts, ro.Lost, ro.Duplicates, ro.PartitionsMoved, ro.Processed, ro.Members)
+	}
+	t.Logf("2 processes: %.0f msg/s, lag slope %+.0f/s, peak RSS %.0f MiB; rolling: %d rebalances, members %+v",
+		two.Throughput, two.LagSlope, mib(two.PeakRSSMax), ro.Rebalances, ro.Members)
+}

@@ -5,6 +5,7 @@
 //	go run ./bench e2e   [--brokers ...] [--out DIR]
 //	go run ./bench sweep [--brokers ...] [--duration 8s] [--out DIR]
 //	go run ./bench chaos [--duration 5m] [--out DIR]
+//	go run ./bench scale [--brokers ...] [--duration 60s] [--out DIR] [--rolling]
 package main
 
 import (
@@ -40,7 +41,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: bench seed|e2e|sweep|chaos [--brokers ADDR] [--duration D] [--out DIR]")
+	return errors.New("usage: bench seed|e2e|sweep|chaos|scale [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -60,6 +61,8 @@ func run(args []string, stdout io.Writer) error {
 		return runSweep(args[1:])
 	case "chaos":
 		return runChaos(args[1:])
+	case "scale":
+		return runScale(args[1:])
 	}
 	return usage()
 }

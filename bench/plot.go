@@ -161,3 +161,71 @@ func plotSweep(r SweepResult, path string) error {
 	}
 	return p.Save(8*vg.Inch, 5*vg.Inch, path)
 }
+
+// plotScale draws the group's lag over time per run (replica count, and the rolling restart),
+// and every process slot's RSS (one colour per run, one dash pattern per slot).
+func plotScale(r ScaleResult, path string) error {
+	lag := plot.New()
+	lag.Title.Text = fmt.Sprintf("scale: group lag (input %.0f msg/s × %d KiB, %.0f/s per process)", r.InputRate, r.MessageBytes>>10, r.SinkCapacityPerS)
+	lag.X.Label.Text = "time (s)"
+	lag.Y.Label.Text = "lag (messages)"
+	lag.Legend.Top, lag.Legend.Left = true, true
+	rss := plot.New()
+	rss.Title.Text = fmt.Sprintf("scale: RSS per process (budget %d MiB each)", r.BudgetBytes>>20)
+	rss.X.Label.Text = "time (s)"
+	rss.Y.Label.Text = "RSS (MiB)"
+	rss.Legend.Top, rss.Legend.Left = true, true
+	runs := append([]ScaleRun(nil), r.Runs...)
+	names := []string{}
+	for _, run := range r.Runs {
+		names = append(names, fmt.Sprintf("%d process(es), slope %+.0f/s", run.Replicas, run.LagSlope))
+	}
+	if r.Rolling != nil {
+		runs = append(runs, r.Rolling.ScaleRun)
+		names = append(names, fmt.Sprintf("3 static, rolling restart (%d restarts, %d moved)", r.Rolling.Restarts, r.Rolling.PartitionsMoved))
+	}
+	for i, run := range runs {
+		var l plotter.XYs
+		var perSlot []plotter.XYs
+		for _, s := range run.Samples {
+			l = append(l, plotter.XY{X: s.T, Y: float64(s.Lag)})
+			for j, b := range s.RSS {
+				for len(perSlot) <= j {
+					perSlot = append(perSlot, nil)
+				}
+				perSlot[j] = append(perSlot[j], plotter.XY{X: s.T, Y: mib(b)})
+			}
+		}
+		if len(l) > 1 {
+			if err := line(lag, names[i], i, l); err != nil {
+				return err
+			}
+		}
+		for j, xy := range perSlot {
+			if len(xy) < 2 {
+				continue
+			}
+			ln, err := plotter.NewLine(xy)
+			if err != nil {
+				return err
+			}
+			ln.Color = palette[i%len(palette)]
+			ln.Width = vg.Points(1)
+			ln.Dashes = [][]vg.Length{nil, {vg.Points(4), vg.Points(2)}, {vg.Points(1), vg.Points(2)}}[j%3]
+			rss.Add(ln)
+			if j == 0 {
+				rss.Legend.Add(names[i], ln)
+			}
+		}
+	}
+	limit := plotter.XYs{{X: 0, Y: mib(r.BudgetBytes) + 100}, {X: r.Duration, Y: mib(r.BudgetBytes) + 100}}
+	ln, err := plotter.NewLine(limit)
+	if err != nil {
+		return err
+	}
+	ln.Color = color.Gray{Y: 128}
+	ln.Dashes = []vg.Length{vg.Points(6), vg.Points(4)}
+	rss.Add(ln)
+	rss.Legend.Add("budget + 100 MiB", ln)
+	return saveStacked(path, 8*vg.Inch, 4*vg.Inch, lag, rss)
+}

@@ -121,6 +121,8 @@ func runWorker(args []string, stdout io.Writer) error {
 	maxDur := fs.Duration("max-duration", 0, "stop this long after the first message (0: no limit)")
 	capacity := fs.Int("capacity", 0, "sink input edge capacity (0: stage default)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run here")
+	instanceID := fs.String("instance-id", "", "sluice: group.instance.id (static membership)")
+	statsFile := fs.String("stats-file", "", "sluice: append assignment snapshots (JSON lines) here")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -176,7 +178,8 @@ func runWorker(args []string, stdout io.Writer) error {
 		err = bare(ctx, *brokers, *topic, *group, *budget, &c, done)
 	case "sluice", "sluice-fast":
 		fast := *mode == "sluice-fast"
-		err = sluice(ctx, *brokers, *topic, *group, *budget, *slots, *capacity, *sleep, fast, sl, &c, done)
+		m := membership{instanceID: *instanceID, statsFile: *statsFile}
+		err = sluice(ctx, *brokers, *topic, *group, *budget, *slots, *capacity, *sleep, fast, m, sl, &c, done)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}
@@ -266,14 +269,20 @@ func bare(ctx context.Context, brokers, topic, group string, budget int64, c *co
 }
 
 // sluice: kafka.Source → Sink (fast: a no-op sink that counts; else the slow I/O-like sink).
-func sluice(ctx context.Context, brokers, topic, group string, budget int64, slots, capacity int, sleep time.Duration, fast bool, sl *sinkLog, c *counter, done func()) error {
+func sluice(ctx context.Context, brokers, topic, group string, budget int64, slots, capacity int, sleep time.Duration, fast bool, m membership, sl *sinkLog, c *counter, done func()) error {
 	src, err := kafka.NewSource(kafka.Config{
 		Brokers: brokers, GroupID: group, Topics: []string{topic}, Budget: budget,
-		CommitInterval: time.Second, Logger: quietLogger(),
+		CommitInterval: time.Second, Logger: quietLogger(), GroupInstanceID: m.instanceID,
 	})
 	if err != nil {
 		return err
 	}
+	ctx, stopSnapshots, err := m.watch(ctx, src)
+	if err != nil {
+		src.Close(context.Background())
+		return err
+	}
+	defer stopSnapshots()
 	b := pipeline.New(src, pipeline.WithLogger(quietLogger()))
 	slow := func(ctx context.Context, ev *stage.Event) error {
 		time.Sleep(sleep)
