@@ -20,8 +20,9 @@ import (
 
 type scaleOpts struct {
 	seedOpts
-	replicas []int
-	rolling  bool
+	replicas     []int
+	rolling      bool
+	restartDelay time.Duration
 }
 
 func runScale(args []string) error {
@@ -37,6 +38,7 @@ func runScale(args []string) error {
 	fs.IntVar(&o.slots, "slots", 10, "sink concurrency, per process")
 	fs.DurationVar(&o.sleep, "sleep", 20*time.Millisecond, "sink time per message")
 	fs.BoolVar(&o.rolling, "rolling", false, "add a run restarting a three-process static group one process at a time")
+	fs.DurationVar(&o.restartDelay, "restart-delay", 3*time.Second, "--rolling: time between a process's exit and its replacement's start (a pod's restart)")
 	reps := fs.String("replicas", "1,2,3", "process counts, one run each, in order")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -61,7 +63,7 @@ func runScale(args []string) error {
 		res.Runs = append(res.Runs, r)
 	}
 	if o.rolling {
-		rr := &RollingRun{}
+		rr := &RollingRun{RestartDelayS: o.restartDelay.Seconds()}
 		r, err := scaleRun(o, 3, rr)
 		endProgress()
 		if err != nil {
@@ -89,6 +91,7 @@ type incarnation struct {
 	c           *child
 	sink, stats string
 	initial     bool
+	settleOff   int64 // sink log bytes written before the group settled (--rolling)
 }
 
 type slot struct {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"fmt"
 	"os"
 	"sync"
@@ -35,7 +36,8 @@ type ScaleRun struct {
 }
 
 // RollingRun is scale.json's rolling restart: a three-process static group, each process
-// restarted once (SIGTERM, a new process with the same group.instance.id). Rebalances are
+// restarted once (SIGTERM, and RestartDelayS after its exit a new process with the same
+// group.instance.id). Rebalances are
 // the assign and revoke callbacks the processes saw after the group first settled, leaving
 // out each restarted process's own first assignment; a graceful stop's own revoke is not
 // counted either (the snapshot is taken on SIGTERM). PartitionsMoved counts partitions held by
@@ -47,6 +49,7 @@ type RollingRun struct {
 	PartitionsMoved int             `json:"partitions_moved"`
 	SkippedFinished uint64          `json:"skipped_finished"`
 	RevokeTimeS     float64         `json:"revoke_time_s"`
+	RestartDelayS   float64         `json:"restart_delay_s"`
 	SettledAtS      float64         `json:"settled_at_s"`
 	RestartsAtS     []float64       `json:"restarts_at_s"`
 	Members         []RollingMember `json:"members"`
@@ -120,12 +123,18 @@ func rollSlots(o scaleOpts, slots []*slot, t0 time.Time, rr *RollingRun, start f
 		return fmt.Errorf("rolling: the group did not settle (every member holding partitions)")
 	}
 	rr.settled = time.Now()
+	for _, s := range slots {
+		if st, err := os.Stat(s.cur().sink); err == nil {
+			s.cur().settleOff = st.Size()
+		}
+	}
 	rr.SettledAtS = time.Since(t0).Seconds()
 	for i, s := range slots {
 		time.Sleep(time.Until(t0.Add(o.duration * time.Duration(i+1) / time.Duration(len(slots)+1)))) // schedule
 		rr.RestartsAtS = append(rr.RestartsAtS, time.Since(t0).Seconds())
 		old := s.cur()
 		old.c.stop(90 * time.Second)
+		time.Sleep(o.restartDelay) // the replacement's start-up (a pod's restart), not a synchronisation
 		if err := start(s); err != nil {
 			return err
 		}
@@ -140,7 +149,9 @@ func rollSlots(o scaleOpts, slots []*slot, t0 time.Time, rr *RollingRun, start f
 	return nil
 }
 
-// analyse counts rebalances and moved partitions from the workers' snapshots (see RollingRun).
+// analyse counts rebalances from the workers' snapshots and moved partitions from both their
+// snapshots (every 100 ms, which may miss a short hold) and their sink logs after the group
+// settled (a partition one member processed messages of) (see RollingRun).
 func (rr *RollingRun) analyse(slots []*slot) {
 	since := rr.settled.UnixMilli()
 	owners := map[int32]map[string]bool{}
@@ -188,6 +199,16 @@ func (rr *RollingRun) analyse(slots []*slot) {
 			}
 			rr.Rebalances += m.Assigns + m.Revokes
 			rr.Members = append(rr.Members, m)
+		}
+	}
+	for _, s := range slots {
+		for _, inc := range s.incs {
+			for p := range sinkPartitionsFrom(inc.sink, inc.settleOff) {
+				if owners[p] == nil {
+					owners[p] = map[string]bool{}
+				}
+				owners[p][s.id] = true
+			}
 		}
 	}
 	for _, o := range owners {
@@ -264,4 +285,17 @@ func (s *scaleSampler) stop() []ScaleSample {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]ScaleSample(nil), s.samples...)
+}
+
+// sinkPartitionsFrom returns the partitions of the sink log records from byte offset off on.
+func sinkPartitionsFrom(path string, off int64) map[int32]bool {
+	b, err := os.ReadFile(path)
+	out := map[int32]bool{}
+	if err != nil || off > int64(len(b)) {
+		return out
+	}
+	for b = b[off:]; len(b) >= 12; b = b[12:] {
+		out[int32(binary.LittleEndian.Uint32(b[:4]))] = true
+	}
+	return out
 }
