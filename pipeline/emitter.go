@@ -32,21 +32,19 @@ func (e *Emitter) Emit(ctx context.Context, ev *stage.Event) error {
 		select {
 		case p.oversized <- struct{}{}:
 		case <-ctx.Done():
-			e.begin(ev, 0)
-			lifeOf(ev).Abandon()
+			e.begin(ev, 0).Abandon()
 			return ctx.Err()
 		}
 		e.tooLarge(ev, size)
 		return nil
 	}
 	if err := e.acquire(ctx, size); err != nil {
-		e.begin(ev, 0)
-		lifeOf(ev).Abandon()
+		e.begin(ev, 0).Abandon()
 		return err
 	}
-	e.begin(ev, size)
-	if err := flow.Emit(ctx, p.first, ev, lifeOf(ev)); err != nil {
-		lifeOf(ev).Abandon()
+	l := e.begin(ev, size)
+	if err := flow.Emit(ctx, p.first, ev, l); err != nil {
+		l.Abandon()
 		return err
 	}
 	return nil
@@ -80,12 +78,12 @@ func (e *Emitter) tryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 	if !p.budget.TryAcquire(size) {
 		return false
 	}
-	e.begin(ev, size)
-	if !flow.TryEmit(p.first, ev, lifeOf(ev)) && (wait <= 0 || !e.emitWithin(ctx, ev, wait)) {
+	l := e.begin(ev, size)
+	if !flow.TryEmit(p.first, ev, l) && (wait <= 0 || !e.emitWithin(ctx, ev, l, wait)) {
 		// Undo Begin without finishing: the caller keeps the event.
 		p.emitted.Add(-1)
 		p.budget.Release(size)
-		lifeOf(ev).Unbegin()
+		l.Unbegin()
 		return false
 	}
 	return true
@@ -187,15 +185,18 @@ func (e *Emitter) tryEmitBurst(ctx context.Context, evs []*stage.Event, wait tim
 	return len(evs)
 }
 
-func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
+func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, l *flow.Life, wait time.Duration) bool {
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return flow.Emit(ctx, e.p.first, ev, lifeOf(ev)) == nil
+	return flow.Emit(ctx, e.p.first, ev, l) == nil
 }
 
-func (e *Emitter) begin(ev *stage.Event, size int64) {
+// begin counts ev as emitted and prepares its lifecycle, which it returns.
+func (e *Emitter) begin(ev *stage.Event, size int64) *flow.Life {
 	e.p.emitted.Add(1)
-	lifeOf(ev).Begin(ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, size, e.p.fin)
+	l := lifeOf(ev)
+	l.Begin(ev.Topic, ev.Partition, ev.Offset, ev.SourceTag, size, e.p.fin)
+	return l
 }
 
 // tooLarge hands an event larger than the whole budget (never admitted: the budget could not
@@ -207,12 +208,12 @@ func (e *Emitter) begin(ev *stage.Event, size int64) {
 func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 	p := e.p
 	p.tooLarge.Add(1)
-	e.begin(ev, 0)
+	l := e.begin(ev, 0)
 	err := fmt.Errorf("%w: %d bytes, budget %d", ErrTooLarge, size, p.budget.Limit())
 	p.errQueue.later(func(ctx context.Context) {
 		if ctx.Err() != nil { // hard stop, or the close phase gave up: not committed
 			<-p.oversized
-			lifeOf(ev).Abandon()
+			l.Abandon()
 			return
 		}
 		f := stage.NewFailure("source", err, 1, []*stage.Event{ev})
@@ -222,10 +223,10 @@ func (e *Emitter) tooLarge(ev *stage.Event, size int64) {
 		<-p.oversized
 		if herr != nil {
 			p.fail(fmt.Errorf("pipeline %q: error handler of %v: %w", p.cfg.name, f, herr))
-			lifeOf(ev).Abandon()
+			l.Abandon()
 			return
 		}
-		lifeOf(ev).Complete()
+		l.Complete()
 	})
 }
 
