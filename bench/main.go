@@ -6,6 +6,7 @@
 //	go run ./bench sweep [--brokers ...] [--duration 8s] [--out DIR]
 //	go run ./bench chaos [--duration 5m] [--out DIR]
 //	go run ./bench scale [--brokers ...] [--duration 60s] [--out DIR] [--rolling]
+//	go run ./bench peers [--brokers ...] [--duration 60s] [--out DIR] [--runs ...]
 package main
 
 import (
@@ -41,7 +42,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: bench seed|e2e|sweep|chaos|scale [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
+	return errors.New("usage: bench seed|e2e|sweep|chaos|scale|peers [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -63,6 +64,8 @@ func run(args []string, stdout io.Writer) error {
 		return runChaos(args[1:])
 	case "scale":
 		return runScale(args[1:])
+	case "peers":
+		return runPeers(args[1:])
 	}
 	return usage()
 }
@@ -186,9 +189,18 @@ type child struct {
 }
 
 func startChild(pin bool, args ...string) (*child, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
+	return startProgram("", pin, args...)
+}
+
+// startProgram starts exe (empty: this bench binary, re-executed) with args; pin puts it on
+// CPU 0 with GOMAXPROCS=1.
+func startProgram(exe string, pin bool, args ...string) (*child, error) {
+	if exe == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		exe = self
 	}
 	var cmd *exec.Cmd
 	if ts, err := exec.LookPath("taskset"); err == nil && pin {

@@ -24,6 +24,7 @@ type seedOpts struct {
 	trim       time.Duration
 	runs       string
 	capacity   int
+	workerExe  string // the worker program (empty: this bench binary); bench peers sets it per run
 }
 
 func runSeed(args []string) error {
@@ -88,7 +89,7 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	defer os.RemoveAll(dir)
 	sinkPath := filepath.Join(dir, "sunk.bin")
 	mode := name
-	w, err := startChild(true, "worker", "--mode", mode, "--brokers", br.addr, "--topic", topic, "--group", group,
+	w, err := startProgram(o.workerExe, true, "worker", "--mode", mode, "--brokers", br.addr, "--topic", topic, "--group", group,
 		"--budget", fmt.Sprint(o.budget), "--capacity", fmt.Sprint(o.capacity), "--slots", fmt.Sprint(o.slots), "--sleep", o.sleep.String(), "--sink-file", sinkPath)
 	if err != nil {
 		return run, err
