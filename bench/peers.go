@@ -23,17 +23,18 @@ import (
 
 // peerConfigs states each run's consumer: what the README's peers table says of it. The peer
 // consumers themselves are in bench/peers (their own module, so sluice's dependencies do not
-// grow); "sluice" is bench seed's sluice worker with no budget given.
-var peerConfigs = []struct{ name, module, config string }{
+// grow); "sluice" is bench seed's sluice worker with no budget given. modules lists (comma
+// separated) the Kafka modules whose versions the run records.
+var peerConfigs = []struct{ name, modules, config string }{
 	{"sluice", "github.com/confluentinc/confluent-kafka-go/v2",
 		"kafka.Source with the default configuration (no Budget) → stage.Sink with concurrency 10; CommitInterval 1 s"},
 	{"kgo-pool", "github.com/twmb/franz-go",
 		"kgo: PollFetches loop → hand-written pool of 10 workers, wait for the batch, MarkCommitRecords; AutoCommitMarks, BlockRebalanceOnPoll, other options default"},
 	{"kgo-partition", "github.com/twmb/franz-go",
 		"kgo: franz-go's example goroutine_per_partition_consuming/autocommit_marks: PollRecords(10000), a goroutine per partition fed over a channel of 5 fetches, MarkCommitRecords per fetch; AutoCommitMarks, BlockRebalanceOnPoll"},
-	{"watermill", "github.com/ThreeDotsLabs/watermill-kafka/v3",
+	{"watermill", "github.com/ThreeDotsLabs/watermill-kafka/v3,github.com/ThreeDotsLabs/watermill,github.com/IBM/sarama",
 		"watermill-kafka Subscriber (sarama) with DefaultSaramaSubscriberConfig + Offsets.Initial=OffsetOldest → message.Router consumer handler (a goroutine per message, ack on return); sarama ChannelBufferSize 256 (default)"},
-	{"watermill-buf16", "github.com/ThreeDotsLabs/watermill-kafka/v3",
+	{"watermill-buf16", "github.com/ThreeDotsLabs/watermill-kafka/v3,github.com/ThreeDotsLabs/watermill,github.com/IBM/sarama",
 		"as watermill, with sarama ChannelBufferSize 16"},
 	{"kafka-go", "github.com/segmentio/kafka-go",
 		"kafka-go: 10 Readers in the group (ReaderConfig Brokers, GroupID, Topic; rest default), each FetchMessage → downstream → CommitMessages"},
@@ -42,7 +43,7 @@ var peerConfigs = []struct{ name, module, config string }{
 // PeersRun is one consumer of peers.json: a seed run plus what it ran.
 type PeersRun struct {
 	SeedRun
-	Library string `json:"library"` // module and version of the Kafka client
+	Library string `json:"library"` // modules and versions of the Kafka client
 	Config  string `json:"config"`
 }
 
@@ -62,7 +63,7 @@ type PeersResult struct {
 // after another on one broker (its own process unless --brokers), each consumer pinned to
 // CPU 0 with GOMAXPROCS=1 as bench seed pins sluice. Each run has its own topic and group,
 // deleted after the run so the embedded broker does not keep every run's records.
-func runPeers(args []string) error {
+func runPeers(args []string) (err error) {
 	var names []string
 	for _, p := range peerConfigs {
 		names = append(names, p.name)
@@ -99,7 +100,11 @@ func runPeers(args []string) error {
 	if err != nil {
 		return err
 	}
-	defer br.stop()
+	defer func() { // a broker that crashed says why (its stderr's tail)
+		if br.proc != nil {
+			err = errors.Join(err, br.proc.Stop())
+		}
+	}()
 	o.brokers = br.addr
 	res := PeersResult{Scenario: "peers", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
 		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
@@ -108,7 +113,7 @@ func runPeers(args []string) error {
 		ro := o
 		for _, p := range peerConfigs {
 			if p.name == name {
-				run.Config, run.Library = p.config, p.module+" "+libs[p.module]
+				run.Config, run.Library = p.config, versions(p.modules, libs)
 			}
 		}
 		switch {
@@ -166,6 +171,15 @@ func buildPeers(dir string) (string, error) {
 		return "", fmt.Errorf("go build in %s: %w\n%s", src, err, out)
 	}
 	return bin, nil
+}
+
+// versions is "path version" of each of the comma-separated modules, comma-separated.
+func versions(modules string, libs map[string]string) string {
+	var vs []string
+	for _, m := range strings.Split(modules, ",") {
+		vs = append(vs, strings.TrimSpace(m+" "+libs[m]))
+	}
+	return strings.Join(vs, ", ")
 }
 
 // moduleVersions returns the version of each module bin was built with.
@@ -269,7 +283,8 @@ func plotPeers(r PeersResult, path string) error {
 	tp.Title.Text = "peers: downstream throughput (msgs/s, 1 s window)"
 	tp.X.Label.Text = "time (s)"
 	tp.Y.Label.Text = "msgs/s"
-	tp.Legend.Top, tp.Legend.Left = true, true
+	rss.Y.Min, tp.Y.Min = 0, 0
+	tp.Legend.Left = true // bottom left: below the lines
 	add := func(p *plot.Plot, name string, c color.Color, xy plotter.XYs) error {
 		l, err := plotter.NewLine(xy)
 		if err != nil {
