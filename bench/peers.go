@@ -156,11 +156,21 @@ const ckafkaModule = "github.com/confluentinc/confluent-kafka-go/v2"
 // buildPeers builds the bench/peers module (`go build`, which fetches its modules on first
 // use, as its committed go.sum pins them) into dir and returns the binary's path.
 func buildPeers(dir string) (string, error) {
-	src := filepath.Join("bench", "peers") // run from the repository root
+	// This file's directory (go run, go test), else relative to the repository root or to
+	// bench/ (a binary built with -trimpath).
+	candidates := []string{filepath.Join("bench", "peers"), "peers"}
 	if _, file, _, ok := runtime.Caller(0); ok {
-		if _, err := os.Stat(filepath.Join(filepath.Dir(file), "peers", "go.mod")); err == nil {
-			src = filepath.Join(filepath.Dir(file), "peers")
+		candidates = append([]string{filepath.Join(filepath.Dir(file), "peers")}, candidates...)
+	}
+	src := ""
+	for _, c := range candidates {
+		if _, err := os.Stat(filepath.Join(c, "go.mod")); err == nil {
+			src = c
+			break
 		}
+	}
+	if src == "" {
+		return "", fmt.Errorf("the bench/peers module is not in any of %v: run from the repository root", candidates)
 	}
 	bin := filepath.Join(dir, "peers")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
