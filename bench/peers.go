@@ -78,9 +78,16 @@ func runPeers(args []string) (err error) {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	configs := map[string]int{}
+	for i, p := range peerConfigs {
+		configs[p.name] = i
+	}
 	var peersBin string
 	var libs map[string]string
 	for _, name := range strings.Split(*runs, ",") {
+		if _, ok := configs[name]; !ok {
+			return fmt.Errorf("peers: unknown run %q (have %s)", name, strings.Join(names, ","))
+		}
 		if name != "sluice" && peersBin == "" {
 			dir, err := os.MkdirTemp("", "sluice-peers-")
 			if err != nil {
@@ -109,19 +116,12 @@ func runPeers(args []string) (err error) {
 	res := PeersResult{Scenario: "peers", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
 		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
 	for _, name := range strings.Split(*runs, ",") {
-		run := PeersRun{}
+		pc := peerConfigs[configs[name]]
+		run := PeersRun{Config: pc.config, Library: versions(pc.modules, libs)}
 		ro := o
-		for _, p := range peerConfigs {
-			if p.name == name {
-				run.Config, run.Library = p.config, versions(p.modules, libs)
-			}
-		}
-		switch {
-		case run.Config == "":
-			return fmt.Errorf("peers: unknown run %q (have %s)", name, strings.Join(names, ","))
-		case name == "sluice":
+		if name == "sluice" {
 			run.Library = "github.com/sluicehq/sluice, " + selfVersion(ckafkaModule)
-		default:
+		} else {
 			ro.workerExe = peersBin
 		}
 		before, err := topicNames(o.brokers)
@@ -133,7 +133,7 @@ func runPeers(args []string) (err error) {
 		if err != nil {
 			return fmt.Errorf("peers %s: %w", name, err)
 		}
-		if err := deleteNewTopics(o.brokers, before); err != nil {
+		if err := deleteNewTopics(o.brokers, before, "seed-"+name+"-"); err != nil {
 			return fmt.Errorf("peers %s: %w", name, err)
 		}
 		fmt.Fprintf(os.Stderr, "peers %-15s peak RSS %5.1f MiB, %5.1f/s (%3.0f %% of %.0f/s), processed %d, lost %d, duplicates %d, killed=%v\n",
@@ -235,16 +235,17 @@ func topicNames(addr string) (map[string]bool, error) {
 	return names, nil
 }
 
-// deleteNewTopics deletes the topics that were not in before (the run's input topic, and any
-// a client created), so that the next run starts on a broker that holds no earlier records.
-func deleteNewTopics(addr string, before map[string]bool) error {
+// deleteNewTopics deletes the topics named prefix* that were not in before (the run's input
+// topic, named by seedRun), so that the next run starts on a broker that holds no earlier
+// records; on a broker given with --brokers it touches no other topic.
+func deleteNewTopics(addr string, before map[string]bool, prefix string) error {
 	now, err := topicNames(addr)
 	if err != nil {
 		return err
 	}
 	var del []string
 	for t := range now {
-		if !before[t] && !strings.HasPrefix(t, "__") {
+		if !before[t] && strings.HasPrefix(t, prefix) {
 			del = append(del, t)
 		}
 	}
