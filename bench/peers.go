@@ -282,7 +282,7 @@ var peersPalette = []color.Color{
 	color.RGBA{R: 140, G: 86, B: 75, A: 255},   // kafka-go
 }
 
-// plotPeers draws every run's RSS over time and its throughput (1 s window), one line per
+// plotPeers draws every run's RSS over time and its throughput (5 s window), one line per
 // consumer, with the downstream's capacity.
 func plotPeers(r PeersResult, path string) error {
 	rss := plot.New()
@@ -291,11 +291,18 @@ func plotPeers(r PeersResult, path string) error {
 	rss.Y.Label.Text = "RSS (MiB)"
 	rss.Legend.Top, rss.Legend.Left = true, true
 	tp := plot.New()
-	tp.Title.Text = "peers: downstream throughput (msgs/s, 1 s window)"
+	const window = 10 // samples are 0.5 s apart: a 5 s window keeps six lines readable
+	tp.Title.Text = "peers: downstream throughput (msgs/s, 5 s window)"
 	tp.X.Label.Text = "time (s)"
 	tp.Y.Label.Text = "msgs/s"
-	rss.Y.Min, tp.Y.Min = 0, 0
-	tp.Legend.Left = true // bottom left: below the lines
+	tp.Legend.Top, tp.Legend.Left = true, true
+	// Room above the lines for the legends (top left).
+	var peak int64
+	for _, run := range r.Runs {
+		peak = max(peak, run.PeakRSS)
+	}
+	rss.Y.Min, rss.Y.Max = 0, 1.5*mib(peak)
+	tp.Y.Min, tp.Y.Max = 0, 1.6*r.SinkCapacityPerS
 	add := func(p *plot.Plot, name string, c color.Color, xy plotter.XYs) error {
 		l, err := plotter.NewLine(xy)
 		if err != nil {
@@ -311,8 +318,8 @@ func plotPeers(r PeersResult, path string) error {
 		var a, b plotter.XYs
 		for j, s := range run.Samples {
 			a = append(a, plotter.XY{X: s.T, Y: mib(s.RSS)})
-			if j >= 2 { // samples are 0.5 s apart: 2 samples = 1 s
-				prev := run.Samples[j-2]
+			if j >= window {
+				prev := run.Samples[j-window]
 				if dt := s.T - prev.T; dt > 0 {
 					b = append(b, plotter.XY{X: s.T, Y: float64(s.Processed-prev.Processed) / dt})
 				}
