@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/kafka"
 )
 
 type seedOpts struct {
@@ -35,7 +37,7 @@ func runSeed(args []string) error {
 	fs.Float64Var(&o.rate, "rate", 980, "input messages per second")
 	fs.IntVar(&o.size, "size", 40<<10, "message bytes")
 	fs.IntVar(&o.partitions, "partitions", 8, "topic partitions")
-	fs.Int64Var(&o.budget, "budget", 64<<20, "sluice budget bytes")
+	fs.Int64Var(&o.budget, "budget", 0, "sluice budget bytes (0: none given, the library's default configuration)")
 	fs.Int64Var(&o.rssCap, "rss-cap", 3<<30, "kill a run whose RSS exceeds this")
 	fs.IntVar(&o.slots, "slots", 10, "sink concurrency")
 	fs.DurationVar(&o.sleep, "sleep", 20*time.Millisecond, "sink time per message")
@@ -72,6 +74,9 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	run := SeedRun{Name: name}
 	if name == "sluice" {
 		run.BudgetBytes = o.budget
+		if o.budget == 0 {
+			run.BudgetBytes = kafka.DefaultBudget // none given: the default is the cap
+		}
 	}
 	topic := fmt.Sprintf("seed-%s-%d", name, time.Now().UnixNano())
 	group := topic + "-g"
