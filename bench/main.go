@@ -186,9 +186,18 @@ type child struct {
 }
 
 func startChild(pin bool, args ...string) (*child, error) {
-	exe, err := os.Executable()
-	if err != nil {
-		return nil, err
+	return startProgram("", pin, args...)
+}
+
+// startProgram starts exe (empty: this bench binary, re-executed) with args; pin puts it on
+// CPU 0 with GOMAXPROCS=1.
+func startProgram(exe string, pin bool, args ...string) (*child, error) {
+	if exe == "" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		exe = self
 	}
 	var cmd *exec.Cmd
 	if ts, err := exec.LookPath("taskset"); err == nil && pin {

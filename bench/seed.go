@@ -26,6 +26,8 @@ type seedOpts struct {
 	trim       time.Duration
 	runs       string
 	capacity   int
+	workerExe  string // the worker program (empty: this bench binary); bench peers sets it per run
+	sluiceBin  string // own: the sluice run is bench/seedworker, a binary of its own; bench: this one
 }
 
 func runSeed(args []string) error {
@@ -44,13 +46,25 @@ func runSeed(args []string) error {
 	fs.DurationVar(&o.trim, "trim-interval", 0, "kfakebroker --trim-interval (0: off; trimming to the high watermark deletes unread records)")
 	fs.IntVar(&o.capacity, "sink-capacity", 0, "sluice sink input edge capacity (0: stage default)")
 	fs.StringVar(&o.runs, "runs", "naive,sluice", "runs, in order")
+	fs.StringVar(&o.sluiceBin, "sluice-binary", "own", "own: run sluice as bench/seedworker, a binary with only sluice and its client, as a service is built; bench: in this bench binary")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	sluiceExe, err := seedWorker(o.sluiceBin, o.runs)
+	if err != nil {
+		return err
+	}
+	if sluiceExe != "" {
+		defer os.RemoveAll(filepath.Dir(sluiceExe))
 	}
 	res := SeedResult{Scenario: "seed", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
 		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
 	for _, name := range strings.Split(o.runs, ",") {
-		r, err := seedRun(o, name)
+		ro := o
+		if name == "sluice" {
+			ro.workerExe = sluiceExe
+		}
+		r, err := seedRun(ro, name)
 		endProgress()
 		if err != nil {
 			return fmt.Errorf("seed %s: %w", name, err)
@@ -93,7 +107,7 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	defer os.RemoveAll(dir)
 	sinkPath := filepath.Join(dir, "sunk.bin")
 	mode := name
-	w, err := startChild(true, "worker", "--mode", mode, "--brokers", br.addr, "--topic", topic, "--group", group,
+	w, err := startProgram(o.workerExe, true, "worker", "--mode", mode, "--brokers", br.addr, "--topic", topic, "--group", group,
 		"--budget", fmt.Sprint(o.budget), "--capacity", fmt.Sprint(o.capacity), "--slots", fmt.Sprint(o.slots), "--sleep", o.sleep.String(), "--sink-file", sinkPath)
 	if err != nil {
 		return run, err

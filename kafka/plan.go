@@ -22,7 +22,8 @@ import "github.com/sluicehq/sluice/pipeline"
 // so more only costs memory. Prefetch is 1.5 responses: librdkafka postpones a partition's next
 // fetch (fetch.queue.backoff.ms) whenever its queue is at Prefetch when a response arrives, so
 // a prefetch of one response or less would stall a fast consumer. The pipeline's in-flight share
-// is a cap too: the pipeline admits what its stages need (pipeline.WithBudget). Held bytes are counted as pipeline.EventSize
+// is a cap too: the pipeline admits events up to an in-flight window that grows only when its
+// stages are starved (pipeline.WithInitialWindow). Held bytes are counted as pipeline.EventSize
 // counts an event (key, value, headers, overhead), whatever size function the pipeline uses.
 // Once they reach Held the source pauses every partition, and resumes none until they are below
 // Held again, so the held-back messages and the polled burst being handed over never pass

@@ -13,7 +13,7 @@ import (
 // Defaults of the pipeline options.
 const (
 	DefaultInFlightBudget = 64 << 20 // 64 MiB (WithBudget)
-	DefaultInitialWindow  = 1 << 20  // 1 MiB (WithInitialWindow)
+	DefaultInitialWindow  = 2 << 20  // 2 MiB (WithInitialWindow)
 	DefaultMaxEventBytes  = 1 << 20  // 1 MiB, Kafka's default max message size
 	DefaultDrainTimeout   = 30 * time.Second
 	DefaultCloseTimeout   = 10 * time.Second
@@ -79,7 +79,8 @@ func EventSize(ev *stage.Event) int64 {
 // kafka.Config.Budget (the whole budget, which also covers what the source holds back,
 // librdkafka's prefetch and the producer queue). It must be at least
 // MaxEventBytes, or Build fails. When the budget is exhausted the source waits (the Kafka source
-// pauses its partitions).
+// pauses its partitions). The budget is a cap: events are admitted up to the in-flight window
+// (WithInitialWindow), which grows toward the budget only when the stages are starved.
 func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes } }
 
 // WithInitialWindow sets where the in-flight window starts. The budget (WithBudget) is a cap,
@@ -89,9 +90,10 @@ func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes 
 // edge, so every event in flight is in a call, a partial batch or a pending delivery, and a
 // worker that finishes would find no work. The bytes in flight thus follow what the bottleneck
 // needs (its workers busy, a queue in front of them) instead of filling the budget: in the
-// README's seed scenario (a 10-worker sink of 20 ms calls, 40 KiB records) about 25 events
-// instead of the 74 the edges would hold. Default DefaultInitialWindow (1 MiB); 0 or the
-// budget or more: no window, the whole budget from the start (as before this option).
+// README's seed scenario (a 10-worker sink of 20 ms calls, 40 KiB records) about 50 events, a
+// queue of 80 ms of work for the source's pauses, instead of the 74 the edges would hold; with
+// larger records, or more workers, the difference grows. Default DefaultInitialWindow (2 MiB);
+// 0 or the budget or more: no window, the whole budget from the start (as before this option).
 func WithInitialWindow(bytes int64) Option { return func(c *config) { c.window = bytes } }
 
 // WithMaxEventBytes sets the largest event the pipeline expects. Default 1 MiB. An event larger

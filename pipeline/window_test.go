@@ -12,13 +12,13 @@ import (
 	"github.com/sluicehq/sluice/stage"
 )
 
-// TestWindowGrowsWhenStarved: the in-flight window starts at DefaultInitialWindow (1 MiB) and
-// grows when the stages are starved. A sink of 16 workers whose first 16 calls each wait until
-// all 16 run at once needs 16 events of 100 KiB in flight (1.6 MiB): with a window that never
-// grew only 10 would fit and the calls would wait for ever. Once they ran, the window stays far
+// TestWindowGrowsWhenStarved: the in-flight window starts at DefaultInitialWindow (2 MiB) and
+// grows when the stages are starved. A sink of 24 workers whose first 24 calls each wait until
+// all 24 run at once needs 24 events of 128 KiB in flight (3 MiB): with a window that never
+// grew only 15 would fit and the calls would wait for ever. Once they ran, the window stays far
 // below the 64 MiB budget: it follows what the stage needs, not the cap.
 func TestWindowGrowsWhenStarved(t *testing.T) {
-	const n, workers, size = 200, 16, 100 << 10
+	const n, workers, size = 200, 24, 128 << 10
 	payload := make([]byte, size)
 	src := pipeline.Generate(n, func(_ int64, ev *stage.Event) { ev.Value = payload })
 	done := track(src)
