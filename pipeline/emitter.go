@@ -212,15 +212,17 @@ func (e *Emitter) take(size int64) bool {
 // takeWithin waits up to wait for size bytes of the window, when the window (not the budget)
 // is what has no room: events in flight finishing free it, as a stage taking input frees its
 // edge. A polling source thus paces itself with the stages instead of pausing its partitions.
-// It reports false at once when the budget itself is full or size exceeds the window.
+// It reports false at once when the budget itself is full or size exceeds the window. Only a
+// finished event wakes the wait, not a stage running out of input meanwhile: at the end it looks
+// again whether the stages are starved (take) before giving up.
 func (e *Emitter) takeWithin(ctx context.Context, size int64, wait time.Duration) bool {
 	if !e.windowBound(size, wait) {
 		return false
 	}
 	b := e.p.budget
-	ctx, cancel := context.WithTimeout(ctx, wait)
+	wctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	return b.Acquire(ctx, size) == nil
+	return b.Acquire(wctx, size) == nil || (ctx.Err() == nil && e.take(size))
 }
 
 // windowBound reports whether waiting up to wait could admit size bytes: the window, not the
