@@ -18,9 +18,10 @@ import (
 // flight) and a sink slower than the input (2 workers of 10 ms calls, 100 KiB records), the
 // pipeline keeps in flight what the sink needs, not what the budget and the edges allow: the
 // live heap (after GC; the broker in its own process) grows by at most 5 MiB while 400 records
-// flow (the window starts at 2 MiB; measured 2.7-3.0 MiB). Without the in-flight window the sink's
-// edge holds 64 records and its workers 2 (measured 7.6 MiB). Both workers stay busy (the window grew as far as they needed), every record
-// completes, and the commits reach the end.
+// flow (the window starts at 2 MiB; measured 2.7-3.0 MiB). Without the in-flight window the
+// sink's edge holds 64 records and its workers 2 (measured 7.6 MiB). Both workers stay busy
+// (the window grew as far as they needed), every record completes, and the commits reach the
+// end.
 func TestWorkingSetFollowsSlowSink(t *testing.T) {
 	const n, parts, size, workers = 400, 4, 100 << 10, 2
 	const maxGrowth = 5 << 20
