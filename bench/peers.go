@@ -103,6 +103,15 @@ func runPeers(args []string) (err error) {
 			}
 		}
 	}
+	// sluice runs as bench/seedworker, a binary of its own, as each peer runs from its own
+	// (bench seed --sluice-binary own).
+	sluiceExe, err := seedWorker("own", *runs)
+	if err != nil {
+		return err
+	}
+	if sluiceExe != "" {
+		defer os.RemoveAll(filepath.Dir(sluiceExe))
+	}
 	br, err := startBroker(o.brokers, 0)
 	if err != nil {
 		return err
@@ -121,6 +130,7 @@ func runPeers(args []string) (err error) {
 		ro := o
 		if name == "sluice" {
 			run.Library = "github.com/sluicehq/sluice, " + selfVersion(ckafkaModule)
+			ro.workerExe = sluiceExe
 		} else {
 			ro.workerExe = peersBin
 		}

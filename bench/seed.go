@@ -8,6 +8,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+
+	"github.com/sluicehq/sluice/kafka"
 )
 
 type seedOpts struct {
@@ -25,6 +27,7 @@ type seedOpts struct {
 	runs       string
 	capacity   int
 	workerExe  string // the worker program (empty: this bench binary); bench peers sets it per run
+	sluiceBin  string // own: the sluice run is bench/seedworker, a binary of its own; bench: this one
 }
 
 func runSeed(args []string) error {
@@ -36,20 +39,32 @@ func runSeed(args []string) error {
 	fs.Float64Var(&o.rate, "rate", 980, "input messages per second")
 	fs.IntVar(&o.size, "size", 40<<10, "message bytes")
 	fs.IntVar(&o.partitions, "partitions", 8, "topic partitions")
-	fs.Int64Var(&o.budget, "budget", 64<<20, "sluice budget bytes")
+	fs.Int64Var(&o.budget, "budget", 0, "sluice budget bytes (0: none given, the library's default configuration)")
 	fs.Int64Var(&o.rssCap, "rss-cap", 3<<30, "kill a run whose RSS exceeds this")
 	fs.IntVar(&o.slots, "slots", 10, "sink concurrency")
 	fs.DurationVar(&o.sleep, "sleep", 20*time.Millisecond, "sink time per message")
 	fs.DurationVar(&o.trim, "trim-interval", 0, "kfakebroker --trim-interval (0: off; trimming to the high watermark deletes unread records)")
 	fs.IntVar(&o.capacity, "sink-capacity", 0, "sluice sink input edge capacity (0: stage default)")
 	fs.StringVar(&o.runs, "runs", "naive,sluice", "runs, in order")
+	fs.StringVar(&o.sluiceBin, "sluice-binary", "own", "own: run sluice as bench/seedworker, a binary with only sluice and its client, as a service is built; bench: in this bench binary")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	sluiceExe, err := seedWorker(o.sluiceBin, o.runs)
+	if err != nil {
+		return err
+	}
+	if sluiceExe != "" {
+		defer os.RemoveAll(filepath.Dir(sluiceExe))
 	}
 	res := SeedResult{Scenario: "seed", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
 		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
 	for _, name := range strings.Split(o.runs, ",") {
-		r, err := seedRun(o, name)
+		ro := o
+		if name == "sluice" {
+			ro.workerExe = sluiceExe
+		}
+		r, err := seedRun(ro, name)
 		endProgress()
 		if err != nil {
 			return fmt.Errorf("seed %s: %w", name, err)
@@ -73,6 +88,9 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	run := SeedRun{Name: name}
 	if name == "sluice" {
 		run.BudgetBytes = o.budget
+		if o.budget == 0 {
+			run.BudgetBytes = kafka.DefaultBudget // none given: the default is the cap
+		}
 	}
 	topic := fmt.Sprintf("seed-%s-%d", name, time.Now().UnixNano())
 	group := topic + "-g"

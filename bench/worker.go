@@ -113,7 +113,7 @@ func runWorker(args []string, stdout io.Writer) error {
 	brokers := fs.String("brokers", "", "bootstrap servers")
 	topic := fs.String("topic", "", "topic")
 	group := fs.String("group", "", "group id")
-	budget := fs.Int64("budget", 64<<20, "sluice budget bytes")
+	budget := fs.Int64("budget", 0, "sluice budget bytes (0: none given, kafka.Config's default)")
 	slots := fs.Int("slots", 10, "sink concurrency")
 	sleep := fs.Duration("sleep", 20*time.Millisecond, "sink time per message")
 	sinkFile := fs.String("sink-file", "", "append sunk (partition, offset) here")
@@ -240,6 +240,9 @@ func naive(ctx context.Context, brokers, topic, group string, slots int, sleep t
 // (fetch.queue.backoff.ms 1000) the bare loop is bimodal here, 170 k or 1 M msgs/s of 100 B
 // from one run to the next.
 func bare(ctx context.Context, brokers, topic, group string, budget int64, c *counter, done func()) error {
+	if budget == 0 {
+		budget = kafka.DefaultBudget // what a Source given no budget plans with
+	}
 	mem := kafka.Plan(budget, kafka.DefaultMaxMessageBytes)
 	cons, err := ckafka.NewConsumer(&ckafka.ConfigMap{
 		"bootstrap.servers": brokers, "group.id": group, "enable.auto.commit": true,

@@ -88,7 +88,10 @@ type Config struct {
 	Security Security
 	// Budget is the whole memory budget for data, in bytes: the pipeline's in-flight budget,
 	// the messages the source holds back and librdkafka's prefetch (and, for a Producer, its
-	// queue). Default 64 MiB. See Memory for the split and the whole formula.
+	// queue). Default 64 MiB. It is a cap, not a working set: librdkafka's prefetch stops at
+	// what the consumer can use (4 MiB fetch responses) and the pipeline admits events up to a
+	// window that grows only when its stages are starved. See Memory for the split and the
+	// whole formula.
 	Budget int64
 	// MaxMessageBytes is the largest record expected. Default 1 MiB. Budget must be at least
 	// 4 × MaxMessageBytes (so in flight, at Budget/2, holds two of them).

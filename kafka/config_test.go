@@ -174,14 +174,24 @@ func TestMemoryPlan(t *testing.T) {
 		{4 << 20, 1 << 20, kafka.Memory{Budget: 4 << 20, InFlight: 2 << 20, Held: 256 << 10, HeldMax: 256<<10 + 256<<10 + 1<<20 + pipeline.EventOverhead,
 			Prefetch: 768 << 10, FetchMaxBytes: 1 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 1 << 20, PerPartition: 4096 * 196}},
 		{1 << 30, 1 << 20, kafka.Memory{Budget: 1 << 30, InFlight: 512 << 20, Held: 64 << 20, HeldMax: 64<<20 + 256<<10 + 1<<20 + pipeline.EventOverhead,
-			Prefetch: 192 << 20, FetchMaxBytes: 50 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 256 << 20, PerPartition: 4096 * 196}},
+			Prefetch: 6 << 20, FetchMaxBytes: 4 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 256 << 20, PerPartition: 4096 * 196}},
+		// The default budget: librdkafka's share stops at the fetch ceiling (4 MiB responses,
+		// 6 MiB prefetch) instead of growing with the budget.
+		{64 << 20, 1 << 20, kafka.Memory{Budget: 64 << 20, InFlight: 32 << 20, Held: 4 << 20, HeldMax: 4<<20 + 256<<10 + 1<<20 + pipeline.EventOverhead,
+			Prefetch: 6 << 20, FetchMaxBytes: 4 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 16 << 20, PerPartition: 4096 * 196}},
+		// A record above the ceiling still raises the fetch size to it.
+		{256 << 20, 16 << 20, kafka.Memory{Budget: 256 << 20, InFlight: 128 << 20, Held: 16 << 20, HeldMax: 16<<20 + 256<<10 + 16<<20 + pipeline.EventOverhead,
+			Prefetch: 24 << 20, FetchMaxBytes: 16 << 20, PartitionFetchBytes: 1 << 20, ProducerQueue: 64 << 20, PerPartition: 4096 * 196}},
 	} {
 		got := kafka.Plan(tc.budget, tc.maxMsg)
 		if got != tc.want {
 			t.Errorf("Plan(%d, %d) = %+v, want %+v", tc.budget, tc.maxMsg, got, tc.want)
 		}
-		if sum := got.InFlight + got.Held + got.Prefetch + got.ProducerQueue; sum != tc.budget {
-			t.Errorf("Plan(%d, %d): in flight + held + prefetch + producer queue = %d, want the budget", tc.budget, tc.maxMsg, sum)
+		if sum := got.InFlight + got.Held + got.Prefetch + got.ProducerQueue; sum > tc.budget {
+			t.Errorf("Plan(%d, %d): in flight + held + prefetch + producer queue = %d, above the budget", tc.budget, tc.maxMsg, sum)
+		}
+		if got.Prefetch < got.FetchMaxBytes && got.Prefetch < 3*tc.budget/16 {
+			t.Errorf("Plan(%d, %d): prefetch %d below one fetch response %d", tc.budget, tc.maxMsg, got.Prefetch, got.FetchMaxBytes)
 		}
 		if h, want := got.GoHeap(3), (got.InFlight+got.HeldMax)*5/4+3*got.PerPartition; h != want {
 			t.Errorf("Plan(%d, %d).GoHeap(3) = %d, want %d", tc.budget, tc.maxMsg, h, want)

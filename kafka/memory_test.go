@@ -201,7 +201,9 @@ type measured struct {
 // pipeline with the heap sampler. bound is the baseline plus Memory().GoHeap(partitions).
 func runMeasured(t *testing.T, src *kafka.Source, partitions int, wire func(b *pipeline.Builder)) *measured {
 	t.Helper()
-	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
+	// No in-flight window (pipeline.WithInitialWindow(0)): these tests measure the worst case,
+	// the whole in-flight budget taken, against the formula's bound.
+	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()), pipeline.WithInitialWindow(0))...)
 	wire(b)
 	p, err := b.Build()
 	if err != nil {

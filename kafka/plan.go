@@ -9,12 +9,21 @@ import "github.com/sluicehq/sluice/pipeline"
 //
 //	InFlight            = B/2        events in flight, as pipeline.EventSize counts them (Go heap)
 //	Held                = B/16       messages the source holds back: received, not yet emitted (Go heap)
-//	Prefetch            = 3B/16      queued.max.messages.kbytes = Prefetch/1024 (librdkafka)
-//	FetchMaxBytes       = clamp(B/8, M, 50 MiB)                        fetch.max.bytes
+//	FetchMaxBytes       = min(max(min(B/8, 4 MiB), M), 50 MiB)        fetch.max.bytes
+//	Prefetch            = min(3B/16, 3 × FetchMaxBytes / 2)            queued.max.messages.kbytes = Prefetch/1024 (librdkafka)
 //	PartitionFetchBytes = min(1 MiB, FetchMaxBytes)                    max.partition.fetch.bytes
 //	ProducerQueue       = B/4        queue.buffering.max.kbytes = ProducerQueue/1024 (librdkafka)
 //
-// InFlight + Held + Prefetch + ProducerQueue = B. Held bytes are counted as pipeline.EventSize
+// InFlight + Held + Prefetch + ProducerQueue ≤ B: librdkafka's consumer side does not grow with
+// the budget beyond what the consumer can use. One fetch response (FetchMaxBytes) per round trip
+// to a broker is what the consumer can read at most, so FetchMaxBytes is the throughput's
+// ceiling; bench sweep found that ceiling reached at 4 MiB (a 32 MiB budget) for 1 KiB and 40
+// KiB records, and a slow pipeline keeps the whole prefetch (Prefetch + one response) resident,
+// so more only costs memory. Prefetch is 1.5 responses: librdkafka postpones a partition's next
+// fetch (fetch.queue.backoff.ms) whenever its queue is at Prefetch when a response arrives, so
+// a prefetch of one response or less would stall a fast consumer. The pipeline's in-flight share
+// is a cap too: the pipeline admits events up to an in-flight window that grows only when its
+// stages are starved (pipeline.WithInitialWindow). Held bytes are counted as pipeline.EventSize
 // counts an event (key, value, headers, overhead), whatever size function the pipeline uses.
 // Once they reach Held the source pauses every partition, and resumes none until they are below
 // Held again, so the held-back messages and the polled burst being handed over never pass
@@ -66,13 +75,19 @@ func (m Memory) GoHeap(partitions int) int64 {
 	return (m.InFlight+m.HeldMax)*5/4 + int64(partitions)*m.PerPartition
 }
 
+// fetchCeiling is the largest fetch.max.bytes Plan derives from a budget: bench sweep (40 KiB
+// and 1 KiB records, Source → no-op sink, one CPU) stopped gaining throughput there (a 32 MiB
+// budget), while a slow pipeline keeps the whole prefetch resident. A record larger than it
+// still raises fetch.max.bytes to MaxMessageBytes.
+const fetchCeiling = 4 << 20
+
 // Plan splits budget by the formula of Memory, for the default MaxInFlightPerPartition and
 // OrderKey (Source.Memory reports the source's own).
 func Plan(budget, maxMessage int64) Memory {
 	m := Memory{Budget: budget, InFlight: budget / 2, Held: budget / 16, ProducerQueue: budget / 4}
-	m.Prefetch = budget/4 - m.Held
 	m.HeldMax = m.Held + maxBurstBytes + maxMessage + pipeline.EventOverhead
-	m.FetchMaxBytes = min(max(budget/8, maxMessage), 50<<20)
+	m.FetchMaxBytes = min(max(min(budget/8, fetchCeiling), maxMessage), 50<<20)
+	m.Prefetch = min(3*budget/16, 3*m.FetchMaxBytes/2)
 	m.PartitionFetchBytes = min(1<<20, m.FetchMaxBytes)
 	m.PerPartition = perPartition(DefaultMaxInFlightPerPartition, OrderKey)
 	return m

@@ -10,11 +10,17 @@ import (
 // before emitting it, and the event's completion releases it. Channel capacities cap how many
 // events wait; the budget caps how many bytes they hold.
 //
+// Admission is bounded by the window, not by the limit: the window starts small (newBudget's
+// initial, at most the limit) and only grows, up to the limit, when the emitter finds the
+// stages starved (Emitter.take). So the bytes in flight follow what the stages need (their
+// workers busy, with a queue in front of them) and the limit is a cap, not a working set.
+//
 // Acquiring and releasing are a CAS on one counter; only a source that must wait touches the
 // mutex.
 type byteBudget struct {
 	limit   int64
-	used    atomic.Int64 // bytes held now; never above limit
+	window  atomic.Int64 // admission bound now: never above limit, never shrinks
+	used    atomic.Int64 // bytes held now; never above window
 	high    atomic.Int64 // highest value used ever reached
 	waiters atomic.Int32 // Acquire calls waiting for room
 
@@ -22,12 +28,34 @@ type byteBudget struct {
 	wake chan struct{} // closed (and replaced) by Release when waiters > 0
 }
 
-func newBudget(limit int64) *byteBudget {
-	return &byteBudget{limit: limit, wake: make(chan struct{})}
+// newBudget returns a budget of limit bytes whose window starts at initial (at most limit).
+func newBudget(limit, initial int64) *byteBudget {
+	b := &byteBudget{limit: limit, wake: make(chan struct{})}
+	b.window.Store(max(min(initial, limit), 1))
+	return b
 }
 
 // Limit returns the budget in bytes.
 func (b *byteBudget) Limit() int64 { return b.limit }
+
+// Window returns the admission bound now (at most Limit).
+func (b *byteBudget) Window() int64 { return b.window.Load() }
+
+// grow raises the window so that n bytes more than are held now fit, and at least doubles it,
+// up to the limit. It reports whether the window grew (false: it is at the limit already).
+// Waiters re-check against the new window.
+func (b *byteBudget) grow(n int64) bool {
+	for {
+		w := b.window.Load()
+		if w >= b.limit {
+			return false
+		}
+		if b.window.CompareAndSwap(w, min(b.limit, max(2*w, b.used.Load()+n))) {
+			b.wakeWaiters()
+			return true
+		}
+	}
+}
 
 // InFlight returns the bytes held now.
 func (b *byteBudget) InFlight() int64 { return b.used.Load() }
@@ -39,7 +67,7 @@ func (b *byteBudget) HighWater() int64 { return b.high.Load() }
 func (b *byteBudget) TryAcquire(n int64) bool {
 	for {
 		u := b.used.Load()
-		if u+n > b.limit {
+		if u+n > b.window.Load() {
 			return false
 		}
 		if b.used.CompareAndSwap(u, u+n) {
@@ -50,7 +78,8 @@ func (b *byteBudget) TryAcquire(n int64) bool {
 	}
 }
 
-// Acquire blocks until n bytes are free or ctx is done. n must not exceed Limit.
+// Acquire blocks until n bytes are free within the window or ctx is done. n must not exceed
+// Limit, and it waits for ever (for ctx) while n exceeds the window and nothing grows it.
 func (b *byteBudget) Acquire(ctx context.Context, n int64) error {
 	for {
 		if b.TryAcquire(n) {
@@ -79,10 +108,23 @@ func (b *byteBudget) Acquire(ctx context.Context, n int64) error {
 // Release returns n bytes taken by Acquire or TryAcquire.
 func (b *byteBudget) Release(n int64) {
 	b.used.Add(-n)
+	b.wakeWaiters()
+}
+
+// wakeWaiters wakes every Acquire waiting, to look again.
+func (b *byteBudget) wakeWaiters() {
 	if b.waiters.Load() > 0 {
 		b.mu.Lock()
 		close(b.wake)
 		b.wake = make(chan struct{})
 		b.mu.Unlock()
 	}
+}
+
+// initialWindow is where c's window starts: WithInitialWindow, the whole budget when that is 0.
+func initialWindow(c config) int64 {
+	if c.window <= 0 {
+		return c.budget
+	}
+	return c.window
 }

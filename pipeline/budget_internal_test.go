@@ -12,7 +12,7 @@ import (
 
 func TestBudgetAcquireAndReleaseFromManyGoroutines(t *testing.T) {
 	const limit = 100
-	bud := newBudget(limit)
+	bud := newBudget(limit, limit)
 	var held atomic.Int64 // bytes the goroutines believe they hold
 	var wg sync.WaitGroup
 	for g := range 32 {
@@ -44,7 +44,7 @@ func TestBudgetAcquireAndReleaseFromManyGoroutines(t *testing.T) {
 }
 
 func TestBudgetAcquireBlocksUntilReleaseOrCtxDone(t *testing.T) {
-	bud := newBudget(100)
+	bud := newBudget(100, 100)
 	if err := bud.Acquire(context.Background(), 100); err != nil {
 		t.Fatal(err)
 	}

@@ -59,8 +59,9 @@ func (e *Emitter) TryEmit(ctx context.Context, ev *stage.Event) bool {
 	return e.tryEmitWait(ctx, ev, 0)
 }
 
-// tryEmitWait is TryEmit that, when the budget has room but the first stage's input is full,
-// waits up to wait for that input to take ev. It never waits for the budget. A polling source
+// tryEmitWait is TryEmit that, when the budget has room but the first stage's input is full or
+// the in-flight window (WithInitialWindow) is, waits up to wait for that input to take ev or
+// for the window to have room. It never waits for the budget itself. A polling source
 // uses it to pace itself with the first stage (librdkafka's bounded prefetch queue holds the
 // rest) instead of pausing on every burst.
 func (e *Emitter) tryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool {
@@ -75,7 +76,7 @@ func (e *Emitter) tryEmitWait(ctx context.Context, ev *stage.Event, wait time.Du
 		e.tooLarge(ev, size)
 		return true
 	}
-	if !p.budget.TryAcquire(size) {
+	if !e.take(size) && (wait <= 0 || !e.takeWithin(ctx, size, wait)) {
 		return false
 	}
 	l := e.begin(ev, size)
@@ -125,10 +126,10 @@ const stallEvery = 10 * time.Millisecond
 // batch that only a stall flushes.
 func (e *Emitter) acquire(ctx context.Context, size int64) error {
 	b := e.p.budget
-	if b.TryAcquire(size) {
-		return nil
-	}
 	for {
+		if e.take(size) {
+			return nil
+		}
 		e.stalled()
 		wctx, cancel := context.WithTimeout(ctx, stallEvery)
 		err := b.Acquire(wctx, size)
@@ -160,7 +161,14 @@ func (e *Emitter) tryEmitBurst(ctx context.Context, evs []*stage.Event, wait tim
 			fits = fits && sizes[i] <= p.budget.Limit()
 			total += sizes[i]
 		}
-		if fits && p.budget.TryAcquire(total) {
+		took := fits && e.take(total)
+		if fits && !took && e.windowBound(total, wait) {
+			if !e.takeWithin(ctx, total, wait) {
+				return 0 // the window stayed full: one by one would not fare better
+			}
+			took = true
+		}
+		if took {
 			p.emitted.Add(int64(len(evs)))
 			for i, ev := range evs {
 				lives[i] = lifeOf(ev)
@@ -183,6 +191,57 @@ func (e *Emitter) tryEmitBurst(ctx context.Context, evs []*stage.Event, wait tim
 		}
 	}
 	return len(evs)
+}
+
+// take acquires size bytes of the budget if they fit in the in-flight window now. When they do
+// not, but fit in the budget, and the stages are starved, it grows the window first (see
+// WithInitialWindow). It never blocks.
+func (e *Emitter) take(size int64) bool {
+	b := e.p.budget
+	if b.TryAcquire(size) {
+		return true
+	}
+	for b.InFlight()+size <= b.Limit() && e.starved() && b.grow(size) {
+		if b.TryAcquire(size) {
+			return true
+		}
+	}
+	return false
+}
+
+// takeWithin waits up to wait for size bytes of the window, when the window (not the budget)
+// is what has no room: events in flight finishing free it, as a stage taking input frees its
+// edge. A polling source thus paces itself with the stages instead of pausing its partitions.
+// It reports false at once when the budget itself is full or size exceeds the window. Only a
+// finished event wakes the wait, not a stage running out of input meanwhile: at the end it looks
+// again whether the stages are starved (take) before giving up.
+func (e *Emitter) takeWithin(ctx context.Context, size int64, wait time.Duration) bool {
+	if !e.windowBound(size, wait) {
+		return false
+	}
+	b := e.p.budget
+	wctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	return b.Acquire(wctx, size) == nil || (ctx.Err() == nil && e.take(size))
+}
+
+// windowBound reports whether waiting up to wait could admit size bytes: the window, not the
+// budget, has no room for them now, and they fit in it.
+func (e *Emitter) windowBound(size int64, wait time.Duration) bool {
+	b := e.p.budget
+	return wait > 0 && b.InFlight()+size <= b.Limit() && size <= b.Window()
+}
+
+// starved reports whether no stage has input waiting on its edge: every event in flight is
+// then in a call, a partial batch or a pending delivery, so the window (not the stages) is
+// what holds the pipeline back. One read of each edge's length, only when the window is full.
+func (e *Emitter) starved() bool {
+	for _, n := range e.p.nodes {
+		if n.queued() > 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (e *Emitter) emitWithin(ctx context.Context, ev *stage.Event, l *flow.Life, wait time.Duration) bool {

@@ -13,6 +13,7 @@ import (
 // Defaults of the pipeline options.
 const (
 	DefaultInFlightBudget = 64 << 20 // 64 MiB (WithBudget)
+	DefaultInitialWindow  = 2 << 20  // 2 MiB (WithInitialWindow)
 	DefaultMaxEventBytes  = 1 << 20  // 1 MiB, Kafka's default max message size
 	DefaultDrainTimeout   = 30 * time.Second
 	DefaultCloseTimeout   = 10 * time.Second
@@ -23,6 +24,7 @@ type Option func(*config)
 
 type config struct {
 	budget        int64
+	window        int64 // the in-flight window's start (WithInitialWindow)
 	maxEventBytes int64
 	size          func(*stage.Event) int64
 	drainTimeout  time.Duration
@@ -37,6 +39,7 @@ type config struct {
 func defaultConfig() config {
 	return config{
 		budget:        DefaultInFlightBudget,
+		window:        DefaultInitialWindow,
 		maxEventBytes: DefaultMaxEventBytes,
 		size:          EventSize,
 		drainTimeout:  DefaultDrainTimeout,
@@ -76,8 +79,22 @@ func EventSize(ev *stage.Event) int64 {
 // kafka.Config.Budget (the whole budget, which also covers what the source holds back,
 // librdkafka's prefetch and the producer queue). It must be at least
 // MaxEventBytes, or Build fails. When the budget is exhausted the source waits (the Kafka source
-// pauses its partitions).
+// pauses its partitions). The budget is a cap: events are admitted up to the in-flight window
+// (WithInitialWindow), which grows toward the budget only when the stages are starved.
 func WithBudget(bytes int64) Option { return func(c *config) { c.budget = bytes } }
+
+// WithInitialWindow sets where the in-flight window starts. The budget (WithBudget) is a cap,
+// not a working set: the pipeline admits source events up to a window, which starts at this
+// many bytes and grows (at least doubling, up to the budget; it never shrinks) each time the
+// source is held back by it while the stages are starved: nothing waits on any stage's input
+// edge, so every event in flight is in a call, a partial batch or a pending delivery, and a
+// worker that finishes would find no work. The bytes in flight thus follow what the bottleneck
+// needs (its workers busy, a queue in front of them) instead of filling the budget: in the
+// README's seed scenario (a 10-worker sink of 20 ms calls, 40 KiB records) about 50 events, a
+// queue of 80 ms of work for the source's pauses, instead of the 74 the edges would hold; with
+// larger records, or more workers, the difference grows. Default DefaultInitialWindow (2 MiB);
+// 0 or the budget or more: no window, the whole budget from the start (as before this option).
+func WithInitialWindow(bytes int64) Option { return func(c *config) { c.window = bytes } }
 
 // WithMaxEventBytes sets the largest event the pipeline expects. Default 1 MiB. An event larger
 // than the whole budget cannot be admitted: it goes to the error handler with ErrTooLarge
@@ -157,6 +174,9 @@ func (c *config) validate() []error {
 	}
 	if c.closeTimeout <= 0 {
 		bad("WithCloseTimeout", "must be positive, got %v", c.closeTimeout)
+	}
+	if c.window < 0 {
+		bad("WithInitialWindow", "must not be negative, got %d", c.window)
 	}
 	if c.maxCalls < 0 {
 		bad("WithMaxCalls", "must not be negative, got %d", c.maxCalls)

@@ -75,6 +75,7 @@ type node interface {
 	start(env *flow.Env) error
 	discard() int
 	dangling() bool
+	queued() int // messages waiting on the stage's input edge now
 }
 
 // port is a stream's edge, created when a stage consumes the stream.
@@ -148,6 +149,7 @@ func (l *linked[In, Out]) start(env *flow.Env) error {
 }
 
 func (l *linked[In, Out]) discard() int   { return l.in.edge.Discard() }
+func (l *linked[In, Out]) queued() int    { return l.in.edge.Len() }
 func (l *linked[In, Out]) dangling() bool { return l.out != nil && l.out.edge == nil }
 
 func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *linked[In, Out] {

@@ -58,7 +58,7 @@ type Pipeline struct {
 }
 
 func newPipeline(b *Builder) *Pipeline {
-	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget), idle: make(chan struct{}),
+	p := &Pipeline{src: b.src, cfg: b.cfg, nodes: b.nodes, first: b.first.edge, budget: newBudget(b.cfg.budget, initialWindow(b.cfg)), idle: make(chan struct{}),
 		oversized: make(chan struct{}, 1)}
 	p.fin = &finisher{p}
 	total := 0 // the most calls that can run at once without a cap

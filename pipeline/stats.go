@@ -12,6 +12,7 @@ type Snapshot struct {
 	Name           string
 	Stages         []stage.Stats // in pipeline order
 	BudgetBytes    int64         // the budget
+	WindowBytes    int64         // the in-flight window now: at most BudgetBytes (WithInitialWindow)
 	InFlightBytes  int64         // budget bytes held now
 	HighWaterBytes int64         // most budget bytes ever held at once; never above BudgetBytes
 	InFlightEvents int64         // events emitted and not yet completed
@@ -27,6 +28,7 @@ func (p *Pipeline) Stats() Snapshot {
 		Name:           p.cfg.name,
 		Stages:         make([]stage.Stats, len(p.nodes)),
 		BudgetBytes:    p.budget.Limit(),
+		WindowBytes:    p.budget.Window(),
 		InFlightBytes:  p.budget.InFlight(),
 		HighWaterBytes: p.budget.HighWater(),
 		InFlightEvents: p.inFlight(),

@@ -18,11 +18,12 @@ const MaxBurst = flow.MaxBurst
 // Emitter is a pipeline's emitter as a polling source sees it. Its methods are called from the
 // source's Run goroutine only.
 type Emitter interface {
-	// TryEmitBurst emits the first events of evs (at most MaxBurst) that the budget and the
-	// first edge admit within wait (0: now only), in order, and returns how many. The caller
-	// still owns the rest.
+	// TryEmitBurst emits the first events of evs (at most MaxBurst) that the budget (within its
+	// in-flight window) and the first edge admit within wait (0: now only), in order, and
+	// returns how many. The caller still owns the rest.
 	TryEmitBurst(ctx context.Context, evs []*stage.Event, wait time.Duration) int
-	// TryEmitWait emits ev if the budget and the first edge admit it within wait; an event
+	// TryEmitWait emits ev if the budget (within its in-flight window) and the first edge admit
+	// it within wait; an event
 	// larger than the whole budget goes to the error handler (reported as emitted).
 	TryEmitWait(ctx context.Context, ev *stage.Event, wait time.Duration) bool
 	// Stalled tells the pipeline the source is blocked: a Batch without Linger holding every
