@@ -58,6 +58,13 @@ func (l *produceLimiter) install(c *kfake.Cluster) {
 	})
 }
 
+// burst is the idle time the limiter may make up for: kfake runs the requests of one
+// connection one after the other (a request behind a sleeping one is looked at only when that
+// one is answered), so each request reaches the limiter a little after the one before it
+// finished; without this credit those gaps, not the rate, would bound a busy connection.
+// Over any window the limiter still takes at most rate × (window + burst) records.
+const burst = 200 * time.Millisecond
+
 // reserve books req's limited records after those booked before it and returns how long req
 // must wait from now for them to be written.
 func (l *produceLimiter) reserve(now time.Time, req *kmsg.ProduceRequest, name func(*kmsg.ProduceRequestTopic) string) time.Duration {
@@ -77,8 +84,8 @@ func (l *produceLimiter) reserve(now time.Time, req *kmsg.ProduceRequest, name f
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.next.Before(now) {
-		l.next = now // idle: no credit for the time nothing was sent
+	if idle := now.Add(-burst); l.next.Before(idle) {
+		l.next = idle // credit for at most burst of the time nothing was sent
 	}
 	l.next = l.next.Add(time.Duration(cost * float64(time.Second)))
 	return l.next.Sub(now)
