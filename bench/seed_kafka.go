@@ -11,6 +11,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/metrics"
+	"runtime/pprof"
 	"sync/atomic"
 	"time"
 
@@ -262,9 +264,51 @@ func sluiceKafka(ctx context.Context, brokers, topic, output, group string, budg
 		src.Close(context.Background())
 		return err
 	}
+	if os.Getenv("SLUICE_BENCH_MEMTRACE") != "" {
+		stop := memTrace(func() string {
+			st, ps, prs := src.Stats(), p.Stats(), prod.Stats()
+			return fmt.Sprintf("in_flight=%.1fMiB pauses=%d rx=%dMiB queue_full=%d outstanding=%d", mib(ps.InFlightBytes), st.Pauses, st.RxBytes>>20, prs.QueueFull, prs.Outstanding)
+		})
+		defer stop()
+	}
 	err = p.Run(ctx)
 	st, ps, prs := src.Stats(), p.Stats(), prod.Stats()
 	fmt.Fprintf(os.Stderr, "\nsluice-kafka worker: source pauses=%d commits=%d rx=%d MiB bursts=%d; pipeline emitted=%d completed=%d high_water=%d/%d bytes; producer queue_full=%d delivery_errors=%d\n",
 		st.Pauses, st.Commits, st.RxBytes>>20, st.Bursts, ps.Emitted, ps.Completed, ps.HighWaterBytes, ps.BudgetBytes, prs.QueueFull, prs.DeliveryErrors)
 	return err
+}
+
+// memTrace prints, every 2 s until stop, the process's RSS against the Go runtime's own memory
+// (live heap, heap in use, everything the runtime mapped) and line(): what is left of the RSS
+// is C (librdkafka). For finding where the memory is (SLUICE_BENCH_MEMTRACE=1).
+func memTrace(line func() string) (stop func()) {
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		ss := []metrics.Sample{{Name: "/gc/heap/live:bytes"}, {Name: "/memory/classes/heap/objects:bytes"}, {Name: "/memory/classes/total:bytes"},
+			{Name: "/memory/classes/heap/released:bytes"}}
+		n := 0
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			metrics.Read(ss)
+			if n++; n == 10 && os.Getenv("SLUICE_BENCH_HEAPPROFILE") != "" { // at 20 s
+				if f, err := os.Create(os.Getenv("SLUICE_BENCH_HEAPPROFILE")); err == nil {
+					_ = pprof.WriteHeapProfile(f)
+					f.Close()
+				}
+			}
+			rss, _ := readRSS(os.Getpid())
+			goMapped := int64(ss[2].Value.Uint64() - ss[3].Value.Uint64())
+			fmt.Fprintf(os.Stderr, "memtrace rss=%.1fMiB go_live=%.1fMiB go_objects=%.1fMiB go_mapped=%.1fMiB c~=%.1fMiB %s\n",
+				mib(rss), mib(int64(ss[0].Value.Uint64())), mib(int64(ss[1].Value.Uint64())), mib(goMapped), mib(rss-goMapped), line())
+		}
+	}()
+	return func() { close(done); <-ended }
 }

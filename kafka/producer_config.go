@@ -13,6 +13,12 @@ import (
 // DefaultFlushTimeout bounds the producer's flush at close.
 const DefaultFlushTimeout = 10 * time.Second
 
+// eventsChannelSize is the capacity of the producer's Events() channel (delivery reports and
+// errors): 64 KiB of Go heap instead of confluent-kafka-go's 16 MiB. When it is full,
+// confluent-kafka-go's poller waits for the report reader; the reports wait in librdkafka,
+// whose queue the budget bounds.
+const eventsChannelSize = 4096
+
 // ProducerConfig configures a Producer. Zero values take the documented defaults; for a
 // producer made by Source.NewProducer, Brokers, Security, Budget, MaxMessageBytes and Logger
 // default to the source's instead.
@@ -113,7 +119,14 @@ func producerConfigMap(cfg ProducerConfig, logs chan ckafka.LogEvent) (ckafka.Co
 		"message.max.bytes":          int(max(cfg.MaxMessageBytes+64<<10, 1000000)),
 		"linger.ms":                  5,
 		"go.delivery.report.fields":  "none",
-		"log_level":                  5,
+		// confluent-kafka-go allocates its channels on the Go heap at creation: Events() at 16 B
+		// and ProduceChannel() at 8 B a slot, a million slots each by default (23 MiB, counted
+		// by the GC's heap goal from the start, and Events()' ring buffer becomes resident as
+		// reports pass through it). The report reader only hands each report on (it never
+		// blocks), so a few thousand slots keep up; ProduceChannel is not used.
+		"go.events.channel.size":  eventsChannelSize,
+		"go.produce.channel.size": 0,
+		"log_level":               5,
 	}
 	if logs != nil {
 		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs
