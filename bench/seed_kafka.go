@@ -8,11 +8,13 @@ package main
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -243,7 +245,7 @@ func sluiceKafka(ctx context.Context, brokers, topic, output, group string, budg
 	if err != nil {
 		return err
 	}
-	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: output})
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: output, Overrides: envOverrides("SLUICE_BENCH_PRODUCER_OVERRIDES")})
 	if err != nil {
 		src.Close(context.Background())
 		return err
@@ -267,7 +269,7 @@ func sluiceKafka(ctx context.Context, brokers, topic, output, group string, budg
 	if os.Getenv("SLUICE_BENCH_MEMTRACE") != "" {
 		stop := memTrace(func() string {
 			st, ps, prs := src.Stats(), p.Stats(), prod.Stats()
-			return fmt.Sprintf("in_flight=%.1fMiB pauses=%d rx=%dMiB queue_full=%d outstanding=%d", mib(ps.InFlightBytes), st.Pauses, st.RxBytes>>20, prs.QueueFull, prs.Outstanding)
+			return fmt.Sprintf("in_flight=%.1fMiB pauses=%d rx=%dMiB queue_full=%d outstanding=%d prefetch=%.1fMiB", mib(ps.InFlightBytes), st.Pauses, st.RxBytes>>20, prs.QueueFull, prs.Outstanding, mib(fetchqBytes(st.Raw)))
 		})
 		defer stop()
 	}
@@ -311,4 +313,40 @@ func memTrace(line func() string) (stop func()) {
 		}
 	}()
 	return func() { close(done); <-ended }
+}
+
+// fetchqBytes sums the partitions' fetchq_size (prefetched bytes) in librdkafka statistics.
+func fetchqBytes(raw string) int64 {
+	var st struct {
+		Topics map[string]struct {
+			Partitions map[string]struct {
+				FetchqSize int64 `json:"fetchq_size"`
+			} `json:"partitions"`
+		} `json:"topics"`
+	}
+	if json.Unmarshal([]byte(raw), &st) != nil {
+		return 0
+	}
+	var n int64
+	for _, t := range st.Topics {
+		for _, p := range t.Partitions {
+			n += p.FetchqSize
+		}
+	}
+	return n
+}
+
+// envOverrides parses the variable name ("key=value,key=value") into librdkafka overrides,
+// for experiments; nil when unset.
+func envOverrides(name string) map[string]any {
+	v := os.Getenv(name)
+	if v == "" {
+		return nil
+	}
+	m := map[string]any{}
+	for _, kv := range strings.Split(v, ",") {
+		k, val, _ := strings.Cut(kv, "=")
+		m[k] = val
+	}
+	return m
 }
