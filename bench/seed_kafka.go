@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"runtime/metrics"
 	"runtime/pprof"
 	"strings"
@@ -76,8 +77,12 @@ func seedKafkaRun(o seedOpts, name string) (SeedRun, error) {
 		}
 		return n
 	}
-	w, err := startChild(true, "worker", "--mode", name+"-kafka", "--brokers", br.addr, "--topic", topic, "--output", output,
-		"--group", group, "--budget", fmt.Sprint(o.budget), "--capacity", fmt.Sprint(o.capacity))
+	args := []string{"worker", "--mode", name + "-kafka", "--brokers", br.addr, "--topic", topic, "--output", output,
+		"--group", group, "--budget", fmt.Sprint(o.budget), "--capacity", fmt.Sprint(o.capacity)}
+	if dir := os.Getenv("SLUICE_BENCH_CPUPROFILE_DIR"); dir != "" { // for finding where a run's CPU goes
+		args = append(args, "--cpuprofile", filepath.Join(dir, name+"-kafka.pprof"))
+	}
+	w, err := startChild(true, args...)
 	if err != nil {
 		return run, err
 	}
