@@ -202,6 +202,38 @@ func TestSeedShort(t *testing.T) {
 		mib(r.Runs[0].PeakRSS), r.Runs[0].Processed, r.Runs[0].Lost, mib(sl.PeakRSS), sl.Processed, sl.Lost)
 }
 
+// TestSeedKafkaShort runs the seed scenario with the Kafka downstream for a few seconds: the
+// output topic limited by the embedded broker, seed-kafka.json's shape, and the sluice run's
+// outcome read back from the output topic (every committed input record copied, none twice).
+func TestSeedKafkaShort(t *testing.T) {
+	dir := t.TempDir()
+	if err := run([]string{"seed", "--downstream", "kafka", "--duration", "6s", "--out", dir}, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "seed-kafka.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "seed-kafka.svg")); err != nil || st.Size() == 0 {
+		t.Fatalf("seed-kafka.svg: %v", err)
+	}
+	hasAll(t, "seed-kafka", keys(t, b), "scenario", "downstream", "duration_s", "input_rate", "message_bytes", "sink_capacity_per_s", "runs")
+	var r SeedResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Scenario != "seed" || r.Downstream != "kafka" || r.SinkCapacityPerS != 500 || len(r.Runs) != 2 || r.Runs[0].Name != "naive" || r.Runs[1].Name != "sluice" {
+		t.Fatalf("seed-kafka.json: scenario %q downstream %q capacity %v runs %+v", r.Scenario, r.Downstream, r.SinkCapacityPerS, r.Runs)
+	}
+	sl := r.Runs[1]
+	if sl.Lost != 0 || sl.Duplicates != 0 || sl.Committed == 0 || sl.Processed < sl.Committed || sl.PeakRSS == 0 || len(sl.Samples) < 5 {
+		t.Fatalf("sluice: lost %d duplicates %d committed %d processed %d peak %d samples %d",
+			sl.Lost, sl.Duplicates, sl.Committed, sl.Processed, sl.PeakRSS, len(sl.Samples))
+	}
+	t.Logf("naive: peak %.0f MiB output %d lost %d; sluice: peak %.0f MiB output %d (%.0f/s) lost %d",
+		mib(r.Runs[0].PeakRSS), r.Runs[0].Processed, r.Runs[0].Lost, mib(sl.PeakRSS), sl.Processed, sl.Throughput, sl.Lost)
+}
+
 // TestScaleShort runs the scale scenario end to end (two processes, then the rolling restart
 // of a three-process static group) on the embedded broker for a few seconds per run, and
 // checks scale.json's shape and the rolling restart's outcome: nothing lost, nothing processed

@@ -1,7 +1,7 @@
 // Command bench measures sluice against the seed's naive consumer and a bare
 // confluent-kafka-go Poll loop. See README.md.
 //
-//	go run ./bench seed  [--brokers ...] [--duration 120s] [--out DIR]
+//	go run ./bench seed  [--brokers ...] [--duration 120s] [--out DIR] [--downstream sleep|kafka]
 //	go run ./bench e2e   [--brokers ...] [--out DIR]
 //	go run ./bench sweep [--brokers ...] [--duration 8s] [--out DIR]
 //	go run ./bench chaos [--duration 5m] [--out DIR]
@@ -87,10 +87,15 @@ func (b *brokerHandle) stop() {
 // A trim interval of 0 leaves trimming off (see README: kfake trims to the high watermark,
 // which would delete records a lagging consumer has not read yet).
 func startBroker(addr string, trim time.Duration, topics ...string) (*brokerHandle, error) {
+	return startBrokerWith(addr, trim, nil, topics...)
+}
+
+// startBrokerWith is startBroker with more kfakebroker flags (extra; unused with addr).
+func startBrokerWith(addr string, trim time.Duration, extra []string, topics ...string) (*brokerHandle, error) {
 	if addr != "" {
 		return &brokerHandle{addr: addr}, createTopics(addr, topics)
 	}
-	args := []string{}
+	args := append([]string{}, extra...)
 	for _, t := range topics {
 		args = append(args, "--topic", t)
 	}

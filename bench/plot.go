@@ -55,12 +55,16 @@ func saveStacked(path string, w, h vg.Length, plots ...*plot.Plot) error {
 
 func plotSeed(r SeedResult, path string) error {
 	rss := plot.New()
-	rss.Title.Text = fmt.Sprintf("seed: consumer RSS (input %.0f msg/s × %d KiB, sink capacity %.0f/s)", r.InputRate, r.MessageBytes>>10, r.SinkCapacityPerS)
+	what, capName := "sink", "sink capacity"
+	if r.Downstream == "kafka" {
+		what, capName = "output topic", "output capacity"
+	}
+	rss.Title.Text = fmt.Sprintf("seed: consumer RSS (input %.0f msg/s × %d KiB, %s %.0f/s)", r.InputRate, r.MessageBytes>>10, capName, r.SinkCapacityPerS)
 	rss.X.Label.Text = "time (s)"
 	rss.Y.Label.Text = "RSS (MiB)"
 	rss.Legend.Top, rss.Legend.Left = true, true
 	tp := plot.New()
-	tp.Title.Text = "seed: sink throughput (msgs/s, 1 s window)"
+	tp.Title.Text = "seed: " + what + " throughput (msgs/s, 1 s window)"
 	tp.X.Label.Text = "time (s)"
 	tp.Y.Label.Text = "msgs/s"
 	tp.Legend.Top, tp.Legend.Left = true, true
@@ -92,7 +96,7 @@ func plotSeed(r SeedResult, path string) error {
 		}
 	}
 	capLine := plotter.XYs{{X: 0, Y: r.SinkCapacityPerS}, {X: r.Duration, Y: r.SinkCapacityPerS}}
-	if err := line(tp, "sink capacity", 2, capLine); err != nil {
+	if err := line(tp, capName, 2, capLine); err != nil {
 		return err
 	}
 	return saveStacked(path, 8*vg.Inch, 4*vg.Inch, rss, tp)

@@ -33,14 +33,17 @@ type SeedRun struct {
 
 // SeedResult is seed.json.
 type SeedResult struct {
-	Scenario         string    `json:"scenario"`
-	Duration         float64   `json:"duration_s"`
-	InputRate        float64   `json:"input_rate"`
-	MessageBytes     int       `json:"message_bytes"`
-	SinkCapacityPerS float64   `json:"sink_capacity_per_s"`
-	Partitions       int       `json:"partitions"`
-	RSSCapBytes      int64     `json:"rss_cap_bytes"`
-	Runs             []SeedRun `json:"runs"`
+	Scenario         string  `json:"scenario"`
+	Duration         float64 `json:"duration_s"`
+	InputRate        float64 `json:"input_rate"`
+	MessageBytes     int     `json:"message_bytes"`
+	SinkCapacityPerS float64 `json:"sink_capacity_per_s"`
+	Partitions       int     `json:"partitions"`
+	RSSCapBytes      int64   `json:"rss_cap_bytes"`
+	// Downstream is "sleep" (a sink of slots × sleep) or "kafka" (a producer to an output
+	// topic the broker takes at SinkCapacityPerS records/s) (absent in results written before it existed).
+	Downstream string    `json:"downstream"`
+	Runs       []SeedRun `json:"runs"`
 }
 
 // E2ERow is one message size of e2e.json.

@@ -26,8 +26,10 @@ type seedOpts struct {
 	trim       time.Duration
 	runs       string
 	capacity   int
-	workerExe  string // the worker program (empty: this bench binary); bench peers sets it per run
-	sluiceBin  string // own: the sluice run is bench/seedworker, a binary of its own; bench: this one
+	workerExe  string  // the worker program (empty: this bench binary); bench peers sets it per run
+	sluiceBin  string  // own: the sluice run is bench/seedworker, a binary of its own; bench: this one
+	downstream string  // sleep | kafka
+	outputRate float64 // kafka: records/s the output topic takes
 }
 
 func runSeed(args []string) error {
@@ -47,8 +49,18 @@ func runSeed(args []string) error {
 	fs.IntVar(&o.capacity, "sink-capacity", 0, "sluice sink input edge capacity (0: stage default)")
 	fs.StringVar(&o.runs, "runs", "naive,sluice", "runs, in order")
 	fs.StringVar(&o.sluiceBin, "sluice-binary", "own", "own: run sluice as bench/seedworker, a binary with only sluice and its client, as a service is built; bench: in this bench binary")
+	fs.StringVar(&o.downstream, "downstream", "sleep", "sleep: a sink of --slots × --sleep; kafka: a producer to an output topic the embedded broker takes at --output-rate")
+	fs.Float64Var(&o.outputRate, "output-rate", 500, "kafka downstream: records/s the output topic takes (kfakebroker --produce-rate)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	capacity := float64(o.slots) / o.sleep.Seconds()
+	switch o.downstream {
+	case "sleep":
+	case "kafka":
+		capacity = o.outputRate
+	default:
+		return fmt.Errorf("seed: --downstream %q: want sleep or kafka", o.downstream)
 	}
 	sluiceExe, err := seedWorker(o.sluiceBin, o.runs)
 	if err != nil {
@@ -58,7 +70,7 @@ func runSeed(args []string) error {
 		defer os.RemoveAll(filepath.Dir(sluiceExe))
 	}
 	res := SeedResult{Scenario: "seed", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
-		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
+		SinkCapacityPerS: capacity, Partitions: o.partitions, RSSCapBytes: o.rssCap, Downstream: o.downstream}
 	for _, name := range strings.Split(o.runs, ",") {
 		ro := o
 		if name == "sluice" {
@@ -73,18 +85,25 @@ func runSeed(args []string) error {
 			r.Name, mib(r.PeakRSS), r.RSSSlope/(1<<20), r.Processed, r.Throughput, r.Lost, r.Duplicates, r.FinalLag, r.KilledByRSSCap)
 		res.Runs = append(res.Runs, r)
 	}
-	p, err := writeJSON(o.out, "seed", res)
+	name := "seed" // the kafka downstream writes seed-kafka.json and seed-kafka.svg beside seed's
+	if o.downstream == "kafka" {
+		name = "seed-kafka"
+	}
+	p, err := writeJSON(o.out, name, res)
 	if err != nil {
 		return err
 	}
-	if err := plotSeed(res, filepath.Join(o.out, "seed.svg")); err != nil {
+	if err := plotSeed(res, filepath.Join(o.out, name+".svg")); err != nil {
 		return err
 	}
-	fmt.Fprintln(os.Stderr, "wrote", p, "and seed.svg")
+	fmt.Fprintln(os.Stderr, "wrote", p, "and", name+".svg")
 	return nil
 }
 
 func seedRun(o seedOpts, name string) (SeedRun, error) {
+	if o.downstream == "kafka" {
+		return seedKafkaRun(o, name)
+	}
 	run := SeedRun{Name: name}
 	if name == "sluice" {
 		run.BudgetBytes = o.budget
@@ -162,7 +181,15 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	}
 	run.Processed = total
 	run.Throughput = float64(total) / run.RunSeconds
-	for p := range o.partitions {
+	account(&run, committed, hwm, sunk)
+	return run, nil
+}
+
+// account sets run's committed, final lag, lost (committed offsets never sunk) and duplicates
+// (offsets sunk more than once) from the input's committed offsets and high watermarks per
+// partition and what the sink received, and its peak RSS and slope from its samples.
+func account(run *SeedRun, committed, hwm []int64, sunk map[int32]map[int64]int) {
+	for p := range committed {
 		c := max(committed[p], 0) // no commit: nothing below it
 		run.Committed += c
 		run.FinalLag += hwm[p] - c
@@ -179,5 +206,4 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	}
 	run.PeakRSS = peakRSS(run.Samples)
 	run.RSSSlope = rssSlopeSecondHalf(run.Samples)
-	return run, nil
 }

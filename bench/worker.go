@@ -109,7 +109,8 @@ func processCPU() int64 {
 
 func runWorker(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	mode := fs.String("mode", "sluice", "naive | sluice | bare | sluice-fast")
+	mode := fs.String("mode", "sluice", "naive | sluice | bare | sluice-fast | naive-kafka | sluice-kafka")
+	output := fs.String("output", "", "naive-kafka, sluice-kafka: the output topic")
 	brokers := fs.String("brokers", "", "bootstrap servers")
 	topic := fs.String("topic", "", "topic")
 	group := fs.String("group", "", "group id")
@@ -180,6 +181,10 @@ func runWorker(args []string, stdout io.Writer) error {
 		fast := *mode == "sluice-fast"
 		m := membership{instanceID: *instanceID, statsFile: *statsFile}
 		err = sluice(ctx, *brokers, *topic, *group, *budget, *slots, *capacity, *sleep, fast, m, sl, &c, done)
+	case "naive-kafka":
+		err = naiveKafka(ctx, *brokers, *topic, *output, *group, &c)
+	case "sluice-kafka":
+		err = sluiceKafka(ctx, *brokers, *topic, *output, *group, *budget, *capacity, &c)
 	default:
 		err = fmt.Errorf("unknown mode %q", *mode)
 	}

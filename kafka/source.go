@@ -195,7 +195,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 // returns no message or messages are held (the loop is then waiting for room anyway). Reading
 // the clock for every message cost about 5 % of the loop at a million messages a second; a
 // message emitted without being held takes at most emitWait, so the commit interval stretches
-// by at most housekeepEvery × emitWait (0.8 s) when the first stage is saturated.
+// by at most housekeepEvery × emitWait (3.2 s) when the first stage is saturated.
 const housekeepEvery = 16
 
 // onError handles an error librdkafka reports on the consumer. A fatal one, or a refusal by

@@ -8,6 +8,7 @@
 //	kfakebroker [--brokers N] [--topic name:partitions]... [--ports p1,p2]
 //	            [--data-dir DIR] [--addr-file PATH] [--trim-interval D]
 //	            [--auto-create-topics] [--log-level LEVEL] [--exit-on-stdin-eof]
+//	            [--produce-rate topic=N]...
 //
 // Once every broker listens it writes the bootstrap address
 // ("127.0.0.1:p1,127.0.0.1:p2") to --addr-file, if given, atomically through
@@ -15,6 +16,10 @@
 // has seen the stdout line can rely on the file existing. It runs until
 // SIGTERM or SIGINT (or, with --exit-on-stdin-eof, until stdin reaches EOF),
 // then closes the cluster, removes the address file and exits 0.
+//
+// --produce-rate topic=N makes the cluster accept only about N records per second
+// of topic: Produce requests carrying its records are answered late, one after the
+// other, as by a broker that cannot keep up (nothing is dropped).
 package main
 
 import (
@@ -77,6 +82,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		logLevel     = fs.String("log-level", "none", "kfake log level to stderr: none, error, warn, info, debug")
 		stdinEOF     = fs.Bool("exit-on-stdin-eof", false, "exit when stdin reaches EOF (the parent died)")
 	)
+	rates := rateFlag{}
+	fs.Var(rates, "produce-rate", "accept about `topic=N` records per second of topic: later Produce responses (repeatable)")
 	fs.Var(&topics, "topic", "create topic `name:partitions` at start (repeatable; partitions default 1)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -131,6 +138,9 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer c.Close()
+	if len(rates) > 0 {
+		(&produceLimiter{rates: rates}).install(c.Kfake())
+	}
 	if *addrFile != "" {
 		if err := writeAtomic(*addrFile, c.Addr()+"\n"); err != nil {
 			return err
