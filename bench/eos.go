@@ -1,0 +1,273 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/sluicehq/sluice/kafka"
+)
+
+// eos: the cost of exactly-once. One copy pipeline (the copy worker, eos_worker.go: source →
+// copy → producer sink, 1 KiB records, 8 partitions) in three runs: at-least-once, and
+// exactly-once with a transaction every 100 ms and every 1 s. Each run gets a fresh broker
+// process and two phases, both read by one read_committed reader of the output (eos_reader.go):
+//
+//   - throughput: the input topic is pre-filled with --records records before the worker starts;
+//     msgs_per_s is their count over the time from the worker's first copy to the reader's
+//     receipt of the last of their outputs (so a transaction's commit is part of the time);
+//   - latency: then --duration of input paced at --rate (below every mode's capacity), and
+//     p50/p99 of the time from each input record's timestamp to the reader's receipt of its
+//     output. The backlog's latencies are reported apart (backlog_*): they are mostly the time
+//     a record waited in the topic behind the others, not the pipeline's.
+//
+// lost and duplicates compare every input offset (both phases) with the outputs the reader saw.
+
+type eosOpts struct {
+	brokers, out, profile string
+	records               int64
+	duration              time.Duration
+	rate                  float64
+	size, partitions      int
+	budget                int64
+	aloInterval           time.Duration
+	timeout               time.Duration
+	pin                   bool
+	runs                  []eosMode
+}
+
+// eosMode is one run: at-least-once or exactly-once, with its commit interval.
+type eosMode struct {
+	exactlyOnce bool
+	interval    time.Duration
+}
+
+func (m eosMode) name() string {
+	if m.exactlyOnce {
+		return "exactly-once"
+	}
+	return "at-least-once"
+}
+
+// parseEOSModes parses "at-least-once,exactly-once:100ms,exactly-once:1s"; an at-least-once
+// run without an interval gets alo.
+func parseEOSModes(s string, alo time.Duration) ([]eosMode, error) {
+	var out []eosMode
+	for _, f := range strings.Split(s, ",") {
+		name, iv, hasIv := strings.Cut(strings.TrimSpace(f), ":")
+		m := eosMode{exactlyOnce: name == "exactly-once", interval: alo}
+		if !m.exactlyOnce && name != "at-least-once" {
+			return nil, fmt.Errorf("eos: bad run %q (at-least-once[:D] or exactly-once:D)", f)
+		}
+		if hasIv {
+			d, err := time.ParseDuration(iv)
+			if err != nil || d <= 0 {
+				return nil, fmt.Errorf("eos: bad commit interval in %q", f)
+			}
+			m.interval = d
+		} else if m.exactlyOnce {
+			m.interval = kafka.DefaultTxnCommitInterval
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func runEOS(args []string) error {
+	var o eosOpts
+	fs := flag.NewFlagSet("eos", flag.ContinueOnError)
+	fs.StringVar(&o.brokers, "brokers", "", "bootstrap servers (default: embedded kfakebroker process, a fresh one per run)")
+	fs.StringVar(&o.out, "out", "bench/results", "output directory")
+	fs.Int64Var(&o.records, "records", 100000, "records pre-filled into the input topic (the throughput phase)")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "length of the paced input (the latency phase), per run")
+	fs.Float64Var(&o.rate, "rate", 1000, "the latency phase's input messages per second (below every mode's capacity)")
+	fs.IntVar(&o.size, "size", 1024, "message bytes")
+	fs.IntVar(&o.partitions, "partitions", 8, "partitions of the input and output topics")
+	fs.Int64Var(&o.budget, "budget", 64<<20, "the worker's budget bytes")
+	fs.DurationVar(&o.aloInterval, "alo-commit-interval", kafka.DefaultCommitInterval, "the at-least-once run's CommitInterval")
+	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "cap of each wait for the reader to see a phase's outputs")
+	fs.BoolVar(&o.pin, "pin", true, "pin the worker to CPU 0 with GOMAXPROCS=1, away from the broker process")
+	fs.StringVar(&o.profile, "profile", "", "write each worker's CPU profile into this directory")
+	runs := fs.String("runs", "at-least-once,exactly-once:100ms,exactly-once:1s", "the runs, in order")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var err error
+	if o.runs, err = parseEOSModes(*runs, o.aloInterval); err != nil {
+		return err
+	}
+	res := EOSResult{Scenario: "eos", Records: o.records, Duration: o.duration.Seconds(), LatencyRate: o.rate,
+		MessageBytes: o.size, Partitions: o.partitions, BudgetBytes: o.budget}
+	for i, m := range o.runs {
+		r, err := eosRun(o, m, i)
+		endProgress()
+		if err != nil {
+			return fmt.Errorf("eos %s %v: %w", m.name(), m.interval, err)
+		}
+		fmt.Fprintf(os.Stderr, "eos %-13s %6v: %.0f msg/s; latency p50 %.0f ms p99 %.0f ms (backlog p50 %.0f ms); lost %d, duplicates %d; %d transactions, %d aborted\n",
+			r.Mode, m.interval, r.MsgsPerS, r.P50LatencyMs, r.P99LatencyMs, r.BacklogP50LatencyMs, r.Lost, r.Duplicates, r.TxnCommits, r.TxnAborts)
+		res.Runs = append(res.Runs, r)
+	}
+	p, err := writeJSON(o.out, "eos", res)
+	if err != nil {
+		return err
+	}
+	if err := plotEOS(res, filepath.Join(o.out, "eos.svg")); err != nil {
+		return err
+	}
+	if len(res.Runs) > 0 && res.Runs[0].MsgsPerS > 0 {
+		for _, r := range res.Runs[1:] {
+			fmt.Fprintf(os.Stderr, "eos %s at %.0f ms: %.2f× the first run's throughput\n", r.Mode, r.CommitIntervalMs, r.MsgsPerS/res.Runs[0].MsgsPerS)
+		}
+	}
+	fmt.Fprintln(os.Stderr, "wrote", p, "and eos.svg")
+	return nil
+}
+
+// eosRun runs one mode: a fresh broker, the pre-filled backlog, the worker, the paced input.
+func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
+	run := EOSRun{Mode: m.name(), CommitIntervalMs: float64(m.interval) / float64(time.Millisecond)}
+	label := fmt.Sprintf("eos %s %v", m.name(), m.interval)
+	name := fmt.Sprintf("eos%d-%d", i, time.Now().UnixNano())
+	in, out := name+"-in", name+"-out"
+	br, err := startBroker(o.brokers, 0, fmt.Sprintf("%s:%d", in, o.partitions), fmt.Sprintf("%s:%d", out, o.partitions))
+	if err != nil {
+		return run, err
+	}
+	defer br.stop()
+	if err := prefill(br.addr, in, o.size, int(o.records)); err != nil {
+		return run, err
+	}
+	backlog, err := highWatermarks(br.addr, in, o.partitions)
+	if err != nil {
+		return run, err
+	}
+	rd, err := startEOSReader(br.addr, out, o.partitions, backlog)
+	if err != nil {
+		return run, err
+	}
+	defer rd.stop()
+	args := []string{"copy", "--brokers", br.addr, "--topic", in, "--out-topic", out, "--group", name + "-g",
+		"--budget", fmt.Sprint(o.budget), "--commit-interval", m.interval.String()}
+	if m.exactlyOnce {
+		args = append(args, "--exactly-once", "--transactional-id", name+"-txn")
+	}
+	if o.profile != "" {
+		args = append(args, "--cpuprofile", filepath.Join(o.profile, fmt.Sprintf("eos-%d-%s-%v.pprof", i, m.name(), m.interval)))
+	}
+	w, err := startChild(o.pin, args...)
+	if err != nil {
+		return run, err
+	}
+	defer func() { // whatever happened, the worker does not outlive the run
+		select {
+		case <-w.done:
+		default:
+			w.kill()
+		}
+	}()
+	var shown time.Time
+	progress := func(phase string) func() {
+		return func() {
+			if time.Since(shown) < time.Second {
+				return
+			}
+			shown = time.Now()
+			s := rd.snapshot()
+			progressLine("[%s] %s: %d of the backlog's %d received, %d in all", label, phase, s.backlogDistinct, o.records, s.distinct)
+		}
+	}
+	if err := waitFor(w, o.timeout, progress("backlog"), func() bool { return rd.snapshot().backlogDistinct >= o.records }); err != nil {
+		return run, fmt.Errorf("backlog: %w", err)
+	}
+	paced, err := produce(br.addr, in, o.rate, o.size, 0, o.duration)
+	if err != nil {
+		return run, fmt.Errorf("paced input: %w", err)
+	}
+	run.PacedRecords = paced
+	final, err := highWatermarks(br.addr, in, o.partitions)
+	if err != nil {
+		return run, err
+	}
+	var total int64
+	for _, h := range final {
+		total += h
+	}
+	if err := waitFor(w, o.timeout, progress("paced"), func() bool { return rd.snapshot().distinct >= total }); err != nil {
+		return run, fmt.Errorf("paced: %w", err)
+	}
+	w.stop(90 * time.Second)
+	wr, err := w.result()
+	if err != nil {
+		return run, err
+	}
+	rd.settle(time.Second, 15*time.Second) // what the worker's final commit made visible
+	s := rd.stop()
+	if s.malformed > 0 {
+		return run, fmt.Errorf("%d outputs without the copy worker's headers", s.malformed)
+	}
+	run.Inputs = total
+	run.Lost, run.Duplicates = s.account(final)
+	run.TxnCommits, run.TxnAborts = wr.TxnCommits, wr.TxnAborts
+	if wr.FirstUnixNs > 0 && s.backlogDone.UnixNano() > wr.FirstUnixNs {
+		run.BacklogSeconds = float64(s.backlogDone.UnixNano()-wr.FirstUnixNs) / 1e9
+		run.MsgsPerS = float64(o.records) / run.BacklogSeconds
+	}
+	run.P50LatencyMs, run.P99LatencyMs = percentile(s.pacedLat, 0.50), percentile(s.pacedLat, 0.99)
+	run.BacklogP50LatencyMs, run.BacklogP99LatencyMs = percentile(s.backlogLat, 0.50), percentile(s.backlogLat, 0.99)
+	return run, nil
+}
+
+// waitFor polls cond every 100 ms (calling tick first) until it holds, the worker exits, or
+// timeout passes.
+func waitFor(w *child, timeout time.Duration, tick func(), cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		tick()
+		if cond() {
+			return nil
+		}
+		select {
+		case <-w.done:
+			_, err := w.result()
+			return errors.Join(errors.New("the worker exited"), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("not done after %v", timeout)
+		}
+	}
+}
+
+// percentile returns the q-quantile of v (nearest rank), 0 for none. It sorts v.
+func percentile(v []float64, q float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	sort.Float64s(v)
+	i := int(q*float64(len(v)) + 0.5)
+	return v[min(max(i-1, 0), len(v)-1)]
+}
+
+// highWatermarks returns topic's high watermark per partition.
+func highWatermarks(addr, topic string, parts int) ([]int64, error) {
+	c, err := watermarkClient(addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	out := make([]int64, parts)
+	for p := range parts {
+		_, hi, err := c.QueryWatermarkOffsets(topic, int32(p), 15000)
+		if err != nil {
+			return nil, fmt.Errorf("watermarks of %s/%d: %w", topic, p, err)
+		}
+		out[p] = hi
+	}
+	return out, nil
+}
