@@ -37,6 +37,7 @@ type eosOpts struct {
 	budget                int64
 	aloInterval           time.Duration
 	timeout               time.Duration
+	rounds                int
 	pin                   bool
 	runs                  []eosMode
 }
@@ -92,6 +93,7 @@ func runEOS(args []string) error {
 	fs.DurationVar(&o.aloInterval, "alo-commit-interval", kafka.DefaultCommitInterval, "the at-least-once run's CommitInterval")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "cap of each wait for the reader to see a phase's outputs")
 	fs.BoolVar(&o.pin, "pin", true, "pin the worker to CPU 0 with GOMAXPROCS=1, away from the broker process")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every mode once, in order (figures: medians, ratios per round)")
 	fs.StringVar(&o.profile, "profile", "", "write each worker's CPU profile into this directory")
 	runs := fs.String("runs", "at-least-once,exactly-once:100ms,exactly-once:1s", "the runs, in order")
 	if err := fs.Parse(args); err != nil {
@@ -101,17 +103,28 @@ func runEOS(args []string) error {
 	if o.runs, err = parseEOSModes(*runs, o.aloInterval); err != nil {
 		return err
 	}
+	if o.rounds < 1 {
+		return fmt.Errorf("eos: --rounds must be at least 1")
+	}
 	res := EOSResult{Scenario: "eos", Records: o.records, Duration: o.duration.Seconds(), LatencyRate: o.rate,
-		MessageBytes: o.size, Partitions: o.partitions, BudgetBytes: o.budget}
-	for i, m := range o.runs {
-		r, err := eosRun(o, m, i)
-		endProgress()
-		if err != nil {
-			return fmt.Errorf("eos %s %v: %w", m.name(), m.interval, err)
+		MessageBytes: o.size, Partitions: o.partitions, BudgetBytes: o.budget, RoundsN: o.rounds}
+	// Each round runs every mode once, in order, so a slow stretch of the machine (other
+	// processes on its CPUs) hits the modes of a round alike: ratios are taken per round.
+	perMode := make([][]EOSRun, len(o.runs))
+	for round := range o.rounds {
+		for i, m := range o.runs {
+			r, err := eosRun(o, m, i)
+			endProgress()
+			if err != nil {
+				return fmt.Errorf("eos %s %v (round %d): %w", m.name(), m.interval, round+1, err)
+			}
+			fmt.Fprintf(os.Stderr, "eos round %d %-13s %6v: %.0f msg/s; latency p50 %.0f ms p99 %.0f ms (backlog p50 %.0f ms); lost %d, duplicates %d; %d transactions, %d aborted; %d stalls, %.1fs\n",
+				round+1, r.Mode, m.interval, r.MsgsPerS, r.P50LatencyMs, r.P99LatencyMs, r.BacklogP50LatencyMs, r.Lost, r.Duplicates, r.TxnCommits, r.TxnAborts, r.Stalls, r.StalledS)
+			perMode[i] = append(perMode[i], r)
 		}
-		fmt.Fprintf(os.Stderr, "eos %-13s %6v: %.0f msg/s; latency p50 %.0f ms p99 %.0f ms (backlog p50 %.0f ms); lost %d, duplicates %d; %d transactions, %d aborted\n",
-			r.Mode, m.interval, r.MsgsPerS, r.P50LatencyMs, r.P99LatencyMs, r.BacklogP50LatencyMs, r.Lost, r.Duplicates, r.TxnCommits, r.TxnAborts)
-		res.Runs = append(res.Runs, r)
+	}
+	for i := range o.runs {
+		res.Runs = append(res.Runs, mergeEOSRounds(perMode[i], perMode[0]))
 	}
 	p, err := writeJSON(o.out, "eos", res)
 	if err != nil {
@@ -120,10 +133,9 @@ func runEOS(args []string) error {
 	if err := plotEOS(res, filepath.Join(o.out, "eos.svg")); err != nil {
 		return err
 	}
-	if len(res.Runs) > 0 && res.Runs[0].MsgsPerS > 0 {
-		for _, r := range res.Runs[1:] {
-			fmt.Fprintf(os.Stderr, "eos %s at %.0f ms: %.2f× the first run's throughput\n", r.Mode, r.CommitIntervalMs, r.MsgsPerS/res.Runs[0].MsgsPerS)
-		}
+	for _, r := range res.Runs {
+		fmt.Fprintf(os.Stderr, "eos %-13s %5.0f ms: %.0f msg/s (rounds %.0f), %.2f× the first run's; latency p50 %.0f ms p99 %.0f ms; lost %d, duplicates %d\n",
+			r.Mode, r.CommitIntervalMs, r.MsgsPerS, r.Rounds, r.Ratio, r.P50LatencyMs, r.P99LatencyMs, r.Lost, r.Duplicates)
 	}
 	fmt.Fprintln(os.Stderr, "wrote", p, "and eos.svg")
 	return nil
@@ -158,7 +170,7 @@ func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
 		args = append(args, "--exactly-once", "--transactional-id", name+"-txn")
 	}
 	if o.profile != "" {
-		args = append(args, "--cpuprofile", filepath.Join(o.profile, fmt.Sprintf("eos-%d-%s-%v.pprof", i, m.name(), m.interval)))
+		args = append(args, "--cpuprofile", filepath.Join(o.profile, fmt.Sprintf("%s-%s-%v.pprof", name, m.name(), m.interval)))
 	}
 	w, err := startChild(o.pin, args...)
 	if err != nil {
@@ -214,13 +226,51 @@ func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
 	run.Inputs = total
 	run.Lost, run.Duplicates = s.account(final)
 	run.TxnCommits, run.TxnAborts = wr.TxnCommits, wr.TxnAborts
+	run.Stalls, run.StalledS = wr.Stalls, float64(wr.StalledNs)/1e9
 	if wr.FirstUnixNs > 0 && s.backlogDone.UnixNano() > wr.FirstUnixNs {
 		run.BacklogSeconds = float64(s.backlogDone.UnixNano()-wr.FirstUnixNs) / 1e9
 		run.MsgsPerS = float64(o.records) / run.BacklogSeconds
 	}
 	run.P50LatencyMs, run.P99LatencyMs = percentile(s.pacedLat, 0.50), percentile(s.pacedLat, 0.99)
 	run.BacklogP50LatencyMs, run.BacklogP99LatencyMs = percentile(s.backlogLat, 0.50), percentile(s.backlogLat, 0.99)
+	run.Rounds = []float64{run.MsgsPerS}
 	return run, nil
+}
+
+// mergeEOSRounds merges one mode's rounds: medians of the rates, latencies and times, sums of
+// the counts, and the median of each round's rate over the same round of first (the first mode).
+func mergeEOSRounds(rs, first []EOSRun) EOSRun {
+	m := EOSRun{Mode: rs[0].Mode, CommitIntervalMs: rs[0].CommitIntervalMs}
+	pick := func(f func(r EOSRun) float64) float64 {
+		var v []float64
+		for _, r := range rs {
+			v = append(v, f(r))
+		}
+		return median(v)
+	}
+	m.MsgsPerS = pick(func(r EOSRun) float64 { return r.MsgsPerS })
+	m.P50LatencyMs = pick(func(r EOSRun) float64 { return r.P50LatencyMs })
+	m.P99LatencyMs = pick(func(r EOSRun) float64 { return r.P99LatencyMs })
+	m.BacklogP50LatencyMs = pick(func(r EOSRun) float64 { return r.BacklogP50LatencyMs })
+	m.BacklogP99LatencyMs = pick(func(r EOSRun) float64 { return r.BacklogP99LatencyMs })
+	m.BacklogSeconds = pick(func(r EOSRun) float64 { return r.BacklogSeconds })
+	var ratios []float64
+	for i, r := range rs {
+		m.Lost += r.Lost
+		m.Duplicates += r.Duplicates
+		m.Inputs += r.Inputs
+		m.PacedRecords += r.PacedRecords
+		m.TxnCommits += r.TxnCommits
+		m.TxnAborts += r.TxnAborts
+		m.Stalls += r.Stalls
+		m.StalledS += r.StalledS
+		m.Rounds = append(m.Rounds, r.MsgsPerS)
+		if i < len(first) && first[i].MsgsPerS > 0 {
+			ratios = append(ratios, r.MsgsPerS/first[i].MsgsPerS)
+		}
+	}
+	m.Ratio = median(ratios)
+	return m
 }
 
 // waitFor polls cond every 100 ms (calling tick first) until it holds, the worker exits, or

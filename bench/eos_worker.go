@@ -116,7 +116,18 @@ func copyPipeline(ctx context.Context, o copyOpts, c *counter) (WorkerResult, er
 	}
 	defer prod.Close(context.Background())
 	b := pipeline.New(src, pipeline.WithLogger(quietLogger()))
+	// Stalls: gaps of more than 20 ms between copies while input waits (a barrier's drain and
+	// commit, a pause). The stage has one worker: only it touches them until Run returns.
+	var last time.Time
+	var stalls int64
+	var stalled time.Duration
 	recs := pipeline.Then(b.Source(), stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
+		now := time.Now()
+		if gap := now.Sub(last); !last.IsZero() && gap > 20*time.Millisecond && gap < time.Second+o.commitInterval {
+			stalls++
+			stalled += gap
+		}
+		last = now
 		c.add(len(ev.Key) + len(ev.Value))
 		return kafka.Record{Key: append([]byte(nil), ev.Key...), Value: append([]byte(nil), ev.Value...), Headers: copyHeaders(ev)}, nil
 	}))
@@ -129,12 +140,15 @@ func copyPipeline(ctx context.Context, o copyOpts, c *counter) (WorkerResult, er
 	start := time.Now()
 	err = p.Run(ctx)
 	st, ps := src.Stats(), prod.Stats()
-	fmt.Fprintf(os.Stderr, "\ncopy worker (%s, commit interval %v): %d copied in %.1fs; source commits=%d txn_commits=%d txn_aborts=%d errors=%d pauses=%d; producer queue_full=%d delivery_errors=%d\n",
-		mode, o.commitInterval, c.n.Load(), time.Since(start).Seconds(), st.Commits, st.TxnCommits, st.TxnAborts, st.Errors, st.Pauses, ps.QueueFull, ps.DeliveryErrors)
+	n := max(c.n.Load(), 1)
+	fmt.Fprintf(os.Stderr, "\ncopy worker (%s, commit interval %v): %d copied in %.1fs, CPU %.1f µs/msg; %d stalls of %v on average (%v in all); source commits=%d txn_commits=%d txn_aborts=%d errors=%d pauses=%d; producer queue_full=%d delivery_errors=%d\n",
+		mode, o.commitInterval, c.n.Load(), time.Since(start).Seconds(), float64(processCPU())/1e3/float64(n), stalls, stalled/time.Duration(max(stalls, 1)), stalled,
+		st.Commits, st.TxnCommits, st.TxnAborts, st.Errors, st.Pauses, ps.QueueFull, ps.DeliveryErrors)
 	if err != nil {
 		return WorkerResult{}, fmt.Errorf("copy pipeline (%s): %w", mode, err)
 	}
 	r := c.result(mode)
 	r.FirstUnixNs, r.TxnCommits, r.TxnAborts = c.first.Load(), st.TxnCommits, st.TxnAborts
+	r.Stalls, r.StalledNs = stalls, int64(stalled)
 	return r, nil
 }

@@ -105,6 +105,15 @@ type EOSRun struct {
 	BacklogSeconds      float64 `json:"backlog_s"`
 	TxnCommits          uint64  `json:"txn_commits"`
 	TxnAborts           uint64  `json:"txn_aborts"`
+	// Stalls: gaps of over 20 ms between two copies in the worker (a barrier's drain and
+	// commit, a paused partition, a CPU taken by another process), and their total.
+	Stalls   int64   `json:"stalls"`
+	StalledS float64 `json:"stalled_s"`
+	// With --rounds > 1: the figures above are medians over the rounds (lost, duplicates,
+	// inputs and the counters are sums), Rounds each round's msgs_per_s, and Ratio the median
+	// of each round's msgs_per_s over the same round's first run (at-least-once).
+	Rounds []float64 `json:"rounds_msgs_per_s"`
+	Ratio  float64   `json:"ratio_to_first"`
 }
 
 // EOSResult is eos.json.
@@ -116,6 +125,7 @@ type EOSResult struct {
 	MessageBytes int      `json:"message_bytes"`
 	Partitions   int      `json:"partitions"`
 	BudgetBytes  int64    `json:"budget_bytes"`
+	RoundsN      int      `json:"rounds"` // each round runs every mode once, in order
 	Runs         []EOSRun `json:"runs"`
 }
 

@@ -38,6 +38,8 @@ type WorkerResult struct {
 	FirstUnixNs int64  `json:"first_unix_ns,omitempty"`
 	TxnCommits  uint64 `json:"txn_commits,omitempty"`
 	TxnAborts   uint64 `json:"txn_aborts,omitempty"`
+	Stalls      int64  `json:"stalls,omitempty"`
+	StalledNs   int64  `json:"stalled_ns,omitempty"`
 }
 
 func quietLogger() *slog.Logger {
