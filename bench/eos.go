@@ -93,7 +93,7 @@ func runEOS(args []string) error {
 	fs.DurationVar(&o.aloInterval, "alo-commit-interval", kafka.DefaultCommitInterval, "the at-least-once run's CommitInterval")
 	fs.DurationVar(&o.timeout, "timeout", 3*time.Minute, "cap of each wait for the reader to see a phase's outputs")
 	fs.BoolVar(&o.pin, "pin", true, "pin the worker to CPU 0 with GOMAXPROCS=1, away from the broker process")
-	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every mode once, in order (figures: medians, ratios per round)")
+	fs.IntVar(&o.rounds, "rounds", 3, "rounds; each runs every mode once, round r starting with the r-th (figures: medians, ratios per round)")
 	fs.StringVar(&o.profile, "profile", "", "write each worker's CPU profile into this directory")
 	runs := fs.String("runs", "at-least-once,exactly-once:100ms,exactly-once:1s", "the runs, in order")
 	if err := fs.Parse(args); err != nil {
@@ -108,18 +108,21 @@ func runEOS(args []string) error {
 	}
 	res := EOSResult{Scenario: "eos", Records: o.records, Duration: o.duration.Seconds(), LatencyRate: o.rate,
 		MessageBytes: o.size, Partitions: o.partitions, BudgetBytes: o.budget, RoundsN: o.rounds}
-	// Each round runs every mode once, in order, so a slow stretch of the machine (other
-	// processes on its CPUs) hits the modes of a round alike: ratios are taken per round.
+	// Each round runs every mode once, so a slow stretch of the machine (other processes on
+	// its CPUs) hits the modes of a round alike: ratios are taken per round. Round r starts
+	// with mode r (mod the modes), so no mode always runs first or last.
 	perMode := make([][]EOSRun, len(o.runs))
 	for round := range o.rounds {
-		for i, m := range o.runs {
+		for k := range o.runs {
+			i := (round + k) % len(o.runs)
+			m := o.runs[i]
 			r, err := eosRun(o, m, i)
 			endProgress()
 			if err != nil {
 				return fmt.Errorf("eos %s %v (round %d): %w", m.name(), m.interval, round+1, err)
 			}
-			fmt.Fprintf(os.Stderr, "eos round %d %-13s %6v: %.0f msg/s; latency p50 %.0f ms p99 %.0f ms (backlog p50 %.0f ms); lost %d, duplicates %d; %d transactions, %d aborted; %d stalls, %.1fs\n",
-				round+1, r.Mode, m.interval, r.MsgsPerS, r.P50LatencyMs, r.P99LatencyMs, r.BacklogP50LatencyMs, r.Lost, r.Duplicates, r.TxnCommits, r.TxnAborts, r.Stalls, r.StalledS)
+			fmt.Fprintf(os.Stderr, "eos round %d %-13s %6v: %.0f msg/s; latency p50 %.0f ms p99 %.0f ms (backlog p50 %.0f ms); lost %d, duplicates %d; %d transactions, %d aborted; %d stalls, %.1fs; CPU µs/msg worker %.1f broker %.1f\n",
+				round+1, r.Mode, m.interval, r.MsgsPerS, r.P50LatencyMs, r.P99LatencyMs, r.BacklogP50LatencyMs, r.Lost, r.Duplicates, r.TxnCommits, r.TxnAborts, r.Stalls, r.StalledS, r.WorkerCPUUsPerMsg, r.BrokerCPUUsPerMsg)
 			perMode[i] = append(perMode[i], r)
 		}
 	}
@@ -172,6 +175,7 @@ func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
 	if o.profile != "" {
 		args = append(args, "--cpuprofile", filepath.Join(o.profile, fmt.Sprintf("%s-%s-%v.pprof", name, m.name(), m.interval)))
 	}
+	brokerCPU0 := br.cpu()
 	w, err := startChild(o.pin, args...)
 	if err != nil {
 		return run, err
@@ -196,6 +200,12 @@ func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
 	}
 	if err := waitFor(w, o.timeout, progress("backlog"), func() bool { return rd.snapshot().backlogDistinct >= o.records }); err != nil {
 		return run, fmt.Errorf("backlog: %w", err)
+	}
+	if c, err := procCPU(w.pid()); err == nil {
+		run.WorkerCPUUsPerMsg = c.Seconds() * 1e6 / float64(o.records)
+	}
+	if c := br.cpu(); c > 0 {
+		run.BrokerCPUUsPerMsg = (c - brokerCPU0).Seconds() * 1e6 / float64(o.records)
 	}
 	paced, err := produce(br.addr, in, o.rate, o.size, 0, o.duration)
 	if err != nil {
@@ -254,6 +264,8 @@ func mergeEOSRounds(rs, first []EOSRun) EOSRun {
 	m.BacklogP50LatencyMs = pick(func(r EOSRun) float64 { return r.BacklogP50LatencyMs })
 	m.BacklogP99LatencyMs = pick(func(r EOSRun) float64 { return r.BacklogP99LatencyMs })
 	m.BacklogSeconds = pick(func(r EOSRun) float64 { return r.BacklogSeconds })
+	m.WorkerCPUUsPerMsg = pick(func(r EOSRun) float64 { return r.WorkerCPUUsPerMsg })
+	m.BrokerCPUUsPerMsg = pick(func(r EOSRun) float64 { return r.BrokerCPUUsPerMsg })
 	var ratios []float64
 	for i, r := range rs {
 		m.Lost += r.Lost
@@ -302,6 +314,37 @@ func percentile(v []float64, q float64) float64 {
 	sort.Float64s(v)
 	i := int(q*float64(len(v)) + 0.5)
 	return v[min(max(i-1, 0), len(v)-1)]
+}
+
+// procCPU returns the user + system CPU time of pid so far (/proc/<pid>/stat, in clock ticks
+// of 10 ms: USER_HZ is 100 on Linux).
+func procCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	_, rest, ok := strings.Cut(string(b), ") ") // the command name may hold spaces
+	f := strings.Fields(rest)
+	if !ok || len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %q", pid, b)
+	}
+	var ut, st int64
+	if _, err := fmt.Sscan(f[11], &ut); err != nil {
+		return 0, err
+	}
+	if _, err := fmt.Sscan(f[12], &st); err != nil {
+		return 0, err
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, nil
+}
+
+// cpu is the embedded broker process's CPU time so far (0 for an external broker).
+func (b *brokerHandle) cpu() time.Duration {
+	if b.proc == nil {
+		return 0
+	}
+	c, _ := procCPU(b.proc.Pid())
+	return c
 }
 
 // highWatermarks returns topic's high watermark per partition.

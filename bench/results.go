@@ -109,6 +109,10 @@ type EOSRun struct {
 	// commit, a paused partition, a CPU taken by another process), and their total.
 	Stalls   int64   `json:"stalls"`
 	StalledS float64 `json:"stalled_s"`
+	// CPU time per backlog record, from the worker's start to the reader's receipt of the
+	// backlog's last output: the worker's (Go and librdkafka threads) and the embedded broker's.
+	WorkerCPUUsPerMsg float64 `json:"worker_cpu_us_per_msg"`
+	BrokerCPUUsPerMsg float64 `json:"broker_cpu_us_per_msg"`
 	// With --rounds > 1: the figures above are medians over the rounds (lost, duplicates,
 	// inputs and the counters are sums), Rounds each round's msgs_per_s, and Ratio the median
 	// of each round's msgs_per_s over the same round's first run (at-least-once).
