@@ -290,7 +290,7 @@ func TestEOSShort(t *testing.T) {
 		if run.Mode != w.mode || run.CommitIntervalMs != w.ms {
 			t.Errorf("run %d: %s at %v ms, want %s at %v ms", i, run.Mode, run.CommitIntervalMs, w.mode, w.ms)
 		}
-		if run.Lost != 0 || run.Duplicates != 0 || run.Inputs < 3000+500 || run.MsgsPerS <= 0 || run.P50LatencyMs <= 0 || run.P99LatencyMs < run.P50LatencyMs {
+		if run.Lost != 0 || run.Duplicates != 0 || run.Inputs < 3000+500 || run.MsgsPerS <= 0 || run.DrainMsgsPerS <= 0 || run.P50LatencyMs <= 0 || run.P99LatencyMs < run.P50LatencyMs {
 			t.Errorf("run %d (%s %v ms): inputs %d lost %d duplicates %d, %.0f msg/s, latency p50 %.0f p99 %.0f ms",
 				i, run.Mode, run.CommitIntervalMs, run.Inputs, run.Lost, run.Duplicates, run.MsgsPerS, run.P50LatencyMs, run.P99LatencyMs)
 		}
@@ -317,5 +317,32 @@ func TestEOSAccount(t *testing.T) {
 	}
 	if _, err := parseEOSModes("exactly-once:0s", time.Second); err == nil {
 		t.Fatal("a zero commit interval parsed")
+	}
+}
+
+// TestEOSSustainedRate: the slope over the middle of the receipts ignores a slow start and a
+// late tail, and a staircase of bursts (one per commit) gives its average rate.
+func TestEOSSustainedRate(t *testing.T) {
+	var s eosSeen
+	for i := range 100 { // a slow start: 100 records over 10 s
+		s.backlogRecv = append(s.backlogRecv, float64(i)/10)
+	}
+	for i := range 800 { // 1000/s from 10 s on
+		s.backlogRecv = append(s.backlogRecv, 10+float64(i)/1000)
+	}
+	for i := range 100 { // a tail: the last 100 a second later
+		s.backlogRecv = append(s.backlogRecv, 11.8+float64(i)/1e5)
+	}
+	if r := s.sustainedRate(0.1, 0.9); math.Abs(r-1000) > 1 {
+		t.Fatalf("rate %v, want 1000", r)
+	}
+	s.backlogRecv = nil
+	for step := range 20 { // 1000 records per second, received in one burst per second
+		for i := range 1000 {
+			s.backlogRecv = append(s.backlogRecv, float64(step)+float64(i)/1e6)
+		}
+	}
+	if r := s.sustainedRate(0.1, 0.9); math.Abs(r-1000) > 100 {
+		t.Fatalf("staircase rate %v, want about 1000", r)
 	}
 }

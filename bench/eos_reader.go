@@ -16,6 +16,7 @@ import (
 type eosReader struct {
 	c       *ckafka.Consumer
 	backlog []int64 // per input partition: offsets below it are the pre-filled backlog
+	t0      time.Time
 	quit    chan struct{}
 	done    chan struct{}
 
@@ -32,6 +33,7 @@ type eosSeen struct {
 	last            time.Time          // the latest receipt
 	pacedLat        []float64          // ms, first receipts of paced inputs
 	backlogLat      []float64          // ms, first receipts of backlog inputs
+	backlogRecv     []float64          // s since the reader started, first receipts of backlog inputs, in order
 	malformed       int64              // outputs without the copy worker's headers
 }
 
@@ -49,7 +51,7 @@ func startEOSReader(addr, topic string, parts int, backlog []int64) (*eosReader,
 		c.Close()
 		return nil, err
 	}
-	r := &eosReader{c: c, backlog: backlog, quit: make(chan struct{}), done: make(chan struct{}),
+	r := &eosReader{c: c, backlog: backlog, t0: time.Now(), quit: make(chan struct{}), done: make(chan struct{}),
 		st: eosSeen{counts: map[int32][]uint16{}}}
 	go r.loop()
 	return r, nil
@@ -104,6 +106,7 @@ func (r *eosReader) note(m *ckafka.Message, recv time.Time) {
 		s.backlogDistinct++
 		s.backlogDone = recv
 		s.backlogLat = append(s.backlogLat, lat)
+		s.backlogRecv = append(s.backlogRecv, recv.Sub(r.t0).Seconds())
 	} else {
 		s.pacedLat = append(s.pacedLat, lat)
 	}
@@ -161,4 +164,23 @@ func (s eosSeen) account(final []int64) (lost, dups int64) {
 		}
 	}
 	return lost, dups
+}
+
+// sustainedRate is the least-squares slope of the number of backlog inputs received against
+// time, over the receipts from the lo to the hi fraction of them (e.g. 0.1, 0.9): the rate
+// away from the start (group join, first fetch) and from the tail (the last transaction's
+// commit). An exactly-once reader receives in steps, one per commit: the window should span
+// several commit intervals.
+func (s eosSeen) sustainedRate(lo, hi float64) float64 {
+	n := len(s.backlogRecv)
+	a, b := int(lo*float64(n)), int(hi*float64(n))
+	if b-a < 2 {
+		return 0
+	}
+	x, y := make([]float64, 0, b-a), make([]float64, 0, b-a)
+	for i := a; i < b; i++ {
+		x = append(x, s.backlogRecv[i]-s.backlogRecv[a])
+		y = append(y, float64(i))
+	}
+	return slope(x, y)
 }

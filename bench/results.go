@@ -88,9 +88,12 @@ type SweepResult struct {
 type EOSRun struct {
 	Mode             string  `json:"mode"` // "at-least-once" | "exactly-once"
 	CommitIntervalMs float64 `json:"commit_interval_ms"`
-	// MsgsPerS: the backlog's records over the time from the worker's first copy to the
-	// read_committed reader's receipt of the backlog's last output.
-	MsgsPerS float64 `json:"msgs_per_s"`
+	// MsgsPerS: the sustained rate at which the read_committed reader received the backlog's
+	// outputs (least-squares slope over the 10th to 90th percentile of their receipts);
+	// DrainMsgsPerS: the backlog's records over the time from the worker's first copy to the
+	// reader's receipt of the backlog's last output (start-up and the last commit included).
+	MsgsPerS      float64 `json:"msgs_per_s"`
+	DrainMsgsPerS float64 `json:"drain_msgs_per_s"`
 	// Latency from the input record's timestamp to the reader's receipt of its output, over
 	// the paced phase's records (first receipt).
 	P50LatencyMs float64 `json:"p50_latency_ms"`
