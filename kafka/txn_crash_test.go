@@ -34,7 +34,7 @@ func eosCrashChild() int {
 		return 2
 	}
 	b := pipeline.New(src, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
-	pipeline.To(pipeline.Then(b.Source(), copyStage("c", func(*stage.Event) { time.Sleep(200 * time.Microsecond) })), prod.Sink("produce"))
+	pipeline.To(pipeline.Then(b.Source(), copyStage("c", crashWork, stage.WithUnordered())), prod.Sink("produce"))
 	p, err := b.Build()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -45,8 +45,19 @@ func eosCrashChild() int {
 	return 1
 }
 
+// crashWork takes longer for one key in four: with the copy stage unordered, records finish
+// out of order, so a commit point often has finished offsets above it (what the barrier must
+// not let into a transaction whose offset stays below them).
+func crashWork(ev *stage.Event) {
+	if len(ev.Key) > 0 && ev.Key[len(ev.Key)-1]%4 == 0 {
+		time.Sleep(2 * time.Millisecond)
+		return
+	}
+	time.Sleep(100 * time.Microsecond)
+}
+
 // TestExactlyOnceCrash: the exactly-once pipeline runs in a child process that is SIGKILLed at
-// random moments, six times, while input is being produced, and restarted each time (a
+// random moments while it works, eight times, while input is being produced, and restarted each time (a
 // restart fences the killed instance's open transaction). Then a last instance finishes the
 // input. A read_committed reader of the output sees every input exactly once: the same
 // multiset, no duplicate from a transaction whose offsets were not committed, nothing lost.
@@ -58,7 +69,7 @@ func TestExactlyOnceCrash(t *testing.T) {
 	produced := make(chan error, 1)
 	go func() { // input, in batches, for as long as the kills go on
 		for batch := 0; ; batch++ {
-			vals, err := kafkatest.ProduceN(cl.Addr(), "in", fmt.Sprintf("in%d", batch), 100, 20)
+			vals, err := kafkatest.ProduceN(cl.Addr(), "in", fmt.Sprintf("in%d", batch), 100, 8)
 			if err != nil {
 				produced <- err
 				return
@@ -90,17 +101,19 @@ func TestExactlyOnceCrash(t *testing.T) {
 		}
 		_ = cmd.Wait()
 	}
-	const kills = 6
+	const kills = 8
+	last := int64(0)
 	for i := range kills {
 		cmd := child()
-		if i == 0 { // the first one must get going: later kills find transactions open
-			kafkatest.WaitFor(t, 60*time.Second, "the first child to commit", func() bool {
-				n, err := kafkatest.CommittedSum(cl.Addr(), "g-crash", "in", 4)
-				return err == nil && n > 0
-			})
-		}
-		time.Sleep(time.Duration(300+rand.IntN(900)) * time.Millisecond) // a random moment
+		// A random moment once this instance is working (it committed past the last one's
+		// commit): its transactions are open and its records in flight.
+		kafkatest.WaitFor(t, 60*time.Second, fmt.Sprintf("child %d to commit past %d", i, last), func() bool {
+			n, err := kafkatest.CommittedSum(cl.Addr(), "g-crash", "in", 4)
+			return err == nil && n > last
+		})
+		time.Sleep(time.Duration(rand.IntN(400)) * time.Millisecond)
 		kill(cmd)
+		last, _ = kafkatest.CommittedSum(cl.Addr(), "g-crash", "in", 4)
 	}
 	close(stop)
 	if err := <-produced; err != nil {

@@ -29,13 +29,13 @@ func eosConfig(addr, group, txnID string) kafka.Config {
 
 // copyStage copies each input to a Record for "out", its value prefixed with tag (so the
 // writer is known), after work (may be nil).
-func copyStage(tag string, work func(ev *stage.Event)) *stage.Stage[*stage.Event, kafka.Record] {
+func copyStage(tag string, work func(ev *stage.Event), opts ...stage.Option) *stage.Stage[*stage.Event, kafka.Record] {
 	return stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		if work != nil {
 			work(ev)
 		}
 		return kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte(tag + "|" + string(ev.Value))}, nil
-	}, stage.WithConcurrency(4))
+	}, append([]stage.Option{stage.WithConcurrency(4)}, opts...)...)
 }
 
 // startEOS runs src → copyStage(tag, work) → its transactional producer's sink, in the
