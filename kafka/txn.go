@@ -80,11 +80,11 @@ var ErrFenced = errors.New("kafka: transactional producer fenced: another instan
 // txnState is an exactly-once source's side of its transaction. Owned by the polling goroutine
 // (Run, its rebalance callbacks, then Close); admit reads it there too, under s.mu.
 type txnState struct {
-	p        *Producer // the source's transactional producer (Source.NewProducer); nil until made
-	began    bool      // a transaction is open: events may be emitted
-	emitted  bool      // an event was admitted since it began: a barrier is due at CommitInterval
-	draining bool      // at a barrier: only messages up to their partition's mark are emitted
-	stopping bool      // doomed: nothing is emitted until the abort
+	p        *Producer            // the source's transactional producer (Source.NewProducer); nil until made
+	began    bool                 // a transaction is open: events may be emitted
+	emitted  bool                 // an event was admitted since it began: a barrier is due at CommitInterval
+	draining bool                 // at a barrier: only messages up to their partition's mark are emitted
+	stopping bool                 // doomed: nothing is emitted until the abort
 	marks    map[*partState]int64 // at a barrier: the highest offset each partition may emit
 	top      map[*partState]int64 // each partition's highest offset admitted (an upper bound: see admitted)
 	fatal    error                // a fatal error met in a rebalance callback: Run returns it
