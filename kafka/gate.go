@@ -91,6 +91,9 @@ func (s *Source) admit(ps *partState, m *ckafka.Message) bool {
 		return false
 	}
 	ps.inflight++
+	if s.txn != nil {
+		s.txn.admitted(ps, int64(m.TopicPartition.Offset))
+	}
 	return true
 }
 

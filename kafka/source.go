@@ -201,7 +201,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
-		if idle && (s.held > 0 || s.st.paused.Load() > 0) { // blocked: at most once per poll
+		if idle && (s.held > 0 || s.st.paused.Load() > 0 || (s.txn != nil && s.txn.draining)) { // blocked: at most once per poll
 			s.emit.Stalled() // a batch without Linger may hold what the held messages wait for
 		}
 	}

@@ -15,7 +15,7 @@ type sourceCounters struct {
 	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
 	rewinds, assigns, revokes, revokeNanos                    atomic.Uint64
 	skipped, metaTruncated, metaIgnored                       atomic.Uint64
-	txnCommits, txnAborts                                     atomic.Uint64
+	txnCommits, txnAborts, txnBarriers                        atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }

@@ -80,13 +80,14 @@ var ErrFenced = errors.New("kafka: transactional producer fenced: another instan
 // txnState is an exactly-once source's side of its transaction. Owned by the polling goroutine
 // (Run, its rebalance callbacks, then Close); admit reads it there too, under s.mu.
 type txnState struct {
-	p        *Producer // the source's transactional producer (Source.NewProducer); nil until made
-	began    bool      // a transaction is open: events may be emitted
-	emitted  bool      // an event was admitted since it began: a barrier is due at CommitInterval
-	draining bool      // at a barrier: only messages up to their partition's mark are emitted
-	stopping bool      // doomed: nothing is emitted until the abort
-	marks    map[*partState]int64
-	fatal    error // a fatal error met in a rebalance callback: Run returns it
+	p        *Producer            // the source's transactional producer (Source.NewProducer); nil until made
+	began    bool                 // a transaction is open: events may be emitted
+	emitted  bool                 // an event was admitted since it began: a barrier is due at CommitInterval
+	draining bool                 // at a barrier: only messages up to their partition's mark are emitted
+	stopping bool                 // doomed: nothing is emitted until the abort
+	marks    map[*partState]int64 // at a barrier: the highest offset each partition may emit
+	top      map[*partState]int64 // each partition's highest offset admitted (an upper bound: see admitted)
+	fatal    error                // a fatal error met in a rebalance callback: Run returns it
 }
 
 // checkTxn validates the exactly-once fields of c.
@@ -122,8 +123,20 @@ func (t *txnState) mayEmit(ps *partState, off int64) bool {
 		m, ok := t.marks[ps]
 		return ok && off <= m
 	}
-	t.emitted = true
 	return true
+}
+
+// admitted records that ps's offset off was admitted for emission (if the pipeline then does
+// not take it, the top stays: a barrier drains a little more than it needs). Polling
+// goroutine, under s.mu.
+func (t *txnState) admitted(ps *partState, off int64) {
+	t.emitted = true
+	if t.top == nil {
+		t.top = map[*partState]int64{}
+	}
+	if top, ok := t.top[ps]; !ok || off > top {
+		t.top[ps] = off
+	}
 }
 
 // txnStart initialises the transactional producer and begins the first transaction. Polling
@@ -180,7 +193,10 @@ func (s *Source) txnTick(ctx context.Context) error {
 	return nil
 }
 
-// startBarrier stops emission above each assigned partition's newest received offset.
+// startBarrier stops emission above each assigned partition's highest admitted offset (its
+// mark): every finished offset is at most the mark, so once the held messages up to it were
+// emitted and everything finished, the finished offsets are a contiguous prefix; messages above
+// it (held, or received during the barrier) wait for the next transaction.
 func (s *Source) startBarrier() {
 	t := s.txn
 	t.draining = true
@@ -188,8 +204,15 @@ func (s *Source) startBarrier() {
 	if t.marks == nil {
 		t.marks = map[*partState]int64{}
 	}
+	for ps := range t.top {
+		if s.parts[ps.tp] != ps { // let go
+			delete(t.top, ps)
+		}
+	}
 	for _, ps := range s.parts {
-		t.marks[ps] = ps.lastRecv
+		if top, ok := t.top[ps]; ok {
+			t.marks[ps] = top
+		}
 	}
 }
 
@@ -197,7 +220,7 @@ func (s *Source) startBarrier() {
 // epoch) and no held message up to its partition's mark.
 func (s *Source) drained() bool {
 	for _, ps := range s.parts {
-		if len(ps.held) > 0 && int64(ps.held[0].TopicPartition.Offset) <= s.txn.marks[ps] {
+		if m, ok := s.txn.marks[ps]; ok && len(ps.held) > 0 && int64(ps.held[0].TopicPartition.Offset) <= m {
 			return false
 		}
 	}

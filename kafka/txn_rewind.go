@@ -96,6 +96,7 @@ func (s *Source) rewind(states []*partState) {
 		}
 		s.letGo(s.c, ps) // drop held messages; resume if paused
 		s.newSequence(ps)
+		delete(s.txn.top, ps)
 		ps.lastRecv, ps.txnBase = -1, -1
 		if off < 0 {
 			continue // nothing received since the assignment: nothing to go back to

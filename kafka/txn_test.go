@@ -2,13 +2,17 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/sluicehq/sluice/kafka"
 	"github.com/sluicehq/sluice/kafka/kafkatest"
@@ -25,13 +29,13 @@ func eosConfig(addr, group, txnID string) kafka.Config {
 
 // copyStage copies each input to a Record for "out", its value prefixed with tag (so the
 // writer is known), after work (may be nil).
-func copyStage(tag string, work func(ev *stage.Event)) *stage.Stage[*stage.Event, kafka.Record] {
+func copyStage(tag string, work func(ev *stage.Event), opts ...stage.Option) *stage.Stage[*stage.Event, kafka.Record] {
 	return stage.Map("copy", func(_ context.Context, ev *stage.Event) (kafka.Record, error) {
 		if work != nil {
 			work(ev)
 		}
 		return kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte(tag + "|" + string(ev.Value))}, nil
-	}, stage.WithConcurrency(4))
+	}, append([]stage.Option{stage.WithConcurrency(4)}, opts...)...)
 }
 
 // startEOS runs src → copyStage(tag, work) → its transactional producer's sink, in the
@@ -128,4 +132,232 @@ func waitCommitted(t testing.TB, addr, group string, partitions int, n int64) {
 		got, err := kafkatest.CommittedSum(addr, group, "in", partitions)
 		return err == nil && got == n
 	})
+}
+
+// failProduceMidTransaction makes the broker refuse one produce request to "out" with
+// MESSAGE_TOO_LARGE (not retriable: its records fail their delivery): the second produce
+// request after a transaction ended, so at least one request of the doomed transaction was
+// written before it. It returns the number of refusals so far.
+func failProduceMidTransaction(cl *kafkatest.Cluster) *atomic.Int32 {
+	k := cl.Kfake()
+	var sinceEnd, failed atomic.Int32
+	k.ControlKey(int16(kmsg.EndTxn), func(kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		sinceEnd.Store(0)
+		return nil, nil, false
+	})
+	k.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		pr := req.(*kmsg.ProduceRequest)
+		if pr.TransactionID == nil || failed.Load() > 0 || sinceEnd.Add(1) != 2 {
+			return nil, nil, false
+		}
+		failed.Add(1)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = pr.Version
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.MessageTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	return &failed
+}
+
+// TestExactlyOnceAbort: a produce fails in the middle of a transaction. The transaction aborts
+// (nothing of it reaches a read_committed reader), the partitions rewind to the committed
+// offsets, and the inputs are processed again: the output holds every input exactly once.
+func TestExactlyOnceAbort(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	want := produceN(t, cl.Addr(), "in", "in", 3000, 50)
+	failed := failProduceMidTransaction(cl)
+	r := startEOS(t, newSource(t, eosConfig(cl.Addr(), "g-abort", "tx-abort")), "a", func(*stage.Event) { time.Sleep(100 * time.Microsecond) })
+	waitCommitted(t, cl.Addr(), "g-abort", 4, 3000)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if failed.Load() != 1 {
+		t.Fatalf("%d produce requests refused, want 1", failed.Load())
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	if st.TxnAborts < 1 { // librdkafka may need a second one (its sequence numbers after the refusal)
+		t.Fatalf("%d transactions aborted, want at least 1", st.TxnAborts)
+	}
+	t.Logf("transactions: %d committed, %d aborted", st.TxnCommits, st.TxnAborts)
+}
+
+// TestExactlyOnceRebalance: while a member processes (transactions open, events in flight), a
+// second member joins (each gives up partitions: the revoke drains and commits, or aborts) and
+// later leaves (the first takes its partitions back from their committed offsets). The output
+// holds every input exactly once.
+func TestExactlyOnceRebalance(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 4000
+	want := produceN(t, cl.Addr(), "in", "in", n, 200)
+	slow := func(*stage.Event) { time.Sleep(300 * time.Microsecond) }
+	a := startEOS(t, newSource(t, eosConfig(cl.Addr(), "g-reb", "tx-reb-a")), "a", slow)
+	kafkatest.WaitFor(t, 60*time.Second, "a to commit a quarter", func() bool {
+		got, err := kafkatest.CommittedSum(cl.Addr(), "g-reb", "in", 4)
+		return err == nil && got >= n/4
+	})
+	b := startEOS(t, newSource(t, eosConfig(cl.Addr(), "g-reb", "tx-reb-b")), "b", slow)
+	kafkatest.WaitFor(t, 60*time.Second, "b to get partitions and commit", func() bool {
+		return b.src.Stats().Assigned > 0 && b.src.Stats().TxnCommits > 0
+	})
+	if err := b.stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitCommitted(t, cl.Addr(), "g-reb", 4, n)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	sa, sb := a.src.Stats(), b.src.Stats()
+	if sa.Revokes < 1 || sa.Assigns < 2 || tags["b"] == 0 {
+		t.Fatalf("no rebalance mid-stream: a revoked %d times and assigned %d, b wrote %d", sa.Revokes, sa.Assigns, tags["b"])
+	}
+	t.Logf("a: %d commits, %d aborts, %d revokes; b: %d commits, %d aborts; outputs by a %d, by b %d", sa.TxnCommits, sa.TxnAborts, sa.Revokes, sb.TxnCommits, sb.TxnAborts, tags["a"], tags["b"])
+}
+
+// TestExactlyOnceZombieFencing: a second instance with the same transactional id (a restart
+// while the first still runs) fences the first: the first's Run stops with ErrFenced and
+// nothing it writes from then on is visible; every input is in the output exactly once.
+func TestExactlyOnceZombieFencing(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	want := produceN(t, cl.Addr(), "in", "in", 1000, 50)
+	old := startEOS(t, newSource(t, eosConfig(cl.Addr(), "g-fence", "tx-fence")), "old", nil)
+	waitCommitted(t, cl.Addr(), "g-fence", 4, 1000)
+	oldCommits := old.src.Stats().TxnCommits
+
+	young := startEOS(t, newSource(t, eosConfig(cl.Addr(), "g-fence", "tx-fence")), "new", nil)
+	kafkatest.WaitFor(t, 60*time.Second, "the new instance to be assigned partitions", func() bool { return young.src.Stats().Assigned > 0 })
+	// More input: the old instance still owns partitions and tries to write it.
+	more := produceN(t, cl.Addr(), "in", "more", 1000, 50)
+	for v := range more {
+		want[v] = true
+	}
+	var err error
+	select {
+	case err = <-old.done:
+		old.once.Do(func() { old.err = err })
+	case <-time.After(60 * time.Second):
+		t.Fatal("the fenced instance did not stop")
+	}
+	if !errors.Is(err, kafka.ErrFenced) {
+		t.Fatalf("the fenced instance stopped with %v, want ErrFenced", err)
+	}
+	waitCommitted(t, cl.Addr(), "g-fence", 4, 2000)
+	if err := young.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	if st := old.src.Stats(); st.TxnCommits != oldCommits {
+		t.Fatalf("the fenced instance committed %d transactions after the new one started", st.TxnCommits-oldCommits)
+	}
+	// Nothing of "more" was written by the old instance: values carry their writer's tag.
+	all, _ := readTagged(t, cl.Addr(), len(want))
+	for v, tag := range all {
+		if tag == "old" && more[v] {
+			t.Fatalf("the fenced instance's output %q is visible", v)
+		}
+	}
+}
+
+// readTagged returns each output value's writer tag (read_committed).
+func readTagged(t testing.TB, addr string, n int) (map[string]string, error) {
+	t.Helper()
+	msgs, err := kafkatest.ReadMessagesWith(map[string]any{"bootstrap.servers": addr, "isolation.level": "read_committed"}, "out", n, 30*time.Second)
+	out := map[string]string{}
+	for _, m := range msgs {
+		tag, v, _ := strings.Cut(string(m.Value), "|")
+		out[v] = tag
+	}
+	return out, err
+}
+
+// TestExactlyOnceHeldBehindBusyKey: offset 1 waits (held) behind offset 0 of the same key,
+// which is slow, while offsets 2..9 of other keys finish (the copy stage is unordered). A
+// barrier must not commit a transaction with the outputs of 2..9 but an offset below them:
+// after 0 finishes it still emits 1 and waits for it. Checked while 1 is in its stage: every
+// output a read_committed reader sees is of an input below the group's committed offset.
+func TestExactlyOnceHeldBehindBusyKey(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1), kafkatest.Topic("dlq", 1))
+	keys := []string{"slow", "slow", "k2", "k3", "k4", "k5", "k6", "k7", "k8", "k9"}
+	produceLayout(t, cl.Addr(), "in", 0, keys)
+	rel0, rel1, at1 := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	var others atomic.Int32
+	work := func(ev *stage.Event) {
+		switch {
+		case string(ev.Key) != "slow":
+			others.Add(1)
+		case ev.Offset == 0:
+			<-rel0
+		default:
+			close(at1)
+			<-rel1
+		}
+	}
+	src := newSource(t, eosConfig(cl.Addr(), "g-held", "tx-held"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(b.Source(), copyStage("a", work, stage.WithUnordered())), prod.Sink("produce"))
+	})
+	t.Cleanup(func() {
+		select {
+		case <-rel0:
+		default:
+			close(rel0)
+		}
+		select {
+		case <-rel1:
+		default:
+			close(rel1)
+		}
+	})
+	kafkatest.WaitFor(t, 30*time.Second, "offsets 2..9 delivered and a barrier started", func() bool {
+		return others.Load() == 8 && prod.Stats().Outstanding == 0 && kafka.TxnBarriers(r.src) > 0
+	})
+	close(rel0)
+	select {
+	case <-at1:
+	case <-time.After(30 * time.Second):
+		t.Fatal("offset 1 never reached its stage")
+	}
+	outs, _ := readCommittedOutput(t, cl.Addr(), "out", 0, 5*time.Second)
+	off := int64(0)
+	if c, err := kafkatest.Committed(cl.Addr(), "g-held", "in", 1); err == nil && c[0] > 0 {
+		off = c[0]
+	}
+	for v := range outs {
+		var i int64
+		if _, err := fmt.Sscanf(v, "p0-%d", &i); err != nil || i >= off {
+			t.Fatalf("output %q is visible while the committed offset is %d: its input would be processed again after a crash", v, off)
+		}
+	}
+	close(rel1)
+	waitCommitted(t, cl.Addr(), "g-held", 1, 10)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{}
+	for i := range keys {
+		want[fmt.Sprintf("p0-%d", i)] = true
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
 }
