@@ -67,6 +67,8 @@ type config struct {
 	debug                                 bool
 	security                              kafka.Security // from the security flags; empty: plaintext
 	instanceID                            string         // static group membership (group.instance.id); empty: dynamic
+	exactlyOnce                           bool           // outputs and offsets in one Kafka transaction per commit
+	txnID                                 string         // its transactional.id; empty: derived from the instance id or host name
 }
 
 // hooks let tests watch a run in process; main passes none.
@@ -94,6 +96,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
 	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
 	fs.StringVar(&c.instanceID, "instance-id", "", "static group membership id (group.instance.id), e.g. the pod name: a restart within the session timeout keeps the partitions without a rebalance (default: dynamic membership)")
+	fs.BoolVar(&c.exactlyOnce, "exactly-once", false, "exactly-once: each commit interval's enriched orders, dead letters and input offsets commit in one Kafka transaction (read the output with isolation.level=read_committed)")
+	fs.StringVar(&c.txnID, "transactional-id", "", "with --exactly-once: the transactional.id, one per instance, stable across its restarts (default: orders-<instance-id>, else orders-<host name>)")
 	security := kafka.SecurityFlags(fs, "SLUICE_SASL_PASSWORD") // the password only from the environment or a file
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -114,6 +118,13 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	if err != nil {
 		log.Error("flags", "err", err)
 		return 2
+	}
+	if c.exactlyOnce && c.txnID == "" {
+		c.txnID = "orders-" + c.instanceID
+		if c.instanceID == "" {
+			host, _ := os.Hostname()
+			c.txnID = "orders-" + host
+		}
 	}
 	if !isSet(fs, "debug") {
 		c.debug = observe.DebugByDefault(c.http)
@@ -164,6 +175,7 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 	}
 	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupInstanceID: c.instanceID, Security: c.security, GroupID: c.group, Topics: []string{c.topic},
 		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
+		ExactlyOnce: c.exactlyOnce, TransactionalID: c.txnID,
 		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
 	if err != nil {
 		return err
@@ -211,7 +223,8 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 	if err := p.Run(ctx); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	log.Info("drained", "completed", p.Stats().Completed, "commits", src.Stats().Commits, "dead_letters", prod.Stats().DeadLetters)
+	st := src.Stats()
+	log.Info("drained", "completed", p.Stats().Completed, "commits", st.Commits, "transactions", st.TxnCommits, "aborted", st.TxnAborts, "dead_letters", prod.Stats().DeadLetters)
 	if h.drained != nil {
 		h.drained(c.brokers)
 	}
