@@ -6,6 +6,7 @@
 //	go run ./bench sweep [--brokers ...] [--duration 8s] [--out DIR]
 //	go run ./bench chaos [--duration 5m] [--out DIR]
 //	go run ./bench scale [--brokers ...] [--duration 60s] [--out DIR] [--rolling]
+//	go run ./bench eos   [--brokers ...] [--duration 60s] [--out DIR]
 package main
 
 import (
@@ -41,7 +42,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: bench seed|e2e|sweep|chaos|scale [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
+	return errors.New("usage: bench seed|e2e|sweep|chaos|scale|eos [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -63,6 +64,8 @@ func run(args []string, stdout io.Writer) error {
 		return runChaos(args[1:])
 	case "scale":
 		return runScale(args[1:])
+	case "eos":
+		return runEOS(args[1:])
 	}
 	return usage()
 }
