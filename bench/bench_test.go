@@ -249,3 +249,45 @@ func TestScaleShort(t *testing.T) {
 	t.Logf("2 processes: %.0f msg/s, lag slope %+.0f/s, peak RSS %.0f MiB; rolling: %d rebalances, members %+v",
 		two.Throughput, two.LagSlope, mib(two.PeakRSSMax), ro.Rebalances, ro.Members)
 }
+
+// TestEOSShort runs the eos scenario end to end on the embedded broker with a small input, and
+// checks eos.json's contract (fields, the three modes) and that no mode lost or duplicated
+// an input as a read_committed reader sees the output.
+func TestEOSShort(t *testing.T) {
+	dir := t.TempDir()
+	if err := run([]string{"eos", "--records", "3000", "--duration", "30s", "--out", dir}, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "eos.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "eos.svg")); err != nil || st.Size() == 0 {
+		t.Fatalf("eos.svg: %v", err)
+	}
+	var raw struct{ Runs []json.RawMessage }
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	hasAll(t, "eos", keys(t, b), "scenario", "runs")
+	for _, r := range raw.Runs {
+		hasAll(t, "eos run", keys(t, r), "mode", "commit_interval_ms", "msgs_per_s", "p50_latency_ms", "p99_latency_ms", "lost", "duplicates")
+	}
+	var r EOSResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		mode string
+		ms   int64
+	}{{"at-least-once", 5000}, {"exactly-once", 100}, {"exactly-once", 1000}}
+	if r.Scenario != "eos" || len(r.Runs) != len(want) {
+		t.Fatalf("eos.json: scenario %q, %d runs", r.Scenario, len(r.Runs))
+	}
+	for i, w := range want {
+		run := r.Runs[i]
+		if run.Mode != w.mode || run.CommitIntervalMs != w.ms || run.Lost != 0 || run.Duplicates != 0 || run.Committed != 3000 || run.MsgsPerS <= 0 {
+			t.Fatalf("run %d: %+v; want %s at %d ms, all 3000 committed, none lost or duplicated", i, run, w.mode, w.ms)
+		}
+	}
+}
