@@ -43,7 +43,7 @@ type SourceStats struct {
 	SkippedFinished uint64           // messages not emitted: a previous owner finished them (commit metadata)
 	MetaIgnored     uint64           // commit metadata values ignored on assignment (unknown version, corrupt, unreadable)
 	MetaTruncated   uint64           // commits whose metadata left finished offsets out to fit CommitMetadataMaxBytes
-	TxnCommits      uint64           // exactly once: transactions committed
+	TxnCommits      uint64           // exactly once: transactions committed (each also counts in Commits)
 	TxnAborts       uint64           // exactly once: transactions aborted (their inputs consumed again)
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers

@@ -302,6 +302,7 @@ func (s *Source) txnCommit(states []*partState, next bool) error {
 		return s.txnAbort(fmt.Errorf("commit: %w", err), next)
 	}
 	s.st.txnCommits.Add(1)
+	s.st.commits.Add(1) // offsets committed, as at-least-once counts them (metrics)
 	for i, ps := range moved {
 		if ps.epoch == epochs[i] {
 			ps.committed, ps.committedMeta = int64(offs[i].Offset), metas[i]

@@ -74,7 +74,10 @@ func readCommittedOutput(t testing.TB, addr, topic string, n int, d time.Duratio
 		if !ok || m.TopicPartition.Error != nil {
 			continue
 		}
-		tag, v, _ := strings.Cut(string(m.Value), "|")
+		tag, v, ok := strings.Cut(string(m.Value), "|")
+		if !ok { // untagged (a dead letter: the input's value)
+			tag, v = "", tag
+		}
 		values[v]++
 		tags[tag]++
 		got++
@@ -360,4 +363,40 @@ func TestExactlyOnceHeldBehindBusyKey(t *testing.T) {
 	}
 	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
 	checkExactlyOnce(t, want, values)
+}
+
+// TestExactlyOnceDeadLetter: inputs a stage rejects go to the dead-letter topic through the
+// transactional producer, in the same transactions: read_committed readers of the output and
+// of the dead-letter topic together see every input exactly once.
+func TestExactlyOnceDeadLetter(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	want := produceN(t, cl.Addr(), "in", "in", 1000, 50)
+	src := newSource(t, eosConfig(cl.Addr(), "g-dlq", "tx-dlq"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	reject := stage.Map("reject", func(_ context.Context, ev *stage.Event) (*stage.Event, error) {
+		if strings.HasSuffix(string(ev.Value), "7") {
+			return nil, errors.New("rejected")
+		}
+		return ev, nil
+	})
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(pipeline.Then(b.Source(), reject), copyStage("a", nil)), prod.Sink("produce"))
+	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
+	waitCommitted(t, cl.Addr(), "g-dlq", 4, 1000)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", 900, 30*time.Second)
+	dead, _ := readCommittedOutput(t, cl.Addr(), "dlq", 100, 30*time.Second)
+	for v, n := range dead { // dead letters carry the input's value, untagged
+		values[v] += n
+	}
+	checkExactlyOnce(t, want, values)
+	if len(dead) != 100 {
+		t.Fatalf("%d dead letters, want 100", len(dead))
+	}
 }
