@@ -170,7 +170,7 @@ func eosRun(o eosOpts, m eosMode, i int) (EOSRun, error) {
 	}
 	defer rd.stop()
 	args := []string{"copy", "--brokers", br.addr, "--topic", in, "--out-topic", out, "--group", name + "-g",
-		"--budget", fmt.Sprint(o.budget), "--commit-interval", m.interval.String()}
+		"--budget", fmt.Sprint(o.budget), "--commit-interval", m.interval.String(), "--backlog", fmt.Sprint(o.records)}
 	if m.exactlyOnce {
 		args = append(args, "--exactly-once", "--transactional-id", name+"-txn")
 	}

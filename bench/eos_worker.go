@@ -54,7 +54,7 @@ type copyOpts struct {
 	brokers, topic, outTopic, group, txnID string
 	exactlyOnce                            bool
 	commitInterval                         time.Duration
-	budget                                 int64
+	budget, backlog                        int64
 	cpuProfile                             string
 }
 
@@ -69,6 +69,7 @@ func runCopyWorker(args []string, stdout io.Writer) error {
 	fs.StringVar(&o.txnID, "transactional-id", "", "--exactly-once: Config.TransactionalID")
 	fs.DurationVar(&o.commitInterval, "commit-interval", 0, "Config.CommitInterval (0: the mode's default)")
 	fs.Int64Var(&o.budget, "budget", 64<<20, "budget bytes")
+	fs.Int64Var(&o.backlog, "backlog", 0, "the stall summary covers the first this many copies (0: all)")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile of the run here")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -138,7 +139,13 @@ func copyPipeline(ctx context.Context, o copyOpts, c *counter) (WorkerResult, er
 		return WorkerResult{}, err
 	}
 	start := time.Now()
+	sctx, stopSampling := context.WithCancel(context.Background())
+	stallsDone := make(chan stallSummary, 1)
+	go func() { stallsDone <- sampleStalls(sctx, c, prod, o.backlog) }()
 	err = p.Run(ctx)
+	stopSampling()
+	ss := <-stallsDone
+	fmt.Fprintf(os.Stderr, "\ncopy worker stalls (copies stopped ≥ 20 ms, first %d copies): %s\n", o.backlog, ss)
 	st, ps := src.Stats(), prod.Stats()
 	n := max(c.n.Load(), 1)
 	fmt.Fprintf(os.Stderr, "\ncopy worker (%s, commit interval %v): %d copied in %.1fs, CPU %.1f µs/msg; %d stalls of %v on average (%v in all); source commits=%d txn_commits=%d txn_aborts=%d errors=%d pauses=%d; producer queue_full=%d delivery_errors=%d\n",
@@ -151,4 +158,63 @@ func copyPipeline(ctx context.Context, o copyOpts, c *counter) (WorkerResult, er
 	r.FirstUnixNs, r.TxnCommits, r.TxnAborts = c.first.Load(), st.TxnCommits, st.TxnAborts
 	r.Stalls, r.StalledNs = stalls, int64(stalled)
 	return r, nil
+}
+
+// stallSummary decomposes the copy stage's stalls, as sampleStalls saw them.
+type stallSummary struct {
+	n                   int
+	depth               []float64 // records awaiting delivery when the copies stopped
+	drainMs, afterMs    []float64 // until none awaited delivery; from then until the copies resumed
+	undrained           int       // stalls during which records always awaited delivery
+	undrainedMs, totalS float64
+}
+
+func (s stallSummary) String() string {
+	return fmt.Sprintf("%d (%.1fs in all); %d with the producer drained: in flight at the stop p50 %.0f records, drain p50 %.0f ms p90 %.0f ms, then until copies resumed p50 %.0f ms p90 %.0f ms; %d never drained (%.1fs)",
+		s.n, s.totalS, len(s.drainMs), percentile(s.depth, 0.5), percentile(s.drainMs, 0.5), percentile(s.drainMs, 0.9),
+		percentile(s.afterMs, 0.5), percentile(s.afterMs, 0.9), s.undrained, s.undrainedMs/1e3)
+}
+
+// sampleStalls samples the number of copies and the producer's records awaiting delivery
+// every 2 ms until ctx is done or limit copies were made (0: no limit). A stall is a stretch of 20 ms or more without a copy (at an
+// exactly-once barrier: the source emits nothing until the transaction committed); it is split
+// at the moment nothing awaited delivery any more (the barrier's drain) into the drain and
+// what follows (the offsets, the commit, the next transaction's begin, the next emission).
+func sampleStalls(ctx context.Context, c *counter, prod *kafka.Producer, limit int64) stallSummary {
+	var s stallSummary
+	t := time.NewTicker(2 * time.Millisecond)
+	defer t.Stop()
+	lastN, lastChange := c.n.Load(), time.Now()
+	var depth int64
+	var drained time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return s
+		case now := <-t.C:
+			n, out := c.n.Load(), prod.Stats().Outstanding
+			if limit > 0 && lastN >= limit {
+				return s
+			}
+			if n == lastN {
+				if drained.IsZero() && out == 0 && now.Sub(lastChange) < time.Minute {
+					drained = now
+				}
+				continue
+			}
+			if gap := now.Sub(lastChange); gap >= 20*time.Millisecond && lastN > 0 {
+				s.n++
+				s.totalS += gap.Seconds()
+				if drained.IsZero() {
+					s.undrained++
+					s.undrainedMs += float64(gap.Milliseconds())
+				} else {
+					s.depth = append(s.depth, float64(depth))
+					s.drainMs = append(s.drainMs, float64(drained.Sub(lastChange).Microseconds())/1e3)
+					s.afterMs = append(s.afterMs, float64(now.Sub(drained).Microseconds())/1e3)
+				}
+			}
+			lastN, lastChange, drained, depth = n, now, time.Time{}, out
+		}
+	}
 }
