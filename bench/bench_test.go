@@ -281,3 +281,100 @@ func TestScaleShort(t *testing.T) {
 	t.Logf("2 processes: %.0f msg/s, lag slope %+.0f/s, peak RSS %.0f MiB; rolling: %d rebalances, members %+v",
 		two.Throughput, two.LagSlope, mib(two.PeakRSSMax), ro.Rebalances, ro.Members)
 }
+
+// TestEOSShort runs the eos scenario end to end on the embedded broker with a small backlog
+// and a short paced phase, and checks eos.json's contract (scenario, the three default runs
+// with their modes and commit intervals, each run's fields) and that the read_committed reader
+// saw every input exactly once in every run.
+func TestEOSShort(t *testing.T) {
+	dir := t.TempDir()
+	if err := run([]string{"eos", "--records", "3000", "--duration", "2s", "--rate", "500", "--rounds", "1", "--out", dir}, os.Stdout); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, "eos.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := os.Stat(filepath.Join(dir, "eos.svg")); err != nil || st.Size() == 0 {
+		t.Fatalf("eos.svg: %v", err)
+	}
+	var raw struct{ Runs []json.RawMessage }
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatal(err)
+	}
+	hasAll(t, "eos", keys(t, b), "scenario", "runs")
+	for _, r := range raw.Runs {
+		hasAll(t, "eos run", keys(t, r), "mode", "commit_interval_ms", "msgs_per_s", "p50_latency_ms", "p99_latency_ms", "lost", "duplicates")
+	}
+	var r EOSResult
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	want := []struct {
+		mode string
+		ms   float64
+	}{{"at-least-once", 5000}, {"exactly-once", 100}, {"exactly-once", 1000}}
+	if r.Scenario != "eos" || len(r.Runs) != len(want) {
+		t.Fatalf("eos.json: scenario %q, %d runs", r.Scenario, len(r.Runs))
+	}
+	for i, w := range want {
+		run := r.Runs[i]
+		if run.Mode != w.mode || run.CommitIntervalMs != w.ms {
+			t.Errorf("run %d: %s at %v ms, want %s at %v ms", i, run.Mode, run.CommitIntervalMs, w.mode, w.ms)
+		}
+		if run.Lost != 0 || run.Duplicates != 0 || run.Inputs < 3000+500 || run.MsgsPerS <= 0 || run.DrainMsgsPerS <= 0 || run.P50LatencyMs <= 0 || run.P99LatencyMs < run.P50LatencyMs {
+			t.Errorf("run %d (%s %v ms): inputs %d lost %d duplicates %d, %.0f msg/s, latency p50 %.0f p99 %.0f ms",
+				i, run.Mode, run.CommitIntervalMs, run.Inputs, run.Lost, run.Duplicates, run.MsgsPerS, run.P50LatencyMs, run.P99LatencyMs)
+		}
+		if (run.TxnCommits > 0) != (w.mode == "exactly-once") {
+			t.Errorf("run %d (%s): %d transactions", i, run.Mode, run.TxnCommits)
+		}
+	}
+}
+
+// TestEOSAccount: the reader's accounting of lost and duplicated inputs, and the merge of rounds.
+func TestEOSAccount(t *testing.T) {
+	s := eosSeen{counts: map[int32][]uint16{0: {1, 2, 0, 1}, 1: {1}}}
+	if lost, dups := s.account([]int64{5, 2}); lost != 3 || dups != 1 { // 0/2, 0/4 and 1/1 missing; 0/1 twice
+		t.Fatalf("lost %d duplicates %d, want 3 and 1", lost, dups)
+	}
+	alo := []EOSRun{{Mode: "at-least-once", MsgsPerS: 100}, {MsgsPerS: 200}, {MsgsPerS: 300}}
+	eos := []EOSRun{{Mode: "exactly-once", MsgsPerS: 90, Duplicates: 1}, {MsgsPerS: 100}, {MsgsPerS: 240, Lost: 2}}
+	m := mergeEOSRounds(eos, alo)
+	if m.Mode != "exactly-once" || m.MsgsPerS != 100 || m.Ratio != 0.8 || m.Lost != 2 || m.Duplicates != 1 || len(m.Rounds) != 3 {
+		t.Fatalf("merged %+v", m)
+	}
+	if p := percentile([]float64{5, 1, 4, 2, 3}, 0.5); p != 3 {
+		t.Fatalf("p50 = %v", p)
+	}
+	if _, err := parseEOSModes("exactly-once:0s", time.Second); err == nil {
+		t.Fatal("a zero commit interval parsed")
+	}
+}
+
+// TestEOSSustainedRate: the slope over the middle of the receipts ignores a slow start and a
+// late tail, and a staircase of bursts (one per commit) gives its average rate.
+func TestEOSSustainedRate(t *testing.T) {
+	var s eosSeen
+	for i := range 100 { // a slow start: 100 records over 10 s
+		s.backlogRecv = append(s.backlogRecv, float64(i)/10)
+	}
+	for i := range 800 { // 1000/s from 10 s on
+		s.backlogRecv = append(s.backlogRecv, 10+float64(i)/1000)
+	}
+	for i := range 100 { // a tail: the last 100 a second later
+		s.backlogRecv = append(s.backlogRecv, 11.8+float64(i)/1e5)
+	}
+	if r := s.sustainedRate(0.1, 0.9); math.Abs(r-1000) > 1 {
+		t.Fatalf("rate %v, want 1000", r)
+	}
+	s.backlogRecv = nil
+	for step := range 20 { // 1000 records per second, received in one burst per second
+		for i := range 1000 {
+			s.backlogRecv = append(s.backlogRecv, float64(step)+float64(i)/1e6)
+		}
+	}
+	if r := s.sustainedRate(0.1, 0.9); math.Abs(r-1000) > 100 {
+		t.Fatalf("staircase rate %v, want about 1000", r)
+	}
+}

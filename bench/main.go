@@ -7,6 +7,7 @@
 //	go run ./bench chaos [--duration 5m] [--out DIR]
 //	go run ./bench scale [--brokers ...] [--duration 60s] [--out DIR] [--rolling]
 //	go run ./bench peers [--brokers ...] [--duration 60s] [--out DIR] [--runs ...]
+//	go run ./bench eos   [--brokers ...] [--duration 20s] [--out DIR]
 package main
 
 import (
@@ -42,7 +43,7 @@ func main() {
 }
 
 func usage() error {
-	return errors.New("usage: bench seed|e2e|sweep|chaos|scale|peers [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
+	return errors.New("usage: bench seed|e2e|sweep|chaos|scale|peers|eos [--brokers ADDR] [--duration D] [--out DIR] [--rolling]")
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -52,6 +53,8 @@ func run(args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "worker": // hidden
 		return runWorker(args[1:], stdout)
+	case "copy": // hidden: bench eos's worker
+		return runCopyWorker(args[1:], stdout)
 	case "produce": // hidden
 		return runProduce(args[1:], stdout)
 	case "seed":
@@ -66,6 +69,8 @@ func run(args []string, stdout io.Writer) error {
 		return runScale(args[1:])
 	case "peers":
 		return runPeers(args[1:])
+	case "eos":
+		return runEOS(args[1:])
 	}
 	return usage()
 }

@@ -233,3 +233,46 @@ func plotScale(r ScaleResult, path string) error {
 	rss.Legend.Add("budget + 100 MiB", ln)
 	return saveStacked(path, 8*vg.Inch, 4*vg.Inch, lag, rss)
 }
+
+// plotEOS draws each run's throughput (the pre-filled backlog) and its paced latency (p50,
+// p99) as bars, one per run.
+func plotEOS(r EOSResult, path string) error {
+	tp := plot.New()
+	tp.Title.Text = fmt.Sprintf("eos: copy pipeline throughput (%d × %d B pre-filled, %d partitions)", r.Records, r.MessageBytes, r.Partitions)
+	tp.Y.Label.Text = "msgs/s"
+	lat := plot.New()
+	lat.Title.Text = fmt.Sprintf("eos: latency, input timestamp → read_committed reader (input paced at %.0f msg/s)", r.LatencyRate)
+	lat.Y.Label.Text = "ms"
+	lat.Legend.Top = true
+	w := vg.Points(20)
+	var rates, p50, p99 plotter.Values
+	var names []string
+	for _, run := range r.Runs {
+		rates = append(rates, run.MsgsPerS)
+		p50 = append(p50, run.P50LatencyMs)
+		p99 = append(p99, run.P99LatencyMs)
+		names = append(names, fmt.Sprintf("%s, %.0f ms (dup %d)", run.Mode, run.CommitIntervalMs, run.Duplicates))
+	}
+	if len(names) == 0 {
+		names, rates, p50, p99 = []string{"no runs"}, plotter.Values{0}, plotter.Values{0}, plotter.Values{0}
+	}
+	b, err := plotter.NewBarChart(rates, w)
+	if err != nil {
+		return err
+	}
+	b.Color = palette[1]
+	tp.Add(b)
+	tp.NominalX(names...)
+	for i, v := range []plotter.Values{p50, p99} {
+		bc, err := plotter.NewBarChart(v, w)
+		if err != nil {
+			return err
+		}
+		bc.Color = palette[i*2]
+		bc.Offset = w * vg.Length(2*i-1) / 2
+		lat.Add(bc)
+		lat.Legend.Add([]string{"p50", "p99"}[i], bc)
+	}
+	lat.NominalX(names...)
+	return saveStacked(path, 8*vg.Inch, 4*vg.Inch, tp, lat)
+}

@@ -86,6 +86,59 @@ type SweepResult struct {
 	Results  []SweepRow `json:"results"`
 }
 
+// EOSRun is one mode of eos.json. Throughput is the pre-filled backlog's; the latencies are
+// the paced phase's (LatencyRate, below capacity), where they are not queueing time.
+type EOSRun struct {
+	Mode             string  `json:"mode"` // "at-least-once" | "exactly-once"
+	CommitIntervalMs float64 `json:"commit_interval_ms"`
+	// MsgsPerS: the sustained rate at which the read_committed reader received the backlog's
+	// outputs (least-squares slope over the 10th to 90th percentile of their receipts);
+	// DrainMsgsPerS: the backlog's records over the time from the worker's first copy to the
+	// reader's receipt of the backlog's last output (start-up and the last commit included).
+	MsgsPerS      float64 `json:"msgs_per_s"`
+	DrainMsgsPerS float64 `json:"drain_msgs_per_s"`
+	// Latency from the input record's timestamp to the reader's receipt of its output, over
+	// the paced phase's records (first receipt).
+	P50LatencyMs float64 `json:"p50_latency_ms"`
+	P99LatencyMs float64 `json:"p99_latency_ms"`
+	// The same over the backlog's records: mostly the time each waited in the topic.
+	BacklogP50LatencyMs float64 `json:"backlog_p50_latency_ms"`
+	BacklogP99LatencyMs float64 `json:"backlog_p99_latency_ms"`
+	Lost                int64   `json:"lost"`       // inputs whose output the reader never saw
+	Duplicates          int64   `json:"duplicates"` // receipts beyond the first, over all inputs
+	Inputs              int64   `json:"inputs"`     // backlog + paced records
+	PacedRecords        int64   `json:"paced_records"`
+	BacklogSeconds      float64 `json:"backlog_s"`
+	TxnCommits          uint64  `json:"txn_commits"`
+	TxnAborts           uint64  `json:"txn_aborts"`
+	// Stalls: gaps of over 20 ms between two copies in the worker (a barrier's drain and
+	// commit, a paused partition, a CPU taken by another process), and their total.
+	Stalls   int64   `json:"stalls"`
+	StalledS float64 `json:"stalled_s"`
+	// CPU time per backlog record, from the worker's start to the reader's receipt of the
+	// backlog's last output: the worker's (Go and librdkafka threads) and the embedded broker's.
+	WorkerCPUUsPerMsg float64 `json:"worker_cpu_us_per_msg"`
+	BrokerCPUUsPerMsg float64 `json:"broker_cpu_us_per_msg"`
+	// With --rounds > 1: the figures above are medians over the rounds (lost, duplicates,
+	// inputs and the counters are sums), Rounds each round's msgs_per_s, and Ratio the median
+	// of each round's msgs_per_s over the same round's first run (at-least-once).
+	Rounds []float64 `json:"rounds_msgs_per_s"`
+	Ratio  float64   `json:"ratio_to_first"`
+}
+
+// EOSResult is eos.json.
+type EOSResult struct {
+	Scenario     string   `json:"scenario"`
+	Records      int64    `json:"records"`            // the pre-filled backlog, per run
+	Duration     float64  `json:"duration_s"`         // the paced phase, per run
+	LatencyRate  float64  `json:"latency_rate_per_s"` // the paced phase's input rate
+	MessageBytes int      `json:"message_bytes"`
+	Partitions   int      `json:"partitions"`
+	BudgetBytes  int64    `json:"budget_bytes"`
+	RoundsN      int      `json:"rounds"` // each round runs every mode once, in order
+	Runs         []EOSRun `json:"runs"`
+}
+
 func writeJSON(dir, scenario string, v any) (string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err

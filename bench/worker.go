@@ -34,6 +34,12 @@ type WorkerResult struct {
 	// CPU is the process's CPU time (user + system, every thread: Go and librdkafka) from the
 	// first message to the last expected one (0 without --expect).
 	CPU float64 `json:"cpu_s,omitempty"`
+	// The copy worker (bench eos): its first message's time, and its transactions.
+	FirstUnixNs int64  `json:"first_unix_ns,omitempty"`
+	TxnCommits  uint64 `json:"txn_commits,omitempty"`
+	TxnAborts   uint64 `json:"txn_aborts,omitempty"`
+	Stalls      int64  `json:"stalls,omitempty"`
+	StalledNs   int64  `json:"stalled_ns,omitempty"`
 }
 
 func quietLogger() *slog.Logger {

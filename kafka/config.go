@@ -53,6 +53,7 @@ const (
 	DefaultMaxMessageBytes         = 1 << 20
 	DefaultMaxInFlightPerPartition = 4096
 	DefaultCommitInterval          = 5 * time.Second
+	DefaultTxnCommitInterval       = 100 * time.Millisecond // CommitInterval's default with ExactlyOnce
 	DefaultRevokeTimeout           = 10 * time.Second
 	DefaultStatsInterval           = 5 * time.Second
 	DefaultCommitMetadataMaxBytes  = 4096 // Kafka's offset.metadata.max.bytes default
@@ -105,9 +106,21 @@ type Config struct {
 	// is paused, whatever one stuck event does (a blocked call, a long retry, a pending
 	// delivery); it resumes once its span is down to half. Default 4096.
 	MaxInFlightPerPartition int
-	// CommitInterval is how often finished offsets are committed. Default 5s. Offsets are
-	// also committed on revoke and on close.
+	// CommitInterval is how often finished offsets are committed. Default 5s (with
+	// ExactlyOnce: 100ms, each commit closing a transaction at a barrier; see txn.go). Offsets
+	// are also committed on revoke and on close.
 	CommitInterval time.Duration
+	// ExactlyOnce turns on exactly-once processing (see txn.go): the outputs of the source's
+	// events, written by its one transactional producer (Source.NewProducer), and the
+	// offsets of those events commit in one Kafka transaction, or neither does. It needs
+	// TransactionalID, isolation.level read_committed (the default; another value is an
+	// error) and a pipeline whose sink is that producer's Sink. Default false: at-least-once.
+	ExactlyOnce bool
+	// TransactionalID is the transactional.id of the source's transactional producer: one per
+	// process instance, stable across its restarts (a restarted instance fences its
+	// predecessor's producer, which then stops with ErrFenced). Required with ExactlyOnce,
+	// an error without it. At most 249 characters.
+	TransactionalID string
 	// RevokeTimeout bounds how long a revoke waits for the revoked partitions' in-flight
 	// events before committing what finished and letting go. Default 10s. Events still in
 	// flight then are never committed (the next owner processes them again) and keep their
@@ -173,7 +186,9 @@ func (c *Config) setDefaults() {
 	if c.MaxInFlightPerPartition == 0 {
 		c.MaxInFlightPerPartition = DefaultMaxInFlightPerPartition
 	}
-	if c.CommitInterval == 0 {
+	if c.CommitInterval == 0 && c.ExactlyOnce {
+		c.CommitInterval = DefaultTxnCommitInterval
+	} else if c.CommitInterval == 0 {
 		c.CommitInterval = DefaultCommitInterval
 	}
 	if c.RevokeTimeout == 0 {
@@ -231,6 +246,7 @@ func (c *Config) validate() error {
 		errs = append(errs, configErr("CommitMetadataMaxBytes", "must be at least %d (or negative: off), got %d", minCommitMetadataMaxBytes, c.CommitMetadataMaxBytes))
 	}
 	errs = append(errs, checkOverrides(c.Overrides)...)
+	errs = append(errs, c.checkTxn()...)
 	errs = append(errs, c.Security.validate("Security", c.Overrides)...)
 	return errors.Join(errs...)
 }
@@ -276,6 +292,9 @@ func (c *Config) consumerConfig(logs chan ckafka.LogEvent) (ckafka.ConfigMap, Me
 	}
 	if c.GroupInstanceID != "" {
 		cm["group.instance.id"] = c.GroupInstanceID
+	}
+	if c.ExactlyOnce {
+		cm["isolation.level"] = "read_committed" // librdkafka's default, stated: checkTxn rejects another
 	}
 	if logs != nil {
 		cm["go.logs.channel.enable"], cm["go.logs.channel"] = true, logs

@@ -43,6 +43,11 @@ const (
 // the error, which is fatal; the event is not committed and is consumed again after a restart.
 func (p *Producer) DeadLetter(topic string) func(ctx context.Context, f *stage.Failure) error {
 	return func(ctx context.Context, f *stage.Failure) error {
+		if p.tx != nil {
+			if err := p.ownsFailure(f); err != nil {
+				return err
+			}
+		}
 		for _, ev := range f.Events {
 			if err := p.deadLetter(ctx, topic, f, ev); err != nil {
 				return err
@@ -85,6 +90,9 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 		}
 		if accessDenied(err) && !errors.Is(err, ErrAccessDenied) {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w: %s: %w", topic, from.Topic, from.Partition, from.Offset, ErrAccessDenied, deniedHint(codeOf(err)), err)
+		}
+		if p.deadLetterDoomed(err) {
+			return nil // the transaction aborts: this input is consumed again (txnbuild.go)
 		}
 		if ctx.Err() != nil || permanent(err) || p.fatalError() != nil {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w", topic, from.Topic, from.Partition, from.Offset, err)

@@ -19,3 +19,7 @@ func FinishedInMeta(meta string, off, upTo int64) ([]int64, error) {
 	}
 	return out, nil
 }
+
+// TxnBarriers returns how many exactly-once barriers s started (each one stops emission above
+// its marks until the transaction commits or aborts).
+func TxnBarriers(s *Source) uint64 { return s.st.txnBarriers.Load() }

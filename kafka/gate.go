@@ -84,10 +84,16 @@ func (s *Source) gateKey(m *ckafka.Message) []byte { return orderKey(s.cfg.Order
 // admit reports whether m's partition's gate admits m now (gate.admit), and if so counts it in
 // flight for ps too. Caller holds s.mu.
 func (s *Source) admit(ps *partState, m *ckafka.Message) bool {
+	if s.txn != nil && !s.txn.mayEmit(ps, int64(m.TopicPartition.Offset)) {
+		return false // exactly once: no transaction open, or above the barrier's mark (txn.go)
+	}
 	if !ps.g.admit(m.Key, s.cfg.Ordering, s.cfg.MaxInFlightPerPartition) {
 		return false
 	}
 	ps.inflight++
+	if s.txn != nil {
+		s.txn.admitted(ps, int64(m.TopicPartition.Offset))
+	}
 	return true
 }
 

@@ -22,6 +22,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv("SLUICE_META_CHILD") != "" { // the consumer TestCommitMetadataAfterSIGKILL kills
 		os.Exit(metaKillChild())
 	}
+	if os.Getenv("SLUICE_EOS_CHILD") != "" { // the pipeline TestExactlyOnceCrash kills
+		os.Exit(eosCrashChild())
+	}
 	// IgnoreCurrent: ants starts its default pool's goroutines at init.
 	goleak.VerifyTestMain(m, goleak.IgnoreCurrent())
 }

@@ -61,6 +61,8 @@ type Producer struct {
 	// (authentication, or cluster authorization for the idempotent producer): from then on a
 	// produce fails at once and queued records fail with it (see refuse).
 	denied atomic.Pointer[error]
+
+	tx *txnSide // a transactional producer's link to its source (txnbuild.go); nil otherwise
 }
 
 // Producer states (Producer.state).
@@ -96,6 +98,9 @@ func (p *Producer) readReports() {
 				done.Fail(fmt.Errorf("kafka: deliver to %s: %w: %w", ev.TopicPartition, stage.ErrNotDelivered, p.deniedErr()))
 			case isPurged(err):
 				done.Abandon()
+			case p.tx != nil: // in a transaction: abort it, or stop when fatal
+				p.deliveryErrors.Add(1)
+				p.reportFailed(done, ev.TopicPartition, err)
 			case isFatal(err) || p.fatalError() != nil:
 				// A fatal producer error: librdkafka fails every later record too, so stop the
 				// pipeline instead of letting a skip or dead-letter policy commit records that
@@ -273,6 +278,14 @@ func (p *Producer) Close(ctx context.Context) error {
 		p.setState(stateDestroyed)
 		p.p.Close() // closes Events(): the reader ends after the last report
 		p.reader.Wait()
+		if p.tx != nil {
+			txnSinks.Range(func(k, v any) bool {
+				if v == p {
+					txnSinks.Delete(k)
+				}
+				return true
+			})
+		}
 		if n := p.outstanding.Load(); n != 0 && p.closeErr == nil {
 			p.closeErr = fmt.Errorf("kafka: %d delivery report(s) missing at close", n)
 		}

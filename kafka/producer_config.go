@@ -84,6 +84,15 @@ func producerQueue(mem Memory, messageMax int64) int64 {
 // close it (Close) once nothing produces through it any more, after the pipeline's Run for a
 // pipeline's sink or dead-letter handler.
 func NewProducer(cfg ProducerConfig) (*Producer, error) {
+	if _, ok := cfg.Overrides["transactional.id"]; ok {
+		return nil, configErr("transactional.id", "a transactional producer is made by Source.NewProducer of a source with ExactlyOnce (Config.TransactionalID), bound to that source")
+	}
+	return newProducer(cfg, nil)
+}
+
+// newProducer is NewProducer, and for a transactional producer (tx not nil) its source's
+// NewProducer.
+func newProducer(cfg ProducerConfig, tx *txnSide) (*Producer, error) {
 	if cfg.Budget == 0 {
 		cfg.Budget = DefaultBudget
 	}
@@ -121,7 +130,7 @@ func NewProducer(cfg ProducerConfig) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafka: new producer: %w: %w", err, ErrConfig)
 	}
-	pr := &Producer{cfg: cfg, p: p, log: cfg.Logger, logs: logs, delivered: make(chan struct{}, 1)}
+	pr := &Producer{cfg: cfg, p: p, log: cfg.Logger, logs: logs, delivered: make(chan struct{}, 1), tx: tx}
 	pr.reader.Add(1)
 	go pr.readReports()
 	return pr, nil
@@ -199,6 +208,9 @@ func (s *Source) NewProducer(cfg ProducerConfig) (*Producer, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = s.cfg.Logger
+	}
+	if s.txn != nil {
+		return s.newTxnProducer(cfg)
 	}
 	return NewProducer(cfg)
 }

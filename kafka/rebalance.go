@@ -36,7 +36,15 @@ type partState struct {
 	lastRecv      int64             // the newest offset received on this assignment, -1 none
 	span          int               // upper bound of tr.pending(): exact under mu, plus messages collected since
 	full          bool              // paused at the span bound (window.go) until the span halves
+	txnBase       int64             // exactly once: the first offset received since the assignment or rewind, -1 none (txn_rewind.go)
 }
+
+// epochs numbers partition sequences across every source of the process, so that an event's
+// Origin().Tag names its source as well as its sequence (a transactional producer's dead-letter
+// handler checks that its events are its source's: txnbuild.go).
+var epochs atomic.Uint64
+
+func nextEpoch() uint64 { return epochs.Add(1) }
 
 // rebalance is the consumer's rebalance callback; librdkafka calls it from Poll (or Close) on
 // the polling goroutine.
@@ -59,11 +67,11 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.assigns.Add(1)
 	s.mu.Lock()
 	for _, tp := range parts {
-		s.epoch++
+		s.epoch = nextEpoch()
 		k := tpKey{*tp.Topic, tp.Partition}
 		// The gate may still hold events of an earlier assignment on this member (let go
 		// after RevokeTimeout): they stay busy for this one.
-		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1, low: -1}
+		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1, low: -1, txnBase: -1}
 		old := s.parts[k]
 		s.parts[k] = ps
 		s.byEpoch[ps.epoch] = ps
@@ -114,12 +122,15 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		}
 	}
 	s.mu.Unlock()
+	// Inside Close the pipeline has drained and Close has just committed: nothing to wait for,
+	// and a synchronous commit from this callback would block the consumer's close.
+	if s.txn != nil && !s.closing {
+		s.txnRevoke(lost) // before letGo: a drain may still emit their held messages
+	}
 	for _, ps := range states {
 		s.letGo(c, ps)
 	}
-	// Inside Close the pipeline has drained and Close has just committed: nothing to wait for,
-	// and a synchronous commit from this callback would block the consumer's close.
-	if !lost && !s.closing {
+	if s.txn == nil && !lost && !s.closing {
 		deadline := time.Now().Add(s.cfg.RevokeTimeout)
 		s.waitInFlight(states)
 		s.commitRevoked(states, deadline)

@@ -61,7 +61,7 @@ func (s *sink) delivered() {
 // Record's.
 func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, stage.None] {
 	s := &sink{idle: make(chan struct{}, 1)}
-	return stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
+	st := stage.AsyncSink(name, func(ctx context.Context, rec Record, done stage.Done) error {
 		p.outstanding.Add(1)
 		s.outstanding.Add(1)
 		m := p.message(rec, &sinkRecord{done: done, sink: s})
@@ -71,6 +71,9 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 		if err := p.produce(ctx, m, nil); err != nil {
 			p.outstanding.Add(-1)
 			s.outstanding.Add(-1) // no wake-up needed: flush runs once the workers exited
+			if p.tx != nil && ctx.Err() == nil && p.produceFailed(done, err) {
+				return nil
+			}
 			if isFatal(err) {
 				done.Fail(fmt.Errorf("kafka: produce: fatal producer error: %w: %w", stage.ErrNotDelivered, err))
 				return nil
@@ -83,6 +86,10 @@ func (p *Producer) Sink(name string, opts ...stage.Option) *stage.Stage[Record, 
 		}
 		return nil
 	}, append(opts[:len(opts):len(opts)], stage.WithClose(s.flush))...) // the flush is the sink's own: last, so it wins
+	if p.tx != nil {
+		txnSinks.Store(st, p) // for the Build check (txnbuild.go)
+	}
+	return st
 }
 
 // injectHeaders writes the trace context of ctx (the sink call's, when a tracing option is in

@@ -87,6 +87,8 @@ type Source struct {
 	metaRange int64
 	metaBuf   []byte
 
+	txn *txnState // exactly once (Config.ExactlyOnce; txn.go), nil otherwise
+
 	st sourceCounters
 }
 
@@ -112,6 +114,9 @@ func NewSource(cfg Config) (*Source, error) {
 	}
 	s := &Source{cfg: cfg, c: c, mem: mem, log: cfg.Logger, logs: logs, parts: map[tpKey]*partState{}, byEpoch: map[uint64]*partState{}, gates: map[tpKey]*gate{}, revokeWake: make(chan struct{}, 1),
 		metaLimit: metaLimit(cfg.CommitMetadataMaxBytes), metaRange: metaRange(cfg.CommitMetadataMaxBytes)}
+	if cfg.ExactlyOnce {
+		s.txn = &txnState{}
+	}
 	return s, nil
 }
 
@@ -125,6 +130,11 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 	if lim := s.emit.Limit(); lim != s.mem.InFlight {
 		s.log.Warn("sluice/kafka: the pipeline budget differs from the source's plan (an explicit pipeline.WithBudget overrides it)", "pipeline_budget", lim, "planned_in_flight", s.mem.InFlight)
 	}
+	if s.txn != nil { // before subscribing: fence an older instance first
+		if err := s.txnStart(ctx); err != nil {
+			return err
+		}
+	}
 	if err := s.c.SubscribeTopics(s.cfg.Topics, s.rebalance); err != nil {
 		return fmt.Errorf("kafka: subscribe %v: %w", s.cfg.Topics, err)
 	}
@@ -134,6 +144,9 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		timeout := int(pollInterval / time.Millisecond)
 		if s.held > 0 || s.st.paused.Load() > 0 {
 			timeout = 10 // held messages and paused partitions wait for room: look again soon
+		}
+		if s.txn != nil && (s.txn.draining || s.txn.stopping || !s.txn.began) {
+			timeout = 1 // at a barrier: look at the events in flight again soon
 		}
 		if len(s.burst) > 0 {
 			timeout = 0 // the burst goes out as soon as Poll has nothing ready
@@ -167,8 +180,13 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		}
 		if idle || s.held > 0 || s.polls%housekeepEvery == 0 {
 			s.drainLogs()
-			if time.Since(s.lastCommit) >= s.cfg.CommitInterval {
+			if s.txn == nil && time.Since(s.lastCommit) >= s.cfg.CommitInterval {
 				s.commit()
+			}
+		}
+		if s.txn != nil && (idle || s.held > 0 || s.polls%housekeepEvery == 0 || s.txn.draining || s.txn.stopping) {
+			if err := s.txnTick(ctx); err != nil {
+				return err
 			}
 		}
 		if seq := s.st.doneSeq.Load(); s.st.paused.Load() > 0 && seq != s.spanSeq && (idle || s.polls%housekeepEvery == 0) {
@@ -183,7 +201,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			s.retryHeld(ctx)
 		}
 		s.resumeIfRoom()
-		if idle && (s.held > 0 || s.st.paused.Load() > 0) { // blocked: at most once per poll
+		if idle && (s.held > 0 || s.st.paused.Load() > 0 || (s.txn != nil && s.txn.draining)) { // blocked: at most once per poll
 			s.emit.Stalled() // a batch without Linger may hold what the held messages wait for
 		}
 	}
@@ -234,6 +252,9 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
+	if ps.txnBase < 0 {
+		ps.txnBase = ps.lastRecv // exactly once: where a rewind goes back to if nothing is committed
+	}
 	if ps.skip != nil && s.skipFinished(ctx, ps, m) {
 		return
 	}
@@ -287,7 +308,11 @@ func (s *Source) leaveGroup(ctx context.Context) {
 // See commit.go.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		s.commitStates(ctx, s.assignedStates())
+		if s.txn != nil {
+			s.txnClose() // no commit of CommitOffsets is outstanding in this mode
+		} else {
+			s.commitStates(ctx, s.assignedStates())
+		}
 		if !s.awaitCommit(ctx) {
 			s.closeErr = fmt.Errorf("kafka: close: the group coordinator did not answer a commit (%v) within the close timeout: the consumer finishes closing in the background once it does (librdkafka waits for it, confluentinc/librdkafka#3740); what finished since the last answered commit is consumed again: %w", offList(s.inCommit.offs), context.Cause(ctx))
 			s.log.Error("sluice/kafka: closing the consumer in the background: a commit is unanswered", "err", s.closeErr)

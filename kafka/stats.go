@@ -15,6 +15,7 @@ type sourceCounters struct {
 	late, stale, unfinished, errors, logs, bursts, burstMsgs  atomic.Uint64
 	rewinds, assigns, revokes, revokeNanos                    atomic.Uint64
 	skipped, metaTruncated, metaIgnored                       atomic.Uint64
+	txnCommits, txnAborts, txnBarriers                        atomic.Uint64
 	statsJSON                                                 atomic.Pointer[string]
 	doneSeq                                                   atomic.Uint64 // completions, for retrying held messages
 }
@@ -42,6 +43,8 @@ type SourceStats struct {
 	SkippedFinished uint64           // messages not emitted: a previous owner finished them (commit metadata)
 	MetaIgnored     uint64           // commit metadata values ignored on assignment (unknown version, corrupt, unreadable)
 	MetaTruncated   uint64           // commits whose metadata left finished offsets out to fit CommitMetadataMaxBytes
+	TxnCommits      uint64           // exactly once: transactions committed (each also counts in Commits)
+	TxnAborts       uint64           // exactly once: transactions aborted (their inputs consumed again)
 	Connections     int              // broker connections up (librdkafka statistics)
 	RxBytes         int64            // bytes received from brokers
 	TxBytes         int64            // bytes sent to brokers
@@ -120,6 +123,7 @@ func (s *Source) Stats() SourceStats {
 		Errors:  s.st.errors.Load(), Logs: s.st.logs.Load(),
 		Bursts: s.st.bursts.Load(), BurstMessages: s.st.burstMsgs.Load(),
 		SkippedFinished: s.st.skipped.Load(), MetaIgnored: s.st.metaIgnored.Load(), MetaTruncated: s.st.metaTruncated.Load(),
+		TxnCommits: s.st.txnCommits.Load(), TxnAborts: s.st.txnAborts.Load(),
 	}
 	var lag map[tpKey]int64
 	if raw := s.st.statsJSON.Load(); raw != nil {

@@ -79,11 +79,19 @@ func (s *Source) restartSeq(ps *partState, m *ckafka.Message) {
 	s.log.Warn("sluice/kafka: offsets moved backwards (log truncated or topic re-created): committing from the new offsets",
 		"topic", ps.tp.topic, "partition", ps.tp.partition, "offset", int64(m.TopicPartition.Offset), "last", ps.lastRecv, "held_dropped", len(ps.held))
 	s.letGo(s.c, ps) // drop the old held messages; resume if paused
+	s.newSequence(ps)
+}
+
+// newSequence gives ps a fresh tracker under a new epoch (restartSeq, and the exactly-once
+// rewind after an abort: txn_rewind.go); the old sequence's events in flight keep their
+// ordering slots under the old epoch until they complete, never committed. The caller let go
+// of ps's held messages.
+func (s *Source) newSequence(ps *partState) {
 	s.mu.Lock()
 	old := &partState{tp: ps.tp, epoch: ps.epoch, tr: ps.tr, inflight: ps.inflight, g: ps.g}
 	s.byEpoch[old.epoch] = old
 	s.retire(old)
-	s.epoch++
+	s.epoch = nextEpoch()
 	ps.epoch, ps.tr, ps.inflight = s.epoch, newTracker(), 0
 	s.byEpoch[ps.epoch] = ps
 	s.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/sluicehq/sluice/internal/ext"
 	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
 )
@@ -76,6 +77,7 @@ type node interface {
 	discard() int
 	dangling() bool
 	queued() int // messages waiting on the stage's input edge now
+	public() any // the *stage.Stage it was linked from
 }
 
 // port is a stream's edge, created when a stage consumes the stream.
@@ -148,6 +150,7 @@ func (l *linked[In, Out]) start(env *flow.Env) error {
 	return l.Start(env, l.in.edge, out)
 }
 
+func (l *linked[In, Out]) public() any    { return l.pub }
 func (l *linked[In, Out]) discard() int   { return l.in.edge.Discard() }
 func (l *linked[In, Out]) queued() int    { return l.in.edge.Len() }
 func (l *linked[In, Out]) dangling() bool { return l.out != nil && l.out.edge == nil }
@@ -224,6 +227,15 @@ func (b *Builder) Build() (*Pipeline, error) {
 	errs = append(errs, b.cfg.validate()...)
 	if b.built {
 		errs = append(errs, fmt.Errorf("pipeline: Build called twice: %w", ErrInvalid))
+	}
+	if ext.CheckBuild != nil { // the Kafka package's exactly-once pairings
+		stages := make([]any, len(b.nodes))
+		for i, n := range b.nodes {
+			stages[i] = n.public()
+		}
+		if err := ext.CheckBuild(b.src, stages); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	if b.sinks == 0 {
 		errs = append(errs, fmt.Errorf("pipeline %q: no Sink: end the pipeline with To: %w", b.cfg.name, ErrInvalid))

@@ -1,9 +1,12 @@
 // Command orders is sluice's main example service: it consumes JSON order events, decodes
 // them (bad JSON goes to a dead-letter topic), enriches each through a slow I/O-like call
 // with per-key ordering, batches them and produces the enriched orders to an output topic,
-// committing an order's offset only once its enriched record is delivered.
+// committing an order's offset only once its enriched record is delivered. With
+// --exactly-once the enriched orders, the dead letters and the offsets of the orders they came
+// from commit in one Kafka transaction (--transactional-id names this instance).
 //
 //	go run ./examples/orders --duration 20s
+//	go run ./examples/orders --duration 20s --exactly-once
 //
 // Without --brokers it starts an embedded broker as its own process (topics orders,
 // orders-enriched, orders-dlq), so the service's RSS and metrics are its own, and a load
@@ -67,6 +70,8 @@ type config struct {
 	debug                                 bool
 	security                              kafka.Security // from the security flags; empty: plaintext
 	instanceID                            string         // static group membership (group.instance.id); empty: dynamic
+	exactlyOnce                           bool           // one transaction per commit interval (kafka.Config.ExactlyOnce)
+	txnID                                 string         // --exactly-once: kafka.Config.TransactionalID
 }
 
 // hooks let tests watch a run in process; main passes none.
@@ -94,6 +99,8 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	fs.DurationVar(&c.duration, "duration", 0, "run this long, then drain and exit 0 (default: until SIGTERM/SIGINT)")
 	fs.BoolVar(&c.debug, "debug", false, "serve /debug/pipeline and /debug/pprof/ (default: only when --http is a loopback address)")
 	fs.StringVar(&c.instanceID, "instance-id", "", "static group membership id (group.instance.id), e.g. the pod name: a restart within the session timeout keeps the partitions without a rebalance (default: dynamic membership)")
+	fs.BoolVar(&c.exactlyOnce, "exactly-once", false, "consume, enrich and produce in one Kafka transaction per commit interval: a read_committed reader of the output sees each order once, whatever crashes, rebalances or aborts")
+	fs.StringVar(&c.txnID, "transactional-id", "", "--exactly-once: this instance's transactional.id, unique to it and stable across its restarts (default: the group, then --instance-id or else the host name, e.g. the pod name)")
 	security := kafka.SecurityFlags(fs, "SLUICE_SASL_PASSWORD") // the password only from the environment or a file
 	err := fs.Parse(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -111,6 +118,9 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	if err == nil && (fs.NArg() > 0 || c.topic == "" || c.group == "") {
 		err = fmt.Errorf("unexpected arguments %q, or an empty --topic or --group", fs.Args())
 	}
+	if err == nil {
+		err = c.transactionalID()
+	}
 	if err != nil {
 		log.Error("flags", "err", err)
 		return 2
@@ -124,6 +134,29 @@ func run(ctx context.Context, args []string, stderr io.Writer, h hooks) int {
 	}
 	log.Info("exit", "code", 0)
 	return 0
+}
+
+// transactionalID checks --transactional-id against --exactly-once and defaults it to
+// <group>-<instance id>, or <group>-<host name> (a pod's name) without one: unique to this
+// instance and, in a StatefulSet, stable across its restarts, so a restarted instance fences
+// its predecessor. Two processes given the same id fence each other: the older one stops with
+// kafka.ErrFenced.
+func (c *config) transactionalID() error {
+	switch {
+	case !c.exactlyOnce && c.txnID != "":
+		return errors.New("--transactional-id (SLUICE_TRANSACTIONAL_ID) is set without --exactly-once")
+	case !c.exactlyOnce || c.txnID != "":
+		return nil
+	case c.instanceID != "":
+		c.txnID = c.group + "-" + c.instanceID
+		return nil
+	}
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		return fmt.Errorf("--exactly-once: no --transactional-id and no host name to default it to: %v", err)
+	}
+	c.txnID = c.group + "-" + host
+	return nil
 }
 
 func isSet(fs *flag.FlagSet, name string) (set bool) {
@@ -162,14 +195,22 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 	if !c.security.IsZero() {
 		log.Info("kafka security", "security", c.security) // its LogValue redacts the passwords
 	}
+	commitInterval := time.Second
+	if c.exactlyOnce {
+		commitInterval = 0 // the mode's default: a transaction every 100 ms
+		log.Info("exactly once", "transactional_id", c.txnID)
+	}
 	src, err := kafka.NewSource(kafka.Config{Brokers: c.brokers, GroupInstanceID: c.instanceID, Security: c.security, GroupID: c.group, Topics: []string{c.topic},
-		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: time.Second, StatsInterval: time.Second,
+		Budget: fit.Budget, Ordering: kafka.OrderKey, Logger: log, CommitInterval: commitInterval, StatsInterval: time.Second,
+		ExactlyOnce: c.exactlyOnce, TransactionalID: c.txnID,
 		Overrides: map[string]any{"auto.offset.reset": "earliest", "heartbeat.interval.ms": 500, "fetch.wait.max.ms": 10, "log_level": 4}})
 	if err != nil {
 		return err
 	}
-	// The source's brokers, budget and logger. The producer is ours to close, after Run: the
-	// sink only flushes it, and the dead-letter handler uses it to the end of the drain.
+	// The source's brokers, budget and logger (with --exactly-once, its one transactional
+	// producer: the sink's records and the dead letters join its transactions). The producer
+	// is ours to close, after Run: the sink only flushes it, and the dead-letter handler uses
+	// it to the end of the drain.
 	prod, err := src.NewProducer(kafka.ProducerConfig{Overrides: map[string]any{"linger.ms": 5, "log_level": 4}})
 	if err != nil {
 		src.Close(context.Background())
@@ -211,7 +252,8 @@ func serve(ctx context.Context, c config, stderr io.Writer, log *slog.Logger, h 
 	if err := p.Run(ctx); err != nil {
 		return fmt.Errorf("pipeline: %w", err)
 	}
-	log.Info("drained", "completed", p.Stats().Completed, "commits", src.Stats().Commits, "dead_letters", prod.Stats().DeadLetters)
+	st := src.Stats()
+	log.Info("drained", "completed", p.Stats().Completed, "commits", st.Commits, "transactions", st.TxnCommits, "aborted", st.TxnAborts, "dead_letters", prod.Stats().DeadLetters)
 	if h.drained != nil {
 		h.drained(c.brokers)
 	}
