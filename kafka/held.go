@@ -2,6 +2,7 @@ package kafka
 
 import (
 	"context"
+	"math"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
 
@@ -114,14 +115,30 @@ func (s *Source) heldSize(m *ckafka.Message) int64 {
 // retryHeld emits what it can of the held messages, keeping each partition's order (and, in
 // key mode, each key's order).
 func (s *Source) retryHeld(ctx context.Context) {
+	if t := s.txn; t != nil && (!t.began || t.stopping) {
+		return // nothing may be emitted: every held message would be refused
+	}
 	for _, ps := range s.parts {
 		if len(ps.held) == 0 {
 			continue
 		}
+		// At a barrier a partition's held messages above its mark are refused (mayEmit); they
+		// are in offset order, so the scan stops at the first of them.
+		limit := int64(math.MaxInt64)
+		if t := s.txn; t != nil && t.draining {
+			limit = -1
+			if m, ok := t.marks[ps]; ok {
+				limit = m
+			}
+		}
 		keep := ps.held[:0]
 		var blocked map[string]bool // keys with an earlier message still held (key mode)
 		stop := false
-		for _, m := range ps.held {
+		for i, m := range ps.held {
+			if int64(m.TopicPartition.Offset) > limit {
+				keep = append(keep, ps.held[i:]...)
+				break
+			}
 			mustWait := stop || (s.cfg.Ordering != OrderKey && len(keep) > 0) || (len(m.Key) > 0 && blocked[string(m.Key)])
 			if !mustWait {
 				switch s.tryEmit(ctx, ps, m) {
