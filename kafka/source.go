@@ -132,6 +132,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 	}
 	if s.txn != nil { // before subscribing: fence an older instance first
 		if err := s.txnStart(ctx); err != nil {
+			s.txn.fatal = err
 			return err
 		}
 	}
@@ -186,6 +187,7 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 		}
 		if s.txn != nil && (idle || s.held > 0 || s.polls%housekeepEvery == 0 || s.txn.draining || s.txn.stopping) {
 			if err := s.txnTick(ctx); err != nil {
+				s.txn.fatal = err // Close then leaves the transaction to the coordinator
 				return err
 			}
 		}

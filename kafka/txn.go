@@ -82,7 +82,8 @@ var ErrFenced = errors.New("kafka: transactional producer fenced: another instan
 type txnState struct {
 	p        *Producer            // the source's transactional producer (Source.NewProducer); nil until made
 	began    bool                 // a transaction is open: events may be emitted
-	emitted  bool                 // an event was admitted since it began: a barrier is due at CommitInterval
+	emitted  bool                 // an event was admitted since it began: a barrier is due CommitInterval after the first
+	first    time.Time            // when the first event of the transaction was admitted
 	draining bool                 // at a barrier: only messages up to their partition's mark are emitted
 	stopping bool                 // doomed: nothing is emitted until the abort
 	marks    map[*partState]int64 // at a barrier: the highest offset each partition may emit
@@ -130,7 +131,9 @@ func (t *txnState) mayEmit(ps *partState, off int64) bool {
 // not take it, the top stays: a barrier drains a little more than it needs). Polling
 // goroutine, under s.mu.
 func (t *txnState) admitted(ps *partState, off int64) {
-	t.emitted = true
+	if !t.emitted {
+		t.emitted, t.first = true, time.Now()
+	}
 	if t.top == nil {
 		t.top = map[*partState]int64{}
 	}
@@ -175,11 +178,12 @@ func (s *Source) txnTick(ctx context.Context) error {
 			return s.txnAbort(t.p.tx.doomErr(), true)
 		}
 	case !t.draining:
-		if time.Since(s.lastCommit) < s.cfg.CommitInterval {
+		// The interval runs from the transaction's first event (from its begin, after a pause
+		// in the input, the first events would meet a barrier at once).
+		if t.emitted && time.Since(t.first) < s.cfg.CommitInterval {
 			return nil
 		}
-		if !t.emitted && !s.offsetsMoved() {
-			s.lastCommit = time.Now()
+		if !t.emitted && (time.Since(s.lastCommit) < s.cfg.CommitInterval || !s.offsetsMoved()) {
 			return nil
 		}
 		s.flush(ctx)
@@ -200,6 +204,7 @@ func (s *Source) txnTick(ctx context.Context) error {
 func (s *Source) startBarrier() {
 	t := s.txn
 	t.draining = true
+	s.st.txnBarriers.Add(1)
 	clear(t.marks)
 	if t.marks == nil {
 		t.marks = map[*partState]int64{}
