@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -65,8 +66,9 @@ func FromChannel(ch <-chan []byte) *MemSource {
 
 // Run implements Source.
 func (s *MemSource) Run(ctx context.Context, emit *Emitter) error {
+	var cache flow.Cache // takes back the events the pipeline finished together
 	for i := int64(0); ctx.Err() == nil; i++ {
-		ev := stage.GetEvent()
+		ev := cache.Get().Owner.(*stage.Event)
 		if !s.next(ctx, i, ev) {
 			ev.Release()
 			return nil

@@ -105,12 +105,15 @@ type msg[T any] struct {
 	r ref
 }
 
-// parcel is one element of an Edge's channel: a single message, or (burst != nil) a burst of
-// messages sent in one piece by a source (see EmitBurst). A burst's slice belongs to the
-// reader once received; it hands it back with putBurst.
+// parcel is one element of an Edge's channel: a single message, a burst of messages sent in
+// one piece (burst != nil: by a source, see EmitBurst, or an ordered stage's collector), or an
+// open burst its writer may still append to until the reader seals it (open != nil: by a
+// stage worker, see openBurst). A burst's slice belongs to the reader once received; it hands
+// it back with putBurst. An open burst is released by both.
 type parcel[T any] struct {
 	m     msg[T]
 	burst *[]msg[T]
+	open  *openBurst[T]
 }
 
 // MaxBurst is the most messages a burst carries.
@@ -140,7 +143,8 @@ type Edge[T any] struct {
 	waiting atomic.Int32
 	space   chan struct{} // capacity 1
 
-	pool sync.Pool // *[]msg[T] with capacity MaxBurst, empty
+	pool  sync.Pool // *[]msg[T] with capacity MaxBurst, empty
+	opens sync.Pool // *openBurst[T], empty
 }
 
 // NewEdge returns an edge of the given capacity (at least 1) for single messages.
@@ -245,6 +249,15 @@ func (e *Edge[T]) Discard() int {
 // each calls f for every message of a received parcel, in order, recycles a burst, and returns
 // how many messages there were. For paths off the hot loop (the worker loop inlines this).
 func (e *Edge[T]) each(p parcel[T], f func(msg[T])) int {
+	if p.open != nil {
+		ms := p.open.seal()
+		e.took(len(ms))
+		for i := range ms {
+			f(ms[i])
+		}
+		e.release(p.open)
+		return len(ms)
+	}
 	if p.burst == nil {
 		e.took(1)
 		f(p.m)
