@@ -249,10 +249,10 @@ func (e *Edge[T]) Discard() int {
 // each calls f for every message of a received parcel, in order, recycles a burst, and returns
 // how many messages there were. For paths off the hot loop (the worker loop inlines this).
 func (e *Edge[T]) each(p parcel[T], f func(msg[T])) int {
-	if p.open != nil {
+	if p.open != nil { // taken one message at a time, as it is handled (see Stage.run)
 		ms := p.open.seal()
-		e.took(len(ms))
 		for i := range ms {
+			e.took(1)
 			f(ms[i])
 		}
 		e.release(p.open)

@@ -94,10 +94,10 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 	for p := range in.ch {
 		switch {
 		case p.open != nil:
-			s.run(env, stopped, in, p.open.seal(), h, emit, &w)
+			s.run(env, stopped, in, p.open.seal(), true, h, emit, &w)
 			in.release(p.open)
 		case p.burst != nil:
-			s.run(env, stopped, in, *p.burst, h, emit, &w)
+			s.run(env, stopped, in, *p.burst, false, h, emit, &w)
 			in.putBurst(p.burst)
 		default:
 			in.took(1)
@@ -107,12 +107,20 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 	}
 }
 
-// run handles the messages of a burst received, taken from the edge at once, in order,
-// collecting while the stage is fast; then it finishes what it collected.
-func (s *Stage[In, Out]) run(env *Env, stopped <-chan struct{}, in *Edge[In], ms []msg[In], h handler[In, Out], emit func(msg[Out]), w *worker) {
-	in.took(len(ms))
-	s.c.in.Add(uint64(len(ms)))
+// run handles the messages of a burst received, in order, collecting while the stage is fast;
+// then it finishes what it collected. A source's burst is taken from the edge at once (see
+// Edge); the open burst of a stage before (each) is taken one message at a time, as it is
+// handled, so the worker holds one message beyond its edge's capacity, as without bursts.
+func (s *Stage[In, Out]) run(env *Env, stopped <-chan struct{}, in *Edge[In], ms []msg[In], each bool, h handler[In, Out], emit func(msg[Out]), w *worker) {
+	if !each {
+		in.took(len(ms))
+		s.c.in.Add(uint64(len(ms)))
+	}
 	for _, m := range ms {
+		if each {
+			in.took(1)
+			s.c.in.Add(1)
+		}
 		if w.collect = s.c.fast.Load(); !w.collect {
 			s.flush(w)
 		}

@@ -20,16 +20,26 @@ type openBurst[T any] struct {
 	refs  atomic.Int32 // holders: the writer until it stops appending, the reader once received
 }
 
-const sealed = uint32(1) << 31
+const (
+	sealed    = uint32(1) << 31
+	endMark   = uint32(1) << 30 // an ordered worker's results: the last of a chunk (see startOrdered)
+	countMask = endMark - 1
+)
 
 // newOpen returns an open burst of e holding m, referenced by the writer and the reader.
 func (e *Edge[T]) newOpen(m msg[T]) *openBurst[T] {
+	b := e.emptyOpen(1)
+	b.msgs[0] = m
+	return b
+}
+
+// emptyOpen returns an open burst of e in the given state, with no message written.
+func (e *Edge[T]) emptyOpen(state uint32) *openBurst[T] {
 	b, ok := e.opens.Get().(*openBurst[T])
 	if !ok {
 		b = new(openBurst[T])
 	}
-	b.msgs[0] = m
-	b.state.Store(1)
+	b.state.Store(state)
 	b.refs.Store(2)
 	return b
 }
@@ -45,9 +55,20 @@ func (b *openBurst[T]) append(n uint32, m msg[T]) bool {
 	return false
 }
 
+// end marks b as holding the last results of a chunk, unless the reader sealed it first. n is
+// the count the writer knows.
+func (b *openBurst[T]) end(n uint32) bool { return b.state.CompareAndSwap(n, n|endMark) }
+
 // seal ends the appending and returns the messages appended. The reader's, once.
 func (b *openBurst[T]) seal() []msg[T] {
-	return b.msgs[:b.state.Or(sealed)&^sealed]
+	ms, _ := b.sealEnd()
+	return ms
+}
+
+// sealEnd is seal that also reports the end mark.
+func (b *openBurst[T]) sealEnd() ([]msg[T], bool) {
+	st := b.state.Or(sealed)
+	return b.msgs[:st&countMask], st&endMark != 0
 }
 
 // release drops one holder's reference; the last recycles b.

@@ -34,21 +34,12 @@ func startWorkers[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 	return startOrdered(s, env, in, out, h)
 }
 
-// item is one input's result in an ordered worker's slot: its output (one), its outputs (a
-// FlatMap's several, in a burst slice of the output edge's pool), or none; end marks the last
-// input of a chunk.
-type item[T any] struct {
-	m    msg[T]
-	many *[]msg[T]
-	one  bool
-	end  bool
-}
-
 // slot is one ordered worker's pair of hand-overs: chunks of inputs in (burst slices of the
-// input edge's pool), one item per input out.
+// input edge's pool), their results out, as open bursts of the output edge (see openBurst)
+// that the worker appends each result to and marks at the end of each chunk.
 type slot[In, Out any] struct {
 	in  chan *[]msg[In]
-	out chan item[Out]
+	out chan *openBurst[Out]
 }
 
 // startOrdered runs Concurrency workers whose outputs keep the input order: a dispatcher deals
@@ -66,7 +57,7 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 	limit := chunkLimit(s.cfg.Capacity, n)
 	slots := make([]slot[In, Out], n)
 	for i := range slots {
-		slots[i] = slot[In, Out]{in: make(chan *[]msg[In], 1), out: make(chan item[Out], limit)}
+		slots[i] = slot[In, Out]{in: make(chan *[]msg[In], 1), out: make(chan *openBurst[Out], 1)}
 	}
 	dispatch := func() {
 		defer func() {
@@ -102,17 +93,17 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 		defer out.Close()
 		defer o.close()
 		// The first closed slot in collection order is the end of the stream: chunks are
-		// dealt round-robin and each ends with an end item.
+		// dealt round-robin and the results of each end with an end mark.
 		for i := 0; collectChunk(slots[i].out, &o); i = (i + 1) % n {
 		}
 		// Normally every slot is closed and empty here. Drain them anyway, so a worker is
 		// never left blocked on its slot whatever happened.
 		for i := range slots {
-			for it := range slots[i].out {
-				it.each(func(m msg[Out]) { m.r.done(ErrAborted) })
-				if it.many != nil {
-					out.putBurst(it.many)
+			for b := range slots[i].out {
+				for _, m := range b.seal() {
+					m.r.done(ErrAborted)
 				}
+				out.release(b)
 			}
 		}
 	}
@@ -125,32 +116,18 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 			defer close(sl.out)
 			stopped := env.Ctx.Done()
 			var w worker
-			var it item[Out]
-			emit := func(m msg[Out]) {
-				switch {
-				case !it.one:
-					it.m, it.one = m, true
-				case it.many == nil:
-					it.many = out.getBurst()
-					*it.many = append(*it.many, it.m, m)
-				default:
-					*it.many = append(*it.many, m)
-				}
-			}
+			r := results[Out]{e: out, ch: sl.out, limit: uint32(limit)}
+			emit := r.add // one closure per worker, not per message
 			for chunk := range sl.in {
-				for j, m := range *chunk {
-					it = item[Out]{}
+				for _, m := range *chunk {
 					s.handle(env, stopped, m, h, emit, &w)
-					it.end = j == len(*chunk)-1
-					switch {
-					case it.many != nil:
-						s.c.out.Add(uint64(len(*it.many)))
-					case it.one:
-						s.c.out.Add(1)
-					}
-					sl.out <- it // always, so the collector stays in step
 				}
 				in.putBurst(chunk)
+				if r.outs > 0 {
+					s.c.out.Add(r.outs)
+					r.outs = 0
+				}
+				r.end() // always, so the collector stays in step
 			}
 		})
 		if err != nil {
@@ -160,32 +137,58 @@ func startOrdered[In, Out any](s *Stage[In, Out], env *Env, in *Edge[In], out *E
 	return env.Go(dispatch)
 }
 
-// each calls f for every output of the item, in order.
-func (it *item[T]) each(f func(msg[T])) {
-	switch {
-	case it.many != nil:
-		for _, m := range *it.many {
-			f(m)
-		}
-	case it.one:
-		f(it.m)
+// results is an ordered worker's writer of its slot's results (see slot). Owned by the worker.
+type results[T any] struct {
+	e     *Edge[T] // the stage's output edge, whose pool the open bursts come from
+	ch    chan<- *openBurst[T]
+	cur   *openBurst[T] // the open burst being appended to; nil: none
+	n     uint32        // messages in cur
+	limit uint32        // the most messages in one open burst: the chunk limit
+	outs  uint64        // results of the chunk, counted in the stage's Out at its end
+}
+
+// add hands m over at once: appended to the open burst while the collector has not sealed it
+// and it holds less than limit, else in a new one, sent on the slot (which holds one: the
+// worker then waits for the collector, so its results waiting there stay below 2 × limit).
+func (r *results[T]) add(m msg[T]) {
+	r.outs++
+	if r.cur != nil && r.n < r.limit && r.cur.append(r.n, m) {
+		r.n++
+		return
+	}
+	r.release()
+	r.cur, r.n = r.e.newOpen(m), 1
+	r.ch <- r.cur
+}
+
+// end marks the end of the chunk's results, on the open burst if the collector has not sealed
+// it, else on a new, empty one; the next chunk's results start a new burst.
+func (r *results[T]) end() {
+	if r.cur == nil || !r.cur.end(r.n) {
+		r.release()
+		r.cur = r.e.emptyOpen(endMark)
+		r.ch <- r.cur
+	}
+	r.release()
+}
+
+func (r *results[T]) release() {
+	if r.cur != nil {
+		r.e.release(r.cur)
+		r.cur = nil
 	}
 }
 
 // collectChunk forwards one chunk's results from a worker slot, in order. It returns false
 // when the slot is closed: the dispatcher dealt no further chunk.
-func collectChunk[T any](results <-chan item[T], o *outlet[T]) bool {
-	for it := range results {
-		switch {
-		case it.many != nil:
-			for _, m := range *it.many {
-				o.send(m)
-			}
-			o.e.putBurst(it.many)
-		case it.one:
-			o.send(it.m)
+func collectChunk[T any](results <-chan *openBurst[T], o *outlet[T]) bool {
+	for b := range results {
+		ms, end := b.sealEnd()
+		for _, m := range ms {
+			o.send(m)
 		}
-		if it.end {
+		o.e.release(b)
+		if end {
 			return true
 		}
 	}
