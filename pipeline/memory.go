@@ -96,6 +96,27 @@ func (s *MemSource) Complete(ev *stage.Event, ok bool) {
 	}
 }
 
+// CompleteMany completes the events a worker finished together (one count update for all of
+// them, as the pipeline's manyCompleter); each event gets what Complete does.
+func (s *MemSource) CompleteMany(evs []*stage.Event, ok []bool) {
+	var bad uint64
+	for i, ev := range evs {
+		if !ok[i] {
+			bad++
+		}
+		if s.OnComplete != nil {
+			s.OnComplete(ev, ok[i])
+		}
+		if s.borrows {
+			ev.Key, ev.Value, ev.Headers = nil, nil, nil
+		}
+	}
+	s.ok.Add(uint64(len(evs)) - bad)
+	if bad > 0 {
+		s.bad.Add(bad)
+	}
+}
+
 // Completed returns how many events completed ok and not ok.
 func (s *MemSource) Completed() (ok, notOK uint64) { return s.ok.Load(), s.bad.Load() }
 
