@@ -106,9 +106,9 @@ type msg[T any] struct {
 }
 
 // parcel is one element of an Edge's channel: a single message, a burst of messages sent in
-// one piece (burst != nil: by a source, see EmitBurst, or an ordered stage's collector), or an
-// open burst its writer may still append to until the reader seals it (open != nil: by a
-// stage worker, see openBurst). A burst's slice belongs to the reader once received; it hands
+// one piece (burst != nil: by a source, see EmitBurst), or an open burst its writer may still
+// append to until the reader seals it (open != nil: by a stage worker or an ordered stage's
+// collector, see openBurst). A burst's slice belongs to the reader once received; it hands
 // it back with putBurst. An open burst is released by both.
 type parcel[T any] struct {
 	m     msg[T]
@@ -130,6 +130,11 @@ const MaxBurst = 32
 // plus its own, fit the capacity (or nothing is queued). The edge then holds at most Capacity
 // messages, or one burst when Capacity is below MaxBurst, which keeps a polling source's working
 // set (and the garbage collector's work) as small as with single messages.
+//
+// The stage before (a worker, or an ordered stage's collector) sends open bursts on such an
+// edge (see openBurst): their messages are counted one by one as they are appended (the edge
+// holds at most Capacity messages) and taken one by one as the reader handles them (the reader
+// holds one message beyond the capacity, as with single messages).
 type Edge[T any] struct {
 	ch     chan parcel[T]
 	bursts bool         // the reader takes bursts (NewInput of a stage that does)
