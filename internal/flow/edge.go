@@ -137,8 +137,14 @@ const MaxBurst = 32
 // holds one message beyond the capacity, as with single messages).
 type Edge[T any] struct {
 	ch     chan parcel[T]
-	bursts bool         // the reader takes bursts (NewInput of a stage that does)
-	queued atomic.Int64 // messages sent and not yet taken (edges that take runs only)
+	bursts bool // the reader takes bursts (NewInput of a stage that does)
+	// Messages queued = wrote - read (edges that take bursts only): two counters, each on its
+	// own cache line, so that the writer and the reader each update their own on every message
+	// instead of both updating one. Read read before wrote for a count never below the truth.
+	wrote atomic.Int64 // messages sent (and appended to open bursts)
+	_     [56]byte
+	read  atomic.Int64 // messages taken
+	_     [56]byte
 
 	// A sender that found no room counts itself in waiting and waits on space; a reader that
 	// takes a parcel while someone waits signals space (capacity 1: one pending wake-up). The
@@ -167,9 +173,16 @@ func newBurstEdge[T any](capacity int) *Edge[T] {
 // Len reports how many messages (single, or in bursts) wait on the edge.
 func (e *Edge[T]) Len() int {
 	if e.bursts {
-		return int(max(e.queued.Load(), 0))
+		return int(max(e.queued(), 0))
 	}
 	return len(e.ch)
+}
+
+// queued returns how many messages were sent and not yet taken (edges that take bursts; it may
+// dip below zero for a moment, see sent), never less than at the moment of the call.
+func (e *Edge[T]) queued() int64 {
+	r := e.read.Load()
+	return e.wrote.Load() - r
 }
 
 // Cap reports the edge's capacity in messages.
@@ -184,7 +197,7 @@ func (e *Edge[T]) TakesBursts() bool { return e.bursts }
 // already: the count may dip below zero for a moment; Len clamps it).
 func (e *Edge[T]) sent(n int) {
 	if e.bursts {
-		e.queued.Add(int64(n))
+		e.wrote.Add(int64(n))
 	}
 }
 
@@ -194,7 +207,7 @@ func (e *Edge[T]) took(n int) {
 	if !e.bursts {
 		return
 	}
-	e.queued.Add(int64(-n))
+	e.read.Add(int64(n))
 	e.wakeWaiter()
 }
 
@@ -210,7 +223,7 @@ func (e *Edge[T]) wakeWaiter() {
 
 // roomFor reports whether n more messages fit an edge that takes bursts (see Edge).
 func (e *Edge[T]) roomFor(n int) bool {
-	q := e.queued.Load()
+	q := e.queued()
 	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
 }
 

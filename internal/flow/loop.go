@@ -39,6 +39,7 @@ type outlet[T any] struct {
 	out  *atomic.Uint64 // the stage's Out counter
 	open *openBurst[T]  // the burst being appended to; nil: none
 	n    uint32         // messages appended to open
+	seen int64          // the last reading of the edge's read counter (see Edge.reserve)
 }
 
 // emit sends m, blocking while the edge has no room, and counts it in the stage's Out.
@@ -53,7 +54,7 @@ func (o *outlet[T]) send(m msg[T]) {
 		send(o.e, m)
 		return
 	}
-	if !o.e.reserve() { // full: wait for room as a single message, after what went before
+	if !o.e.reserve(&o.seen) { // full: wait for room as a single message, after what went before
 		o.close()
 		send(o.e, m)
 		return

@@ -82,11 +82,19 @@ func (e *Edge[T]) release(b *openBurst[T]) {
 
 // reserve counts one more message on an edge that takes bursts if it has room for it (see
 // Edge: room for one more, or nothing queued); a writer that reserved sends or appends it.
-func (e *Edge[T]) reserve() bool {
-	q := e.queued.Add(1)
-	if q <= int64(cap(e.ch)) || q <= 1 {
+// *seen is the writer's last reading of e.read: the writer re-reads the reader's counter only
+// when the count from it says the edge is full (it only ever grows, so the count from an old
+// reading is never below the truth).
+func (e *Edge[T]) reserve(seen *int64) bool {
+	w := e.wrote.Add(1)
+	if w-*seen <= int64(cap(e.ch)) {
 		return true
 	}
-	e.queued.Add(-1)
+	*seen = e.read.Load()
+	if q := w - *seen; q <= int64(cap(e.ch)) || q <= 1 {
+		return true
+	}
+	e.wrote.Add(-1)
+	e.wakeWaiter() // another writer may have seen the edge full through this reservation
 	return false
 }
