@@ -142,7 +142,8 @@ type Edge[T any] struct {
 	// own cache line, so that the writer and the reader each update their own on every message
 	// instead of both updating one. Read read before wrote for a count never below the truth.
 	wrote atomic.Int64 // messages sent (and appended to open bursts)
-	_     [56]byte
+	seen  atomic.Int64 // a past value of read, for the senders' room checks (see roomFor)
+	_     [48]byte
 	read  atomic.Int64 // messages taken
 	_     [56]byte
 
@@ -221,10 +222,18 @@ func (e *Edge[T]) wakeWaiter() {
 	}
 }
 
-// roomFor reports whether n more messages fit an edge that takes bursts (see Edge).
+// roomFor reports whether n more messages fit an edge that takes bursts (see Edge). It counts
+// from seen, a past value of read on the senders' own cache line (so never fewer messages than
+// are queued), and re-reads read only when that count says no: a "no" is always from a fresh
+// reading (Edge.waiting relies on it).
 func (e *Edge[T]) roomFor(n int) bool {
-	q := e.queued()
-	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
+	fits := func(q int64) bool { return q <= 0 || q+int64(n) <= int64(cap(e.ch)) }
+	if fits(e.wrote.Load() - e.seen.Load()) {
+		return true
+	}
+	r := e.read.Load()
+	e.seen.Store(r)
+	return fits(e.wrote.Load() - r)
 }
 
 // getBurst returns an empty burst slice with room for MaxBurst messages.
