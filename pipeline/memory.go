@@ -5,6 +5,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
 )
 
@@ -65,8 +66,9 @@ func FromChannel(ch <-chan []byte) *MemSource {
 
 // Run implements Source.
 func (s *MemSource) Run(ctx context.Context, emit *Emitter) error {
+	var cache flow.Cache // takes back the events the pipeline finished together
 	for i := int64(0); ctx.Err() == nil; i++ {
-		ev := stage.GetEvent()
+		ev := cache.Get().Owner.(*stage.Event)
 		if !s.next(ctx, i, ev) {
 			ev.Release()
 			return nil
@@ -91,6 +93,27 @@ func (s *MemSource) Complete(ev *stage.Event, ok bool) {
 	}
 	if s.borrows {
 		ev.Key, ev.Value, ev.Headers = nil, nil, nil
+	}
+}
+
+// CompleteMany completes the events a worker finished together (one count update for all of
+// them, as the pipeline's manyCompleter); each event gets what Complete does.
+func (s *MemSource) CompleteMany(evs []*stage.Event, ok []bool) {
+	var bad uint64
+	for i, ev := range evs {
+		if !ok[i] {
+			bad++
+		}
+		if s.OnComplete != nil {
+			s.OnComplete(ev, ok[i])
+		}
+		if s.borrows {
+			ev.Key, ev.Value, ev.Headers = nil, nil, nil
+		}
+	}
+	s.ok.Add(uint64(len(evs)) - bad)
+	if bad > 0 {
+		s.bad.Add(bad)
 	}
 }
 

@@ -186,11 +186,8 @@ func link[In, Out any](s Stream[In], st *stage.Stage[In, Out], terminal bool) *l
 	if err := core.Err(); err != nil {
 		b.errs = append(b.errs, err)
 	}
-	if s.p.source {
-		s.p.edge = core.NewInput() // the source's edge: it may take bursts
-	} else {
-		s.p.edge = flow.NewEdge[In](core.Capacity()) // stage workers send single messages
-	}
+	// The source and the stage before both send bursts on an edge whose stage takes them.
+	s.p.edge = core.NewInput()
 	l := &linked[In, Out]{Stage: core, pub: st, in: s.p}
 	if !terminal {
 		l.out = &port[Out]{}

@@ -105,12 +105,15 @@ type msg[T any] struct {
 	r ref
 }
 
-// parcel is one element of an Edge's channel: a single message, or (burst != nil) a burst of
-// messages sent in one piece by a source (see EmitBurst). A burst's slice belongs to the
-// reader once received; it hands it back with putBurst.
+// parcel is one element of an Edge's channel: a single message, a burst of messages sent in
+// one piece (burst != nil: by a source, see EmitBurst), or an open burst its writer may still
+// append to until the reader seals it (open != nil: by a stage worker or an ordered stage's
+// collector, see openBurst). A burst's slice belongs to the reader once received; it hands
+// it back with putBurst. An open burst is released by both.
 type parcel[T any] struct {
 	m     msg[T]
 	burst *[]msg[T]
+	open  *openBurst[T]
 }
 
 // MaxBurst is the most messages a burst carries.
@@ -127,10 +130,22 @@ const MaxBurst = 32
 // plus its own, fit the capacity (or nothing is queued). The edge then holds at most Capacity
 // messages, or one burst when Capacity is below MaxBurst, which keeps a polling source's working
 // set (and the garbage collector's work) as small as with single messages.
+//
+// The stage before (a worker, or an ordered stage's collector) sends open bursts on such an
+// edge (see openBurst): their messages are counted one by one as they are appended (the edge
+// holds at most Capacity messages) and taken one by one as the reader handles them (the reader
+// holds one message beyond the capacity, as with single messages).
 type Edge[T any] struct {
 	ch     chan parcel[T]
-	bursts bool         // the reader takes bursts (NewInput of a stage that does)
-	queued atomic.Int64 // messages sent and not yet taken (edges that take runs only)
+	bursts bool // the reader takes bursts (NewInput of a stage that does)
+	// Messages queued = wrote - read (edges that take bursts only): two counters, each on its
+	// own cache line, so that the writer and the reader each update their own on every message
+	// instead of both updating one. Read read before wrote for a count never below the truth.
+	wrote atomic.Int64 // messages sent (and appended to open bursts)
+	seen  atomic.Int64 // a past value of read, for the senders' room checks (see roomFor)
+	_     [48]byte
+	read  atomic.Int64 // messages taken
+	_     [56]byte
 
 	// A sender that found no room counts itself in waiting and waits on space; a reader that
 	// takes a parcel while someone waits signals space (capacity 1: one pending wake-up). The
@@ -140,7 +155,8 @@ type Edge[T any] struct {
 	waiting atomic.Int32
 	space   chan struct{} // capacity 1
 
-	pool sync.Pool // *[]msg[T] with capacity MaxBurst, empty
+	pool  sync.Pool // *[]msg[T] with capacity MaxBurst, empty
+	opens sync.Pool // *openBurst[T], empty
 }
 
 // NewEdge returns an edge of the given capacity (at least 1) for single messages.
@@ -158,9 +174,16 @@ func newBurstEdge[T any](capacity int) *Edge[T] {
 // Len reports how many messages (single, or in bursts) wait on the edge.
 func (e *Edge[T]) Len() int {
 	if e.bursts {
-		return int(max(e.queued.Load(), 0))
+		return int(max(e.queued(), 0))
 	}
 	return len(e.ch)
+}
+
+// queued returns how many messages were sent and not yet taken (edges that take bursts; it may
+// dip below zero for a moment, see sent), never less than at the moment of the call.
+func (e *Edge[T]) queued() int64 {
+	r := e.read.Load()
+	return e.wrote.Load() - r
 }
 
 // Cap reports the edge's capacity in messages.
@@ -175,7 +198,7 @@ func (e *Edge[T]) TakesBursts() bool { return e.bursts }
 // already: the count may dip below zero for a moment; Len clamps it).
 func (e *Edge[T]) sent(n int) {
 	if e.bursts {
-		e.queued.Add(int64(n))
+		e.wrote.Add(int64(n))
 	}
 }
 
@@ -185,7 +208,7 @@ func (e *Edge[T]) took(n int) {
 	if !e.bursts {
 		return
 	}
-	e.queued.Add(int64(-n))
+	e.read.Add(int64(n))
 	e.wakeWaiter()
 }
 
@@ -199,10 +222,18 @@ func (e *Edge[T]) wakeWaiter() {
 	}
 }
 
-// roomFor reports whether n more messages fit an edge that takes bursts (see Edge).
+// roomFor reports whether n more messages fit an edge that takes bursts (see Edge). It counts
+// from seen, a past value of read on the senders' own cache line (so never fewer messages than
+// are queued), and re-reads read only when that count says no: a "no" is always from a fresh
+// reading (Edge.waiting relies on it).
 func (e *Edge[T]) roomFor(n int) bool {
-	q := e.queued.Load()
-	return q <= 0 || q+int64(n) <= int64(cap(e.ch))
+	fits := func(q int64) bool { return q <= 0 || q+int64(n) <= int64(cap(e.ch)) }
+	if fits(e.wrote.Load() - e.seen.Load()) {
+		return true
+	}
+	r := e.read.Load()
+	e.seen.Store(r)
+	return fits(e.wrote.Load() - r)
 }
 
 // getBurst returns an empty burst slice with room for MaxBurst messages.
@@ -245,6 +276,15 @@ func (e *Edge[T]) Discard() int {
 // each calls f for every message of a received parcel, in order, recycles a burst, and returns
 // how many messages there were. For paths off the hot loop (the worker loop inlines this).
 func (e *Edge[T]) each(p parcel[T], f func(msg[T])) int {
+	if p.open != nil { // taken one message at a time, as it is handled (see Stage.run)
+		ms := p.open.seal()
+		for i := range ms {
+			e.took(1)
+			f(ms[i])
+		}
+		e.release(p.open)
+		return len(ms)
+	}
 	if p.burst == nil {
 		e.took(1)
 		f(p.m)

@@ -12,9 +12,10 @@ import (
 )
 
 // handler processes one message: it calls the user function through invoke, and ends m's
-// reference exactly once, either by emitting outputs that carry it or by finishing it. A sink
-// finishes a successful message through w, which collects it while the worker handles a burst
-// of messages.
+// reference exactly once, either by emitting outputs that carry it or by finishing it. emit
+// sends one output and counts it in the stage's Out (see outlet). A sink finishes a
+// successful message through w, which collects it while the worker handles a burst of
+// messages.
 type handler[In, Out any] func(env *Env, m msg[In], emit func(msg[Out]), w *worker)
 
 func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Out, bool, error)) handler[In, Out] {
@@ -34,7 +35,6 @@ func oneHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) (Ou
 			m.r.done(nil)
 		default:
 			emit(msg[Out]{v: out, r: m.r})
-			s.c.out.Add(1)
 		}
 	}
 }
@@ -61,7 +61,6 @@ func manyHandler[In, Out any](s *Stage[In, Out], fn func(context.Context, In) ([
 		for _, o := range outs {
 			emit(msg[Out]{v: o, r: m.r})
 		}
-		s.c.out.Add(uint64(len(outs)))
 	}
 }
 
@@ -298,56 +297,6 @@ func (s *Stage[In, Out]) failedCtx(ctx context.Context, env *Env, r ref, err err
 		return
 	}
 	r.done(nil)
-}
-
-// send writes m to e, blocking while e is full (backpressure). It needs no hard-stop case:
-// every reader keeps draining its input until it is closed (abandoning messages after a hard
-// stop), so a blocked send always ends. Not selecting on the shared hard-stop channel keeps
-// every worker off that channel's lock.
-func send[T any](e *Edge[T], m msg[T]) {
-	e.ch <- parcel[T]{m: m}
-}
-
-// halted reports whether the pipeline stopped hard; a cheap non-blocking check of the
-// hard-stop context's Done channel (taken once per worker, not per message).
-func halted(done <-chan struct{}) bool {
-	select {
-	case <-done:
-		return true
-	default:
-		return false
-	}
-}
-
-// loop feeds every message of in to h until in is closed. After a hard stop it abandons the
-// rest instead of processing it, so the cascade of closing edges ends quickly. While the
-// stage's calls are fast, a sink finishes the events of a burst together after the burst; before
-// a retry's backoff, before the error handler, and as soon as a timed call was slow, it
-// finishes what it collected at once. A slow call that was not timed (one in sampleEvery of a
-// fast stage's calls is) delays the completions collected before it in its burst by its own
-// duration: their commit and budget wait that long, they are never lost.
-func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], emit func(msg[Out])) {
-	stopped := env.Ctx.Done()
-	var w worker
-	for p := range in.ch {
-		if p.burst == nil {
-			in.took(1)
-			s.c.in.Add(1)
-			s.handle(env, stopped, p.m, h, emit, &w)
-			continue
-		}
-		in.took(len(*p.burst))
-		s.c.in.Add(uint64(len(*p.burst)))
-		for _, m := range *p.burst {
-			if w.collect = s.c.fast.Load(); !w.collect {
-				s.flush(&w)
-			}
-			s.handle(env, stopped, m, h, emit, &w)
-		}
-		w.collect = false
-		s.flush(&w)
-		in.putBurst(p.burst)
-	}
 }
 
 // handle runs h on m, or abandons m after a hard stop. The caller counted m in.
