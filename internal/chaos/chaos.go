@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -34,6 +35,9 @@ type Config struct {
 	Every    time.Duration // mean time between faults; default 1s
 	Seed     uint64        // random seed; default from the clock
 	Logger   *slog.Logger  // default: discard
+	// CommitMetadataMaxBytes is the members' kafka.Config.CommitMetadataMaxBytes (0: the
+	// source's default; negative: off).
+	CommitMetadataMaxBytes int
 	// Progress, if set, is called about once a second with the report so far.
 	Progress func(Report)
 }
@@ -103,10 +107,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed>>1))
 	faults := h.faults(cl)
-	names := make([]string, 0, len(faults))
-	for name := range faults {
-		names = append(names, name)
-	}
+	names := faultNames(faults)
 	tick := time.NewTicker(cfg.Every)
 	for time.Since(start) < cfg.Duration && ctx.Err() == nil {
 		<-tick.C
@@ -143,7 +144,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	if err := h.stopAll(); err != nil {
 		return h.report(rep, start), err
 	}
+	h.logLost()
 	return h.report(rep, start), nil
+}
+
+// faultNames returns the fault kinds in a fixed (sorted) order: the order Run draws from,
+// so that a seed alone picks the faults (a map's order is random on every iteration).
+func faultNames[F any](faults map[string]F) []string {
+	names := make([]string, 0, len(faults))
+	for name := range faults {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // harness holds the producer, the consumers and what they saw.
@@ -152,9 +165,11 @@ type harness struct {
 	addr     string
 	produced atomic.Int64
 
-	mu   sync.Mutex // guards seen and runs
-	seen map[string]int
-	runs []*member
+	mu      sync.Mutex // guards seen, where, started and runs
+	seen    map[string]int
+	where   []uint64 // record i's partition<<48 | offset once delivered (+1; 0: not delivered), to name lost ones
+	started int      // members started, to name them in logs
+	runs    []*member
 }
 
 type member struct {
@@ -174,6 +189,45 @@ func (h *harness) report(rep Report, start time.Time) Report {
 	rep.Lost = rep.Produced - rep.ProcessedUnique
 	rep.PeakRSSBytes = peakRSS()
 	return rep
+}
+
+// logLost logs, per partition, how many delivered records were never processed and their
+// offset range.
+func (h *harness) logLost() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	type span struct{ n, lo, hi int64 }
+	lost := map[int64]*span{}
+	for i, w := range h.where {
+		if w == 0 || h.seen["c-"+strconv.Itoa(i)] > 0 {
+			continue
+		}
+		p, off := int64((w-1)>>48), int64((w-1)&(1<<48-1))
+		sp := lost[p]
+		if sp == nil {
+			sp = &span{lo: off, hi: off}
+			lost[p] = sp
+		}
+		sp.n++
+		sp.lo, sp.hi = min(sp.lo, off), max(sp.hi, off)
+	}
+	for p, sp := range lost {
+		h.cfg.Logger.Warn("chaos: records never processed", "partition", p, "records", sp.n, "first_offset", sp.lo, "last_offset", sp.hi)
+	}
+}
+
+// delivered records where m (a delivered "c-<i>") went, for logLost.
+func (h *harness) delivered(m *ckafka.Message) {
+	i, err := strconv.Atoi(strings.TrimPrefix(string(m.Value), "c-"))
+	if err != nil || i < 0 {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for len(h.where) <= i {
+		h.where = append(h.where, 0)
+	}
+	h.where[i] = uint64(m.TopicPartition.Partition)<<48 | uint64(m.TopicPartition.Offset) + 1
 }
 
 func (h *harness) unique() int64 {
@@ -203,6 +257,7 @@ func (h *harness) produce(ctx context.Context) error {
 		for e := range reports {
 			if m, ok := e.(*ckafka.Message); ok && m.TopicPartition.Error == nil {
 				h.produced.Add(1)
+				h.delivered(m)
 			}
 		}
 	}()
@@ -233,8 +288,13 @@ func (h *harness) produce(ctx context.Context) error {
 
 // addMember starts one more consumer pipeline of the group.
 func (h *harness) addMember() error {
-	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: h.cfg.Logger,
-		Budget: 8 << 20, MaxMessageBytes: 256 << 10, CommitInterval: 200 * time.Millisecond,
+	h.mu.Lock()
+	h.started++
+	log := h.cfg.Logger.With("member", h.started)
+	h.mu.Unlock()
+	log.Info("chaos: member starts")
+	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: log,
+		Budget: 8 << 20, MaxMessageBytes: 256 << 10, CommitInterval: 200 * time.Millisecond, CommitMetadataMaxBytes: h.cfg.CommitMetadataMaxBytes,
 		Overrides: kafkatest.FastGroup()})
 	if err != nil {
 		return err
@@ -244,7 +304,11 @@ func (h *harness) addMember() error {
 		time.Sleep(100 * time.Microsecond)
 		h.mu.Lock()
 		h.seen[string(ev.Value)]++
+		n := h.seen[string(ev.Value)]
 		h.mu.Unlock()
+		if n > 1 {
+			log.Debug("chaos: duplicate", "partition", ev.Partition, "offset", ev.Offset)
+		}
 		return nil
 	}, stage.WithConcurrency(4)))
 	p, err := b.Build()
