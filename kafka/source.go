@@ -86,6 +86,11 @@ type Source struct {
 	metaLimit int
 	metaRange int64
 	metaBuf   []byte
+	// kept: per partition let go without a commit confirming all it finished (a lost
+	// assignment, a failed or unanswered revoke commit), what it finished (finished.go);
+	// taken when the partition is assigned to this member again. At most one entry per
+	// partition, each within metaLimit bytes.
+	kept map[tpKey]*finishedSet
 
 	st sourceCounters
 }
@@ -234,7 +239,7 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
-	if ps.skip != nil && s.skipFinished(ctx, ps, m) {
+	if (ps.skip != nil || ps.kept != nil) && s.skipFinished(ctx, ps, m) {
 		return
 	}
 	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these

@@ -88,5 +88,5 @@ func (s *Source) restartSeq(ps *partState, m *ckafka.Message) {
 	s.byEpoch[ps.epoch] = ps
 	s.mu.Unlock()
 	ps.committed, ps.span, ps.full = -1, 0, false
-	ps.committedMeta, ps.skip, ps.low = "", nil, -1 // the metadata read at assignment was about the old log
+	ps.committedMeta, ps.skip, ps.kept, ps.low = "", nil, nil, -1 // what was read at assignment was about the old log
 }
