@@ -28,7 +28,7 @@ func TestCommitMetadataLostAssignmentComesBack(t *testing.T) {
 	k := cl.Kfake()
 	refused := k.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.UnknownServerError, Count: -1})
 	var seen offsets
-	r := start(t, newSource(t, metaConfig(cl.Addr(), "g-lost", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
+	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-lost", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
 	kafkatest.WaitFor(t, 60*time.Second, "all records processed once", func() bool { return seen.count(0) == n })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
