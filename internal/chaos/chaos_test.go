@@ -1,10 +1,13 @@
 package chaos
 
 import (
+	"context"
 	"encoding/json"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // TestReportJSONContract: chaos.json keeps the field names outside checks read.
@@ -50,5 +53,35 @@ func TestChaosSeedPicksFaults(t *testing.T) {
 		if again := draw(1795636591742349974); !slices.Equal(first, again) {
 			t.Fatalf("one seed drew two fault sequences:\n%v\n%v", first, again)
 		}
+	}
+}
+
+// TestChaosFinalWaitFollowsProgress: the final wait goes on for as long as the consumers keep
+// processing records, however long that takes (here 10 × the idle limit), and gives up only
+// once they stop. A fixed deadline reported a slow drain on a loaded machine as lost records.
+func TestChaosFinalWaitFollowsProgress(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	var n atomic.Int64
+	stop := make(chan struct{})
+	go func() { // one record every 10 ms: 100 records take 10 × idle
+		for range 100 {
+			select {
+			case <-stop:
+				return
+			case <-time.After(10 * time.Millisecond):
+				n.Add(1)
+			}
+		}
+	}()
+	defer close(stop)
+	if !awaitAll(context.Background(), n.Load, 100, idle, func() {}) {
+		t.Fatalf("gave up at %d of 100 while records were still being processed", n.Load())
+	}
+	began := time.Now()
+	if awaitAll(context.Background(), n.Load, 101, idle, func() {}) { // no more will come
+		t.Fatal("reported everything processed")
+	}
+	if waited := time.Since(began); waited < idle {
+		t.Fatalf("gave up after %v, before the idle limit %v", waited, idle)
 	}
 }
