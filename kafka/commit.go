@@ -95,8 +95,22 @@ func (s *Source) commitRevoked(states []*partState, deadline time.Time) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	s.commitStates(ctx, states)
+	// The group coordinator refuses commits while the group waits for its leader's assignment
+	// (REBALANCE_IN_PROGRESS), which a member that joined just before this revoke causes: the
+	// partition's next owner would process everything since the last commit again. That state
+	// lasts milliseconds: try again until the deadline.
+	for wait := revokeRetryMin; s.commitStates(ctx, states) && s.rebalancing; wait *= 2 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+	}
 }
+
+// revokeRetryMin is the first pause before a revoke's commit refused with
+// REBALANCE_IN_PROGRESS is tried again (doubling after each refusal).
+const revokeRetryMin = 20 * time.Millisecond
 
 // startCommit starts a commit of states' committable offsets that moved past what was
 // committed (nothing if none did). No commit may be outstanding.
@@ -165,6 +179,7 @@ func (s *Source) reapCommit() bool {
 		return false
 	}
 	s.inCommit = nil
+	s.rebalancing = rebalancing(call)
 	if call.err != nil {
 		s.st.commitErrors.Add(1)
 		s.log.Warn("sluice/kafka: commit failed (retried at the next commit)", "offsets", offList(call.offs), "err", call.err)
@@ -194,6 +209,20 @@ func (s *Source) reapCommit() bool {
 		ps.committed, ps.committedMeta = int64(r.Offset), call.metas[i]
 	}
 	return true
+}
+
+// rebalancing reports whether the coordinator refused call (or one of its partitions) with
+// REBALANCE_IN_PROGRESS.
+func rebalancing(call *commitCall) bool {
+	if ke, ok := call.err.(ckafka.Error); ok && ke.Code() == ckafka.ErrRebalanceInProgress {
+		return true
+	}
+	for _, r := range call.res {
+		if ke, ok := r.Error.(ckafka.Error); ok && ke.Code() == ckafka.ErrRebalanceInProgress {
+			return true
+		}
+	}
+	return false
 }
 
 // endCommit waits, without a bound, for the outstanding commit to be answered and its

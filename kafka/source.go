@@ -78,7 +78,8 @@ type Source struct {
 
 	handshakes handshakes // failed SASL and TLS handshakes (security.go); reset on assign
 
-	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
+	inCommit    *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
+	rebalancing bool        // the last commit answered was refused with REBALANCE_IN_PROGRESS (commitRevoked retries it)
 
 	// Commit metadata (meta.go): the largest binary form (0: off), the offset range that
 	// keeps it within the cap (window.go), and the buffer commits encode into (reused; at
