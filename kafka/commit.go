@@ -142,6 +142,7 @@ func (s *Source) startCommit(states []*partState) {
 	}
 	s.mu.Unlock()
 	if len(offs) == 0 {
+		s.rebalancing = false // nothing left to commit: nothing to try again
 		return
 	}
 	call := &commitCall{offs: offs, states: moved, epochs: epochs, metas: metas, done: make(chan struct{})}
