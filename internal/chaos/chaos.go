@@ -141,6 +141,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}) {
 		cfg.Logger.Warn("chaos: consumers made no progress for a while: stopping them with records unprocessed",
 			"unprocessed", h.produced.Load()-h.unique(), "idle", drainIdle)
+		h.logMembers()
 	}
 	if err := h.stopAll(); err != nil {
 		return h.report(rep, start), err
@@ -197,6 +198,8 @@ type harness struct {
 }
 
 type member struct {
+	id   int
+	src  *kafka.Source
 	stop context.CancelFunc
 	done chan error
 }
@@ -237,6 +240,23 @@ func (h *harness) logLost() {
 	}
 	for p, sp := range lost {
 		h.cfg.Logger.Warn("chaos: records never processed", "partition", p, "records", sp.n, "first_offset", sp.lo, "last_offset", sp.hi)
+	}
+}
+
+// logMembers logs each running member's partitions (paused, lag) and counters: where a stalled
+// final wait is stuck.
+func (h *harness) logMembers() {
+	h.mu.Lock()
+	runs := slices.Clone(h.runs)
+	h.mu.Unlock()
+	for _, m := range runs {
+		st := m.src.Stats()
+		parts := make([]string, 0, len(st.Partitions))
+		for _, p := range st.Partitions {
+			parts = append(parts, fmt.Sprintf("%d(paused=%v lag=%d)", p.Partition, p.Paused, p.Lag))
+		}
+		h.cfg.Logger.Warn("chaos: member at the end of the wait", "member", m.id, "partitions", parts, "paused", st.Paused,
+			"rebalances", st.Rebalances, "revoke_timeouts", st.RevokeTimeouts, "rewinds", st.Rewinds, "stale", st.Stale, "late", st.LateCompletions)
 	}
 }
 
@@ -314,7 +334,8 @@ func (h *harness) produce(ctx context.Context) error {
 func (h *harness) addMember() error {
 	h.mu.Lock()
 	h.started++
-	log := h.cfg.Logger.With("member", h.started)
+	id := h.started
+	log := h.cfg.Logger.With("member", id)
 	h.mu.Unlock()
 	log.Info("chaos: member starts")
 	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: log,
@@ -341,7 +362,7 @@ func (h *harness) addMember() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{stop: cancel, done: make(chan error, 1)}
+	m := &member{id: id, src: src, stop: cancel, done: make(chan error, 1)}
 	go func() { m.done <- p.Run(ctx) }()
 	h.mu.Lock()
 	h.runs = append(h.runs, m)
