@@ -95,11 +95,16 @@ func (s *Source) commitRevoked(states []*partState, deadline time.Time) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	// The group coordinator refuses commits while the group waits for its leader's assignment
-	// (REBALANCE_IN_PROGRESS), which a member that joined just before this revoke causes: the
-	// partition's next owner would process everything since the last commit again. That state
-	// lasts milliseconds: try again until the deadline.
-	for wait := revokeRetryMin; s.commitStates(ctx, states) && s.rebalancing; wait *= 2 {
+	s.commitFinal(ctx, states)
+}
+
+// commitFinal is commitStates for a commit after which the partitions go to another owner
+// (revoke, Close), which processes everything since the last commit again: a commit refused
+// with REBALANCE_IN_PROGRESS (the group waits for its leader's assignment, e.g. a member just
+// joined or left; that lasts milliseconds) is tried again until ctx ends, after a pause of
+// retryMin doubling each time.
+func (s *Source) commitFinal(ctx context.Context, states []*partState) {
+	for wait := retryMin; s.commitStates(ctx, states) && s.rebalancing; wait *= 2 {
 		select {
 		case <-time.After(wait):
 		case <-ctx.Done():
@@ -108,9 +113,9 @@ func (s *Source) commitRevoked(states []*partState, deadline time.Time) {
 	}
 }
 
-// revokeRetryMin is the first pause before a revoke's commit refused with
-// REBALANCE_IN_PROGRESS is tried again (doubling after each refusal).
-const revokeRetryMin = 20 * time.Millisecond
+// retryMin is the first pause before a final commit refused with REBALANCE_IN_PROGRESS is
+// tried again.
+const retryMin = 20 * time.Millisecond
 
 // startCommit starts a commit of states' committable offsets that moved past what was
 // committed (nothing if none did). No commit may be outstanding.

@@ -57,3 +57,29 @@ func TestFaultRevokeCommitRebalanceInProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestFaultCloseCommitRebalanceInProgress: a member that finished 100 records and committed
+// none (its commit interval is an hour) is stopped; the coordinator refuses Close's commit once
+// with REBALANCE_IN_PROGRESS. Close tries again within its time, so the offset reaches the end
+// and the partition's next owner redoes nothing. (In the chaos soak a member restart whose
+// final commit met this refusal left its finished records to the next owner.)
+func TestFaultCloseCommitRebalanceInProgress(t *testing.T) {
+	const n = 100
+	cl := startCluster(t, kafkatest.Topic("in", 1))
+	produceLayout(t, cl.Addr(), "in", 0, layout(n, 0))
+	var seen offsets
+	cfg := sourceConfig(cl.Addr(), "g-close-rip", "in")
+	cfg.CommitInterval = time.Hour // only Close commits
+	r := start(t, newSource(t, cfg), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
+	kafkatest.WaitFor(t, 60*time.Second, "all records processed", func() bool { return seen.count(0) == n })
+	refused := cl.Kfake().Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.OffsetCommit}, Err: kerr.RebalanceInProgress, Count: 1})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if h := refused.Hits(); h != 1 {
+		t.Fatalf("the coordinator refused %d commits, want Close's first", h)
+	}
+	if c := committed(t, cl.Addr(), "g-close-rip", "in", 1)[0]; c != n {
+		t.Fatalf("committed %d after Close, want %d", c, n)
+	}
+}

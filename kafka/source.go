@@ -79,7 +79,7 @@ type Source struct {
 	handshakes handshakes // failed SASL and TLS handshakes (security.go); reset on assign
 
 	inCommit    *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
-	rebalancing bool        // the last commit answered was refused with REBALANCE_IN_PROGRESS (commitRevoked retries it)
+	rebalancing bool        // the last commit answered was refused with REBALANCE_IN_PROGRESS (commitFinal tries again)
 
 	// Commit metadata (meta.go): the largest binary form (0: off), the offset range that
 	// keeps it within the cap (window.go), and the buffer commits encode into (reused; at
@@ -276,7 +276,8 @@ func (s *Source) leaveGroup(ctx context.Context) {
 	}
 }
 
-// Close commits what finished (with the commit metadata: meta.go) and closes the consumer,
+// Close commits what finished (with the commit metadata: meta.go; a commit refused with
+// REBALANCE_IN_PROGRESS is tried again within ctx: commitFinal) and closes the consumer,
 // leaving the group if the source is a dynamic member; a static member (GroupInstanceID) stays
 // in the group, keeping its partitions for its restart within the session timeout (static.go).
 // The pipeline calls it after the drain; call it yourself only if the pipeline never ran.
@@ -293,7 +294,7 @@ func (s *Source) leaveGroup(ctx context.Context) {
 // See commit.go.
 func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
-		s.commitStates(ctx, s.assignedStates())
+		s.commitFinal(ctx, s.assignedStates())
 		if !s.awaitCommit(ctx) {
 			s.closeErr = fmt.Errorf("kafka: close: the group coordinator did not answer a commit (%v) within the close timeout: the consumer finishes closing in the background once it does (librdkafka waits for it, confluentinc/librdkafka#3740); what finished since the last answered commit is consumed again: %w", offList(s.inCommit.offs), context.Cause(ctx))
 			s.log.Error("sluice/kafka: closing the consumer in the background: a commit is unanswered", "err", s.closeErr)
