@@ -237,6 +237,9 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	}
 	if off := int64(m.TopicPartition.Offset); off <= ps.lastRecv {
 		s.flush(ctx) // the old sequence's messages go to the old tracker first
+		if s.rewindTo(ps, m) {
+			return
+		}
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
