@@ -17,7 +17,7 @@ import (
 // drainIdle is how long the final wait goes on without a record processed for the first time
 // before it gives up: the consumers may be minutes behind on a loaded machine (a 5-minute soak
 // ended 92k records behind here and drained them in 83 s), so the wait is bounded by progress,
-// not by a fixed time (a fixed 2 minutes reported records as lost that were only late).
+// not by a fixed time (a fixed 2 minutes could count records that were only late as lost).
 const drainIdle = 30 * time.Second
 
 // awaitAll polls count until it reaches target (true), ctx ends or count did not move for idle
