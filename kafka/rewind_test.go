@@ -35,7 +35,7 @@ func TestFaultOffsetsRewoundAboveUnfinished(t *testing.T) {
 	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-rewind", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, release)) })
 	kafkatest.WaitFor(t, 60*time.Second, "every record but the slow key's processed", func() bool { return seen.count(0) == n-n/10 })
 	topic := "in"
-	if err := r.src.Consumer().Seek(ckafka.TopicPartition{Topic: &topic, Partition: 0, Offset: 50}, 0); err != nil {
+	if _, err := r.src.Consumer().SeekPartitions([]ckafka.TopicPartition{{Topic: &topic, Partition: 0, Offset: 50}}); err != nil {
 		t.Fatal(err)
 	}
 	kafkatest.WaitFor(t, 60*time.Second, "the rewind seen", func() bool { return r.src.Stats().Rewinds > 0 })

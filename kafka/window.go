@@ -81,9 +81,14 @@ func (s *Source) rewindTo(ps *partState, m *ckafka.Message) bool {
 	if low < 0 || int64(m.TopicPartition.Offset) <= low {
 		return false // nothing unfinished below m: the new sequence from m skips nothing
 	}
-	tp := ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(low)}
-	if err := s.c.Seek(tp, 0); err != nil {
-		s.log.Warn("sluice/kafka: seek back to the oldest unfinished offset failed", "topic", ps.tp.topic, "partition", ps.tp.partition, "offset", low, "err", err)
+	// librdkafka handles the seek on its own threads at once; once it returns, no message
+	// fetched before it is delivered.
+	res, err := s.c.SeekPartitions([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(low)}})
+	if err == nil && len(res) == 1 && res[0].Error != nil {
+		err = res[0].Error
+	}
+	if err != nil {
+		s.log.Warn("sluice/kafka: seek back to the oldest unfinished offset failed: starting from the lower offset", "topic", ps.tp.topic, "partition", ps.tp.partition, "offset", low, "err", err)
 		return false
 	}
 	s.restartSeq(ps, m)
