@@ -22,12 +22,13 @@ func runChaos(args []string) error {
 	rate := fs.Int("rate", 2000, "records produced per second")
 	every := fs.Duration("every", time.Second, "mean time between faults")
 	seed := fs.Uint64("seed", 0, "random seed (0: from the clock)")
+	meta := fs.Int("commit-metadata", 0, "the consumers' kafka.Config.CommitMetadataMaxBytes (0: the default; negative: off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	rep, err := chaos.Run(ctx, chaos.Config{Duration: *dur, Rate: *rate, Every: *every, Seed: *seed,
+	rep, err := chaos.Run(ctx, chaos.Config{Duration: *dur, Rate: *rate, Every: *every, Seed: *seed, CommitMetadataMaxBytes: *meta,
 		Progress: func(r chaos.Report) {
 			progressLine("[chaos] %5.0fs/%v  faults %4d  produced %8d  processed %8d  duplicates %6d  RSS %6.1f MiB",
 				r.DurationS, *dur, r.FaultsInjected, r.Produced, r.ProcessedUnique, r.Duplicates, float64(r.PeakRSSBytes)/(1<<20))

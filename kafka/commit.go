@@ -95,8 +95,27 @@ func (s *Source) commitRevoked(states []*partState, deadline time.Time) {
 	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
 	defer cancel()
-	s.commitStates(ctx, states)
+	s.commitFinal(ctx, states)
 }
+
+// commitFinal is commitStates for a commit after which the partitions go to another owner
+// (revoke, Close), which processes everything since the last commit again: a commit refused
+// with REBALANCE_IN_PROGRESS (the group waits for its leader's assignment, e.g. a member just
+// joined or left; that lasts milliseconds) is tried again until ctx ends, after a pause of
+// retryMin doubling each time.
+func (s *Source) commitFinal(ctx context.Context, states []*partState) {
+	for wait := retryMin; s.commitStates(ctx, states) && s.rebalancing; wait *= 2 {
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// retryMin is the first pause before a final commit refused with REBALANCE_IN_PROGRESS is
+// tried again.
+const retryMin = 20 * time.Millisecond
 
 // startCommit starts a commit of states' committable offsets that moved past what was
 // committed (nothing if none did). No commit may be outstanding.
@@ -128,6 +147,7 @@ func (s *Source) startCommit(states []*partState) {
 	}
 	s.mu.Unlock()
 	if len(offs) == 0 {
+		s.rebalancing = false // nothing left to commit: nothing to try again
 		return
 	}
 	call := &commitCall{offs: offs, states: moved, epochs: epochs, metas: metas, done: make(chan struct{})}
@@ -165,6 +185,7 @@ func (s *Source) reapCommit() bool {
 		return false
 	}
 	s.inCommit = nil
+	s.rebalancing = rebalancing(call)
 	if call.err != nil {
 		s.st.commitErrors.Add(1)
 		s.log.Warn("sluice/kafka: commit failed (retried at the next commit)", "offsets", offList(call.offs), "err", call.err)
@@ -194,6 +215,20 @@ func (s *Source) reapCommit() bool {
 		ps.committed, ps.committedMeta = int64(r.Offset), call.metas[i]
 	}
 	return true
+}
+
+// rebalancing reports whether the coordinator refused call (or one of its partitions) with
+// REBALANCE_IN_PROGRESS.
+func rebalancing(call *commitCall) bool {
+	if ke, ok := call.err.(ckafka.Error); ok && ke.Code() == ckafka.ErrRebalanceInProgress {
+		return true
+	}
+	for _, r := range call.res {
+		if ke, ok := r.Error.(ckafka.Error); ok && ke.Code() == ckafka.ErrRebalanceInProgress {
+			return true
+		}
+	}
+	return false
 }
 
 // endCommit waits, without a bound, for the outstanding commit to be answered and its

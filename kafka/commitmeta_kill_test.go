@@ -28,7 +28,7 @@ func metaKillChild() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	cfg := metaConfig(os.Getenv("SLUICE_META_BROKERS"), "g-kill", "in")
+	cfg := sourceConfig(os.Getenv("SLUICE_META_BROKERS"), "g-kill", "in")
 	cfg.CommitInterval = 100 * time.Millisecond
 	src, err := kafka.NewSource(cfg)
 	if err != nil {
@@ -118,7 +118,7 @@ func TestCommitMetadataAfterSIGKILL(t *testing.T) {
 	}
 
 	var seen offsets
-	r := start(t, newSource(t, metaConfig(cl.Addr(), "g-kill", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
+	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-kill", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
 	kafkatest.WaitFor(t, 60*time.Second, "the new member to commit to the end", func() bool {
 		return committed(t, cl.Addr(), "g-kill", "in", 1)[0] == n
 	})

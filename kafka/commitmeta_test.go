@@ -173,13 +173,13 @@ func TestCommitMetadataHandoverAfterRevokeTimeout(t *testing.T) {
 		}
 	}()
 	var seenA, seenB offsets
-	cfgA := metaConfig(cl.Addr(), "g-meta", "in")
+	cfgA := sourceConfig(cl.Addr(), "g-meta", "in")
 	cfgA.RevokeTimeout = time.Second
 	a := start(t, newSource(t, cfgA), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seenA, release)) })
 	kafkatest.WaitFor(t, 60*time.Second, "A to finish the fast records of both partitions", func() bool {
 		return seenA.count(0) == fast && seenA.count(1) == fast
 	})
-	b := start(t, newSource(t, metaConfig(cl.Addr(), "g-meta", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seenB, nil)) })
+	b := start(t, newSource(t, sourceConfig(cl.Addr(), "g-meta", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seenB, nil)) })
 	var moved int32 = -1
 	kafkatest.WaitFor(t, 60*time.Second, "B to get a partition", func() bool {
 		st := b.src.Stats()
@@ -253,7 +253,7 @@ func TestCommitMetadataRestartAfterGracefulStop(t *testing.T) {
 	produceLayout(t, cl.Addr(), "in", 0, keys[:801])
 	release := make(chan struct{})
 	var seenA, seenB offsets
-	src := &sourceRun{Source: newSource(t, metaConfig(cl.Addr(), "g-graceful", "in")), ran: make(chan struct{})}
+	src := &sourceRun{Source: newSource(t, sourceConfig(cl.Addr(), "g-graceful", "in")), ran: make(chan struct{})}
 	b := pipeline.New(src, append(src.PipelineOptions(), pipeline.WithLogger(kafkatest.Logger()))...)
 	pipeline.To(b.Source(), recordSink(&seenA, release))
 	p, err := b.Build()
@@ -276,7 +276,7 @@ func TestCommitMetadataRestartAfterGracefulStop(t *testing.T) {
 	if c := committed(t, cl.Addr(), "g-graceful", "in", 1)[0]; c != 801 {
 		t.Fatalf("committed %d after the stop, want 801 (the first held slow record)", c)
 	}
-	r := start(t, newSource(t, metaConfig(cl.Addr(), "g-graceful", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seenB, nil)) })
+	r := start(t, newSource(t, sourceConfig(cl.Addr(), "g-graceful", "in")), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seenB, nil)) })
 	kafkatest.WaitFor(t, 60*time.Second, "the restart to commit to the end", func() bool {
 		return committed(t, cl.Addr(), "g-graceful", "in", 1)[0] == n
 	})
@@ -353,7 +353,7 @@ func TestCommitMetadataCorruptOrUnknownVersion(t *testing.T) {
 		}
 	}
 	logs := &logRecorder{}
-	cfg := metaConfig(cl.Addr(), "g-corrupt", "in")
+	cfg := sourceConfig(cl.Addr(), "g-corrupt", "in")
 	cfg.Logger = slog.New(logs)
 	var seen offsets
 	r := start(t, newSource(t, cfg), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, nil)) })
@@ -402,7 +402,7 @@ func TestCommitMetadataCapPausesPartition(t *testing.T) {
 			close(release)
 		}
 	}()
-	cfg := metaConfig(cl.Addr(), "g-cap", "in")
+	cfg := sourceConfig(cl.Addr(), "g-cap", "in")
 	cfg.CommitMetadataMaxBytes = capBytes
 	var seen offsets
 	r := start(t, newSource(t, cfg), func(b *pipeline.Builder) { pipeline.To(b.Source(), recordSink(&seen, release)) })
@@ -453,11 +453,4 @@ func TestCommitMetadataCapPausesPartition(t *testing.T) {
 		t.Fatalf("MetaTruncated %d, Pauses %d", st.MetaTruncated, st.Pauses)
 	}
 	t.Logf("paused after %d of %d records; committed metadata %d bytes", before, n, len(metaOf(tp)))
-}
-
-// metaConfig is sourceConfig with commit metadata on at Kafka's limit (it is opt-in).
-func metaConfig(addr, group string, topics ...string) kafka.Config {
-	cfg := sourceConfig(addr, group, topics...)
-	cfg.CommitMetadataMaxBytes = kafka.DefaultCommitMetadataMaxBytes
-	return cfg
 }

@@ -135,11 +135,15 @@ type Config struct {
 	// offset range from a partition's oldest unfinished offset to its newest received one: the
 	// partition is paused while that range could need more (about 6 × CommitMetadataMaxBytes
 	// offsets; 24,480 at the default, above the default MaxInFlightPerPartition) and resumes
-	// once the commit catches up (the range is down to half). Default 0: off (finished work
-	// above the commit is processed again after a handover, as before); opt in with a cap, at
-	// least 64 (DefaultCommitMetadataMaxBytes, 4096, is Kafka's limit). Off by default until a
-	// 5-minute chaos soak with it on is clean: one such run ended with 92 records unprocessed
-	// (bench/README.md, "chaos"). Negative is off too.
+	// once the commit catches up (the range is down to half). The same bounded encoding is
+	// what a member keeps for a partition it lets go without a commit confirming everything it
+	// finished (a lost assignment, a failed revoke commit), to skip it if the partition comes
+	// back. Default (0) 4096, Kafka's default limit; at least 64; negative turns it off
+	// (finished work above the commit is then processed again after a handover). If the cap
+	// is above the brokers' limit, a partition whose metadata grows past that limit has its
+	// commits refused (OFFSET_METADATA_TOO_LARGE: logged, counted in CommitErrors, retried at
+	// the next commit) until the metadata is small again, and its next owner processes again
+	// everything since its last accepted commit: set the cap to the brokers' limit.
 	CommitMetadataMaxBytes int
 	// GroupInstanceID makes the source a static member of the group (librdkafka
 	// group.instance.id; Kafka's KIP-345): the group knows the member by this id across
@@ -196,6 +200,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.StatsInterval == 0 {
 		c.StatsInterval = DefaultStatsInterval
+	}
+	if c.CommitMetadataMaxBytes == 0 {
+		c.CommitMetadataMaxBytes = DefaultCommitMetadataMaxBytes
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()

@@ -13,6 +13,12 @@ import (
 // offsets as they arrive, without emitting them. They are recorded finished in the tracker, so
 // the commit moves past them and this member's own commits carry them on while they are above
 // its commit point.
+//
+// A member also keeps, for a partition it lets go without a commit confirming everything it
+// finished (a lost assignment commits nothing; a revoke's commit can fail while the group
+// rebalances), what it finished: the group often gives the partition straight back, and the
+// member then skips those offsets too (Source.keep). Both sets are as safe as the offsets they
+// name: they are wrong only if the partition's log was deleted and written again in between.
 
 // readFinished reads the committed offsets' metadata of newly assigned partitions into their
 // skip sets. It asks the group coordinator (librdkafka's assignment does not carry the
@@ -22,6 +28,13 @@ import (
 func (s *Source) readFinished(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	if s.metaLimit == 0 || len(parts) == 0 {
 		return
+	}
+	for _, tp := range parts {
+		k := tpKey{*tp.Topic, tp.Partition}
+		if f := s.kept[k]; f != nil {
+			s.parts[k].kept = f
+			delete(s.kept, k)
+		}
 	}
 	ask := make([]ckafka.TopicPartition, len(parts))
 	for i, tp := range parts {
@@ -49,13 +62,52 @@ func (s *Source) readFinished(c *ckafka.Consumer, parts []ckafka.TopicPartition)
 	}
 }
 
-// skipFinished completes m without emitting it if a previous owner finished it (ps.skip), and
-// reports whether it did. Polling goroutine; the caller set ps.lastRecv.
+// keep records, for a partition being let go (revoke, lost or not), what ps finished beyond
+// what a commit confirmed: a lost assignment does not commit, and a revoke's commit may fail
+// (a rebalance in progress, an illegal generation, the coordinator away). The group often
+// assigns the partition straight back to this member, which then skips those offsets
+// (readFinished) instead of processing them again from the committed offset. Polling
+// goroutine; caller holds s.mu.
+//
+// Never in exactly-once mode: there a finished event's output is in the open transaction,
+// which a partition let go without a commit aborts, so its offsets must be processed again.
+func (s *Source) keep(ps *partState) {
+	if s.metaLimit == 0 || s.txn != nil {
+		return
+	}
+	delete(s.kept, ps.tp)
+	off, meta, _ := ps.tr.commitPoint(s.metaBuf, s.metaLimit)
+	s.metaBuf = meta[:0]
+	if off < 0 || (off <= ps.committed && string(meta) == ps.committedMeta) {
+		return // the committed offset and metadata say as much
+	}
+	if f := keptSet(ps.tr.first, ps.tr.next, off, meta); f != nil {
+		if s.kept == nil {
+			s.kept = map[tpKey]*finishedSet{}
+		}
+		s.kept[ps.tp] = f
+	}
+}
+
+// skipFinished completes m without emitting it if a previous owner finished it (ps.skip) or
+// this member did on an earlier assignment (ps.kept), and reports whether it did. Polling
+// goroutine; the caller set ps.lastRecv.
 func (s *Source) skipFinished(ctx context.Context, ps *partState, m *ckafka.Message) bool {
 	off := int64(m.TopicPartition.Offset)
-	done, past := ps.skip.has(off)
-	if past {
-		ps.skip = nil
+	done := false
+	if ps.skip != nil {
+		d, past := ps.skip.has(off)
+		if past {
+			ps.skip = nil
+		}
+		done = d
+	}
+	if ps.kept != nil {
+		d, past := ps.kept.has(off)
+		if past {
+			ps.kept = nil
+		}
+		done = done || d
 	}
 	if !done {
 		return false

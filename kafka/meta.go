@@ -132,14 +132,18 @@ var errMeta = errors.New("not a sluice commit metadata value")
 
 // finishedSet is the finished offsets read back from a commit's metadata, queried in increasing
 // offset order (has) as the partition's messages arrive. It keeps the binary form (bounded by
-// the metadata's size) and walks it, never a list of offsets.
+// the metadata's size) and walks it, never a list of offsets. A set this member kept from an
+// earlier assignment of the partition (keptSet) also covers the contiguous finished prefix
+// [from, upto) below its commit point.
 type finishedSet struct {
 	kind byte
 	body []byte // runs, or the bitset
 	base int64  // bits: the offset of bit 0; runs: the next run's starting point
 	lo   int64  // runs: the current finished run is [lo, hi)
 	hi   int64
-	pos  int // runs: read position in body
+	pos  int   // runs: read position in body
+	from int64 // every offset in [from, upto) finished (upto 0: none); upto < base
+	upto int64
 }
 
 // decodeMeta parses a commit's metadata for the committed offset off. An empty value gives
@@ -152,6 +156,30 @@ func decodeMeta(s string, off int64) (*finishedSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: base64: %w", errMeta, err)
 	}
+	return decodeBinary(b, off)
+}
+
+// keptSet returns what a tracker knows finished (commitPoint's off and binary meta, and the
+// tracker's first offset and committable offset next): [first, next) and meta's offsets above
+// off. The source keeps it for the partition when it lets the partition go without a commit
+// confirming as much (Source.keep); meta is copied.
+func keptSet(first, next, off int64, meta []byte) *finishedSet {
+	f := &finishedSet{kind: metaRuns, base: off + 1, lo: off + 1, hi: off + 1}
+	if len(meta) > 0 {
+		var err error
+		if f, err = decodeBinary(append([]byte(nil), meta...), off); err != nil {
+			return nil // cannot happen: commitPoint wrote it
+		}
+	}
+	if first >= 0 && next > first {
+		f.from, f.upto = first, next
+	}
+	return f
+}
+
+// decodeBinary parses the binary form b (meta.go's layout) for the committed offset off; f
+// keeps b.
+func decodeBinary(b []byte, off int64) (*finishedSet, error) {
 	if len(b) < 2 {
 		return nil, fmt.Errorf("%w: %d bytes", errMeta, len(b))
 	}
@@ -191,6 +219,9 @@ func decodeMeta(s string, off int64) (*finishedSet, error) {
 // has reports whether off finished; offsets must be queried in increasing order. past reports
 // that off is beyond the set's last offset: the set can be dropped.
 func (f *finishedSet) has(off int64) (done, past bool) {
+	if off >= f.from && off < f.upto {
+		return true, false
+	}
 	if f.kind == metaBits {
 		i := off - f.base
 		if i >= int64(len(f.body))*8 {

@@ -195,7 +195,7 @@ func TestFaultRevokeTimeoutReassignedKey(t *testing.T) {
 	var nblocked atomic.Int32
 	var gauge keyGauge
 	var gotA, gotB seen
-	cfg := metaConfig(cl.Addr(), "g-revoke-key", "in")
+	cfg := sourceConfig(cl.Addr(), "g-revoke-key", "in")
 	cfg.RevokeTimeout = time.Second
 	a := start(t, newSource(t, cfg), func(b *pipeline.Builder) {
 		work := pipeline.Then(b.Source(), stage.Map("work", func(ctx context.Context, ev *stage.Event) (*stage.Event, error) {
@@ -221,7 +221,7 @@ func TestFaultRevokeTimeoutReassignedKey(t *testing.T) {
 	kafkatest.WaitFor(t, 30*time.Second, "A to block a call on each partition and finish the rest", func() bool {
 		return nblocked.Load() == parts && len(gotA.all()) == parts*9
 	})
-	bcfg := metaConfig(cl.Addr(), "g-revoke-key", "in")
+	bcfg := sourceConfig(cl.Addr(), "g-revoke-key", "in")
 	b := start(t, newSource(t, bcfg), func(bb *pipeline.Builder) {
 		pipeline.To(bb.Source(), gotB.sink("collect", nil))
 	})

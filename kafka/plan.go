@@ -36,6 +36,10 @@ import "github.com/sluicehq/sluice/pipeline"
 //
 //	PerPartition = MaxInFlightPerPartition × (36 B tracker + 64 B key table under OrderKey)
 //
+// With commit metadata on, a partition let go without a commit confirming all it finished also
+// leaves at most 3/4 × CommitMetadataMaxBytes + 100 B (Source.keep) until it is assigned here
+// again: at most one such set per partition of the topics.
+//
 // The live Go heap (after a GC) the source's data takes is then at most GoHeap(partitions):
 // (InFlight + HeldMax) × 5/4 (the allocator's size classes: a buffer just over 32 KiB takes the
 // next 8 KiB page) + partitions × PerPartition; the process adds what it held before Run.

@@ -32,6 +32,7 @@ type partState struct {
 	committed     int64             // last committed offset, -1 none
 	committedMeta string            // the binary metadata committed with it (meta.go)
 	skip          *finishedSet      // offsets a previous owner finished (commit metadata): not emitted; nil none
+	kept          *finishedSet      // offsets this member finished on an earlier assignment (Source.kept): not emitted; nil none
 	low           int64             // oldest pending offset as of the last read under mu (a lower bound), -1 none
 	lastRecv      int64             // the newest offset received on this assignment, -1 none
 	span          int               // upper bound of tr.pending(): exact under mu, plus messages collected since
@@ -77,6 +78,7 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 		s.byEpoch[ps.epoch] = ps
 		if old != nil { // assigned again without a revoke: retire the old one
 			s.letGo(c, old)
+			s.keep(old)
 			s.retire(old)
 		}
 	}
@@ -146,6 +148,7 @@ func (s *Source) revoke(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	}
 	s.mu.Lock()
 	for _, ps := range states {
+		s.keep(ps)
 		delete(s.parts, ps.tp)
 		s.retire(ps)
 	}

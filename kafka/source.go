@@ -78,7 +78,8 @@ type Source struct {
 
 	handshakes handshakes // failed SASL and TLS handshakes (security.go); reset on assign
 
-	inCommit *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
+	inCommit    *commitCall // the outstanding commit (nil: none); polling goroutine, then Close. See commit.go
+	rebalancing bool        // the last commit answered was refused with REBALANCE_IN_PROGRESS (commitFinal tries again)
 
 	// Commit metadata (meta.go): the largest binary form (0: off), the offset range that
 	// keeps it within the cap (window.go), and the buffer commits encode into (reused; at
@@ -86,6 +87,11 @@ type Source struct {
 	metaLimit int
 	metaRange int64
 	metaBuf   []byte
+	// kept: per partition let go without a commit confirming all it finished (a lost
+	// assignment, a failed or unanswered revoke commit), what it finished (finished.go);
+	// taken when the partition is assigned to this member again. At most one entry per
+	// partition, each within metaLimit bytes.
+	kept map[tpKey]*finishedSet
 
 	txn *txnState // exactly once (Config.ExactlyOnce; txn.go), nil otherwise
 
@@ -251,13 +257,16 @@ func (s *Source) onMessage(ctx context.Context, m *ckafka.Message) {
 	}
 	if off := int64(m.TopicPartition.Offset); off <= ps.lastRecv {
 		s.flush(ctx) // the old sequence's messages go to the old tracker first
+		if s.rewindTo(ps, m) {
+			return
+		}
 		s.restartSeq(ps, m)
 	}
 	ps.lastRecv = int64(m.TopicPartition.Offset)
 	if ps.txnBase < 0 {
 		ps.txnBase = ps.lastRecv // exactly once: where a rewind goes back to if nothing is committed
 	}
-	if ps.skip != nil && s.skipFinished(ctx, ps, m) {
+	if (ps.skip != nil || ps.kept != nil) && s.skipFinished(ctx, ps, m) {
 		return
 	}
 	if len(ps.held) > 0 { // the burst holds none of ps's messages: they would precede these
@@ -293,7 +302,8 @@ func (s *Source) leaveGroup(ctx context.Context) {
 	}
 }
 
-// Close commits what finished (with the commit metadata: meta.go) and closes the consumer,
+// Close commits what finished (with the commit metadata: meta.go; a commit refused with
+// REBALANCE_IN_PROGRESS is tried again within ctx: commitFinal) and closes the consumer,
 // leaving the group if the source is a dynamic member; a static member (GroupInstanceID) stays
 // in the group, keeping its partitions for its restart within the session timeout (static.go).
 // The pipeline calls it after the drain; call it yourself only if the pipeline never ran.
@@ -313,7 +323,7 @@ func (s *Source) Close(ctx context.Context) error {
 		if s.txn != nil {
 			s.txnClose() // no commit of CommitOffsets is outstanding in this mode
 		} else {
-			s.commitStates(ctx, s.assignedStates())
+			s.commitFinal(ctx, s.assignedStates())
 		}
 		if !s.awaitCommit(ctx) {
 			s.closeErr = fmt.Errorf("kafka: close: the group coordinator did not answer a commit (%v) within the close timeout: the consumer finishes closing in the background once it does (librdkafka waits for it, confluentinc/librdkafka#3740); what finished since the last answered commit is consumed again: %w", offList(s.inCommit.offs), context.Cause(ctx))

@@ -40,7 +40,7 @@ type SourceStats struct {
 	Logs            uint64           // librdkafka log lines forwarded to slog
 	Bursts          uint64           // bursts of polled messages handed over (in one piece if the first stage takes them whole)
 	BurstMessages   uint64           // messages in those bursts (BurstMessages/Bursts: the mean burst)
-	SkippedFinished uint64           // messages not emitted: a previous owner finished them (commit metadata)
+	SkippedFinished uint64           // messages not emitted: a previous owner (commit metadata) or this member on an earlier assignment finished them
 	MetaIgnored     uint64           // commit metadata values ignored on assignment (unknown version, corrupt, unreadable)
 	MetaTruncated   uint64           // commits whose metadata left finished offsets out to fit CommitMetadataMaxBytes
 	TxnCommits      uint64           // exactly once: transactions committed (each also counts in Commits)

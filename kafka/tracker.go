@@ -11,19 +11,23 @@ import "sort"
 //
 // Not safe for concurrent use: the Source's mutex guards it.
 type tracker struct {
-	offs []int64  // received offsets, strictly increasing
-	done []bool   // done[i] reports whether offs[i] finished
-	keys [][]byte // keys[i]: the key offs[i] counts in the gate (nil: none); nil until a key is kept
-	head int      // offs[:head] are finished and folded into next
-	next int64    // committable offset (last contiguous finished + 1); -1 when none yet
+	offs  []int64  // received offsets, strictly increasing
+	done  []bool   // done[i] reports whether offs[i] finished
+	keys  [][]byte // keys[i]: the key offs[i] counts in the gate (nil: none); nil until a key is kept
+	head  int      // offs[:head] are finished and folded into next
+	next  int64    // committable offset (last contiguous finished + 1); -1 when none yet
+	first int64    // the first offset received (-1: none): [first, next) all finished
 }
 
-func newTracker() *tracker { return &tracker{next: -1} }
+func newTracker() *tracker { return &tracker{next: -1, first: -1} }
 
 // received records an offset handed out by the consumer, with the key its event will count
 // in the ordering gate (nil: none). Offsets must increase (see Source.restartSeq). The key
 // is kept, not copied: the caller must not modify its bytes.
 func (t *tracker) received(off int64, key []byte) {
+	if t.first < 0 {
+		t.first = off
+	}
 	t.offs = append(t.offs, off)
 	t.done = append(t.done, false)
 	if key != nil && t.keys == nil {

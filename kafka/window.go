@@ -65,6 +65,37 @@ func (s *Source) refreshSpans() {
 	s.mu.Unlock()
 }
 
+// rewindTo handles offsets that moved backwards but not below the sequence's oldest unfinished
+// offset: librdkafka delivered m again (seen in the chaos soak: the last offset received came
+// again after an incremental assignment while the partition was paused), or the log was
+// truncated above that offset. A new sequence from m would never see the unfinished offsets
+// below m again (held messages are dropped, events in flight are not committed), and would
+// commit past them: those records would be lost. So the partition goes back to the oldest
+// unfinished offset (Seek) and the new sequence starts there: what finished between it and m
+// is processed again (duplicates), nothing is skipped. It reports whether it did (m is then
+// dropped: it comes again). Polling goroutine; the caller flushed the burst.
+func (s *Source) rewindTo(ps *partState, m *ckafka.Message) bool {
+	s.mu.Lock()
+	low := ps.tr.low()
+	s.mu.Unlock()
+	if low < 0 || int64(m.TopicPartition.Offset) <= low {
+		return false // nothing unfinished below m: the new sequence from m skips nothing
+	}
+	// librdkafka handles the seek on its own threads at once; once it returns, no message
+	// fetched before it is delivered.
+	res, err := s.c.SeekPartitions([]ckafka.TopicPartition{{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(low)}})
+	if err == nil && len(res) == 1 && res[0].Error != nil {
+		err = res[0].Error
+	}
+	if err != nil {
+		s.log.Warn("sluice/kafka: seek back to the oldest unfinished offset failed: starting from the lower offset", "topic", ps.tp.topic, "partition", ps.tp.partition, "offset", low, "err", err)
+		return false
+	}
+	s.restartSeq(ps, m)
+	ps.lastRecv = low - 1
+	return true
+}
+
 // restartSeq starts a new sequence of ps's offsets: m's offset is not above the last one
 // received on this assignment, because the log went back (truncated, or the topic deleted and
 // re-created) and librdkafka's auto.offset.reset moved the position down. The tracker needs
@@ -96,5 +127,5 @@ func (s *Source) newSequence(ps *partState) {
 	s.byEpoch[ps.epoch] = ps
 	s.mu.Unlock()
 	ps.committed, ps.span, ps.full = -1, 0, false
-	ps.committedMeta, ps.skip, ps.low = "", nil, -1 // the metadata read at assignment was about the old log
+	ps.committedMeta, ps.skip, ps.kept, ps.low = "", nil, nil, -1 // what was read at assignment was about the old log
 }

@@ -34,6 +34,9 @@ type Config struct {
 	Every    time.Duration // mean time between faults; default 1s
 	Seed     uint64        // random seed; default from the clock
 	Logger   *slog.Logger  // default: discard
+	// CommitMetadataMaxBytes is the members' kafka.Config.CommitMetadataMaxBytes (0: the
+	// source's default; negative: off).
+	CommitMetadataMaxBytes int
 	// Progress, if set, is called about once a second with the report so far.
 	Progress func(Report)
 }
@@ -103,10 +106,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 	}
 	rng := rand.New(rand.NewPCG(cfg.Seed, cfg.Seed>>1))
 	faults := h.faults(cl)
-	names := make([]string, 0, len(faults))
-	for name := range faults {
-		names = append(names, name)
-	}
+	names := faultNames(faults)
 	tick := time.NewTicker(cfg.Every)
 	for time.Since(start) < cfg.Duration && ctx.Err() == nil {
 		<-tick.C
@@ -133,16 +133,19 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 			return rep, err
 		}
 	}
-	deadline := time.Now().Add(2 * time.Minute)
-	for h.unique() < h.produced.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
-		time.Sleep(100 * time.Millisecond) // no signal spans the broker: poll the count
+	if !awaitAll(ctx, h.unique, h.produced.Load(), drainIdle, func() {
 		if cfg.Progress != nil {
 			cfg.Progress(h.report(rep, start))
 		}
+	}) {
+		cfg.Logger.Warn("chaos: consumers made no progress for a while: stopping them with records unprocessed",
+			"unprocessed", h.produced.Load()-h.unique(), "idle", drainIdle)
+		h.logMembers()
 	}
 	if err := h.stopAll(); err != nil {
 		return h.report(rep, start), err
 	}
+	h.logLost()
 	return h.report(rep, start), nil
 }
 
@@ -152,12 +155,16 @@ type harness struct {
 	addr     string
 	produced atomic.Int64
 
-	mu   sync.Mutex // guards seen and runs
-	seen map[string]int
-	runs []*member
+	mu      sync.Mutex // guards seen, where, started and runs
+	seen    map[string]int
+	where   []uint64 // record i's partition<<48 | offset once delivered (+1; 0: not delivered), to name lost ones
+	started int      // members started, to name them in logs
+	runs    []*member
 }
 
 type member struct {
+	id   int
+	src  *kafka.Source
 	stop context.CancelFunc
 	done chan error
 }
@@ -203,6 +210,7 @@ func (h *harness) produce(ctx context.Context) error {
 		for e := range reports {
 			if m, ok := e.(*ckafka.Message); ok && m.TopicPartition.Error == nil {
 				h.produced.Add(1)
+				h.delivered(m)
 			}
 		}
 	}()
@@ -233,8 +241,14 @@ func (h *harness) produce(ctx context.Context) error {
 
 // addMember starts one more consumer pipeline of the group.
 func (h *harness) addMember() error {
-	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: h.cfg.Logger,
-		Budget: 8 << 20, MaxMessageBytes: 256 << 10, CommitInterval: 200 * time.Millisecond,
+	h.mu.Lock()
+	h.started++
+	id := h.started
+	log := h.cfg.Logger.With("member", id)
+	h.mu.Unlock()
+	log.Info("chaos: member starts")
+	src, err := kafka.NewSource(kafka.Config{Brokers: h.addr, GroupID: group, Topics: []string{topic}, Logger: log,
+		Budget: 8 << 20, MaxMessageBytes: 256 << 10, CommitInterval: 200 * time.Millisecond, CommitMetadataMaxBytes: h.cfg.CommitMetadataMaxBytes,
 		Overrides: kafkatest.FastGroup()})
 	if err != nil {
 		return err
@@ -244,7 +258,11 @@ func (h *harness) addMember() error {
 		time.Sleep(100 * time.Microsecond)
 		h.mu.Lock()
 		h.seen[string(ev.Value)]++
+		n := h.seen[string(ev.Value)]
 		h.mu.Unlock()
+		if n > 1 {
+			log.Debug("chaos: duplicate", "partition", ev.Partition, "offset", ev.Offset)
+		}
 		return nil
 	}, stage.WithConcurrency(4)))
 	p, err := b.Build()
@@ -253,7 +271,7 @@ func (h *harness) addMember() error {
 		return err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &member{stop: cancel, done: make(chan error, 1)}
+	m := &member{id: id, src: src, stop: cancel, done: make(chan error, 1)}
 	go func() { m.done <- p.Run(ctx) }()
 	h.mu.Lock()
 	h.runs = append(h.runs, m)
