@@ -18,6 +18,7 @@ func (s *Source) Complete(ev *stage.Event, ok bool) {
 	s.complete(s.byEpoch[ev.Origin().Tag], ev, ok)
 	s.mu.Unlock()
 	s.st.doneSeq.Add(1)
+	s.wakeBarrier()
 }
 
 // CompleteMany is Complete for several events (the pipeline calls it for a burst a worker finished together), under one
@@ -33,6 +34,7 @@ func (s *Source) CompleteMany(evs []*stage.Event, ok []bool) {
 	}
 	s.mu.Unlock()
 	s.st.doneSeq.Add(1)
+	s.wakeBarrier()
 }
 
 // complete is Complete's body, for ev of ps (the epoch of ev's Origin; retired, or nil if

@@ -55,6 +55,8 @@ type Source struct {
 	gates      map[tpKey]*gate       // ordering gates of assigned partitions and of those with events in flight
 	epoch      uint64
 	revokeWake chan struct{} // capacity 1: a revoking partition's last in-flight event finished
+	// capacity 1: an event completed (exactly once only: barrierWait, txn_wait.go)
+	barrierWake chan struct{}
 
 	// Owned by the polling goroutine (Run, then Close):
 	emit       handover.Emitter
@@ -71,8 +73,9 @@ type Source struct {
 	events     flow.Cache
 	polls      uint32 // Poll calls, to run the periodic work every housekeepEvery
 	lastCommit time.Time
-	coop       bool // cooperative protocol (Incremental(Un)Assign); set on each assign
-	closing    bool // Close is closing the consumer: its revoke neither waits nor commits
+	lastPoll   time.Time // the last Poll call (exactly once: barrierWait)
+	coop       bool      // cooperative protocol (Incremental(Un)Assign); set on each assign
+	closing    bool      // Close is closing the consumer: its revoke neither waits nor commits
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -122,6 +125,7 @@ func NewSource(cfg Config) (*Source, error) {
 		metaLimit: metaLimit(cfg.CommitMetadataMaxBytes), metaRange: metaRange(cfg.CommitMetadataMaxBytes)}
 	if cfg.ExactlyOnce {
 		s.txn = &txnState{}
+		s.barrierWake = make(chan struct{}, 1)
 	}
 	return s, nil
 }
@@ -159,8 +163,15 @@ func (s *Source) Run(ctx context.Context, emit *pipeline.Emitter) error {
 			timeout = 0 // the burst goes out as soon as Poll has nothing ready
 		}
 		s.polls++
-		idle := true // anything but a message: do the periodic work now
-		switch e := s.c.Poll(timeout).(type) {
+		idle := true        // anything but a message: do the periodic work now
+		var ev ckafka.Event // nil: barrierWait waited for completions instead of polling
+		if !s.barrierWait(ctx) {
+			ev = s.c.Poll(timeout)
+			if s.txn != nil && s.txn.draining { // the clock only at a barrier: see housekeepEvery
+				s.lastPoll = time.Now()
+			}
+		}
+		switch e := ev.(type) {
 		case *ckafka.Message:
 			idle = false
 			if err := e.TopicPartition.Error; err != nil {

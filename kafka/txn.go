@@ -46,7 +46,10 @@ import (
 //     TransactionalID and aborts its open transaction) and BeginTransaction.
 //   - Barrier, every CommitInterval (default 100 ms) once something was emitted: each assigned
 //     partition's mark is its newest received offset; messages above it are held, not emitted,
-//     while those up to it (held for a busy key) are still emitted; Poll keeps running. Once no
+//     while those up to it (held for a busy key) are still emitted. Poll runs only every 50 ms
+//     (rebalances, errors): in between the loop waits for completions, so the records fetched
+//     meanwhile stay in librdkafka's bounded prefetch instead of being held, which would pause
+//     partitions and discard and refetch that prefetch (txn_wait.go). Once no
 //     event is in flight on any partition (the Sink completes an event on its delivery report)
 //     and none up to a mark is held, each partition's finished offsets are a contiguous prefix:
 //     SendOffsetsToTransaction (with the consumer group metadata: EOS v2, and the commit
