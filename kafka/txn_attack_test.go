@@ -1,0 +1,222 @@
+package kafka_test
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kmsg"
+
+	"github.com/sluicehq/sluice/kafka"
+	"github.com/sluicehq/sluice/kafka/kafkatest"
+	"github.com/sluicehq/sluice/pipeline"
+	"github.com/sluicehq/sluice/stage"
+)
+
+// fanOut is the attack pipelines' output rule for input value v ("in-i"): none when i%5 == 0,
+// two records when i%3 == 0, else one.
+func fanOut(v string) []string {
+	var i int
+	if _, err := fmt.Sscanf(v, "in-%d", &i); err != nil {
+		return []string{v + "#bad"}
+	}
+	switch {
+	case i%5 == 0:
+		return nil
+	case i%3 == 0:
+		return []string{v + "#0", v + "#1"}
+	}
+	return []string{v + "#0"}
+}
+
+// fanWant is the output set of inputs in under fanOut, minus those dropped (drop may be nil).
+func fanWant(in map[string]bool, drop func(string) bool) map[string]bool {
+	want := map[string]bool{}
+	for v := range in {
+		if drop != nil && drop(v) {
+			continue
+		}
+		for _, o := range fanOut(v) {
+			want[o] = true
+		}
+	}
+	return want
+}
+
+// dropSevens is the Filter of the attack pipelines: inputs whose index ends in 7 produce nothing.
+func dropSevens(v string) bool { return len(v) > 0 && v[len(v)-1] == '7' }
+
+// TestExactlyOnceAttackBatchFlatMap: Filter → Batch (MaxCount 8, no Linger) → FlatMap (0, 1
+// or 2 records per input) → the transactional sink. A barrier stops emission while a partial
+// batch waits for more input: it must not wait forever (nor commit the batch's inputs without
+// their outputs). Every input's outputs are in the read_committed output exactly once.
+func TestExactlyOnceAttackBatchFlatMap(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 1000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, dropSevens)
+	src := newSource(t, eosConfig(cl.Addr(), "g-batch", "tx-batch"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	filter := stage.Filter("filter", func(_ context.Context, ev *stage.Event) (bool, error) { return !dropSevens(string(ev.Value)), nil })
+	batch := stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 8})
+	fan := stage.FlatMap("fan", func(_ context.Context, evs []*stage.Event) ([]kafka.Record, error) {
+		var out []kafka.Record
+		for _, ev := range evs {
+			for _, o := range fanOut(string(ev.Value)) {
+				out = append(out, kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte("a|" + o)})
+			}
+		}
+		return out, nil
+	})
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(pipeline.Then(pipeline.Then(b.Source(), filter), batch), fan), prod.Sink("produce"))
+	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
+	waitCommitted(t, cl.Addr(), "g-batch", 4, n)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	t.Logf("transactions: %d committed, %d aborted", st.TxnCommits, st.TxnAborts)
+}
+
+// TestExactlyOnceAttackCancelRestart: Run's context is cancelled while transactions are open
+// and events are in flight in a slow stage; Run must return promptly. A new instance with the
+// same transactional id and group then finishes the input: the output holds every input's
+// outputs exactly once (what the first committed is not processed again, what it left open is
+// aborted and redone).
+func TestExactlyOnceAttackCancelRestart(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 3000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	run := func(tag string) (*running, *kafka.Producer) {
+		src := newSource(t, eosConfig(cl.Addr(), "g-cancel", "tx-cancel"))
+		prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = prod.Close(context.Background()) })
+		fan := stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]kafka.Record, error) {
+			time.Sleep(500 * time.Microsecond)
+			var out []kafka.Record
+			for _, o := range fanOut(string(ev.Value)) {
+				out = append(out, kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte(tag + "|" + o)})
+			}
+			return out, nil
+		}, stage.WithConcurrency(4))
+		return start(t, src, func(b *pipeline.Builder) {
+			pipeline.To(pipeline.Then(b.Source(), fan), prod.Sink("produce"))
+		}, pipeline.WithErrorHandler(prod.DeadLetter("dlq"))), prod
+	}
+	first, prod1 := run("a")
+	kafkatest.WaitFor(t, 60*time.Second, "the first instance to commit a part", func() bool {
+		got, err := kafkatest.CommittedSum(cl.Addr(), "g-cancel", "in", 4)
+		return err == nil && got >= n/4
+	})
+	t0 := time.Now()
+	if err := first.stop(); err != nil {
+		t.Logf("first Run: %v", err)
+	}
+	if d := time.Since(t0); d > 30*time.Second {
+		t.Fatalf("Run took %v to return after its context was cancelled", d)
+	}
+	if err := prod1.Close(context.Background()); err != nil {
+		t.Logf("first producer close: %v", err)
+	}
+	got, _ := kafkatest.CommittedSum(cl.Addr(), "g-cancel", "in", 4)
+	if got >= n {
+		t.Fatalf("the first instance committed everything (%d) before the cancel: no mid-stream stop", got)
+	}
+	second, _ := run("b")
+	waitCommitted(t, cl.Addr(), "g-cancel", 4, n)
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	t.Logf("committed %d before the cancel; outputs by a %d, by b %d", got, tags["a"], tags["b"])
+}
+
+// TestExactlyOnceAttackCommitFaults: the transaction coordinator answers EndTxn (commit) with
+// CONCURRENT_TRANSACTIONS (retriable) a few times, and refuses one TxnOffsetCommit with
+// TOPIC_AUTHORIZATION_FAILED (abortable). The transaction is retried or aborted and redone:
+// the output holds every input's outputs exactly once and the offsets reach the end.
+func TestExactlyOnceAttackCommitFaults(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 2000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	k := cl.Kfake()
+	var ends, endFails, offFails atomic.Int32
+	k.ControlKey(int16(kmsg.EndTxn), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		er := req.(*kmsg.EndTxnRequest)
+		if !er.Commit || ends.Add(1)%4 != 2 || endFails.Load() >= 6 {
+			return nil, nil, false
+		}
+		endFails.Add(1)
+		resp := er.ResponseKind().(*kmsg.EndTxnResponse)
+		resp.Version = er.Version
+		resp.ErrorCode = kerr.ConcurrentTransactions.Code
+		return resp, nil, true
+	})
+	k.ControlKey(int16(kmsg.TxnOffsetCommit), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		or := req.(*kmsg.TxnOffsetCommitRequest)
+		if ends.Load() < 3 || offFails.Load() > 0 {
+			return nil, nil, false
+		}
+		offFails.Add(1)
+		resp := or.ResponseKind().(*kmsg.TxnOffsetCommitResponse)
+		resp.Version = or.Version
+		for _, rt := range or.Topics {
+			st := kmsg.NewTxnOffsetCommitResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewTxnOffsetCommitResponseTopicPartition()
+				sp.Partition = rp.Partition
+				sp.ErrorCode = kerr.TopicAuthorizationFailed.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp, nil, true
+	})
+	src := newSource(t, eosConfig(cl.Addr(), "g-cfault", "tx-cfault"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	fan := stage.FlatMap("fan", func(_ context.Context, ev *stage.Event) ([]kafka.Record, error) {
+		time.Sleep(200 * time.Microsecond)
+		var out []kafka.Record
+		for _, o := range fanOut(string(ev.Value)) {
+			out = append(out, kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte("a|" + o)})
+		}
+		return out, nil
+	}, stage.WithConcurrency(4))
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(b.Source(), fan), prod.Sink("produce"))
+	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
+	waitCommitted(t, cl.Addr(), "g-cfault", 4, n)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	if endFails.Load() == 0 || offFails.Load() != 1 {
+		t.Fatalf("faults injected: %d EndTxn, %d TxnOffsetCommit; want some and 1", endFails.Load(), offFails.Load())
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	t.Logf("transactions: %d committed, %d aborted; faults: %d EndTxn, %d TxnOffsetCommit", st.TxnCommits, st.TxnAborts, endFails.Load(), offFails.Load())
+}
