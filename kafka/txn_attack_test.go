@@ -220,3 +220,156 @@ func TestExactlyOnceAttackCommitFaults(t *testing.T) {
 	st := r.src.Stats()
 	t.Logf("transactions: %d committed, %d aborted; faults: %d EndTxn, %d TxnOffsetCommit", st.TxnCommits, st.TxnAborts, endFails.Load(), offFails.Load())
 }
+
+// fanStage is a FlatMap applying fanOut, tagging each record with tag, after work (may be nil).
+func fanStage(tag string, work func(ctx context.Context, ev *stage.Event) error, opts ...stage.Option) *stage.Stage[*stage.Event, kafka.Record] {
+	return stage.FlatMap("fan", func(ctx context.Context, ev *stage.Event) ([]kafka.Record, error) {
+		if work != nil {
+			if err := work(ctx, ev); err != nil {
+				return nil, err
+			}
+		}
+		var out []kafka.Record
+		for _, o := range fanOut(string(ev.Value)) {
+			out = append(out, kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte(tag + "|" + o)})
+		}
+		return out, nil
+	}, opts...)
+}
+
+// startFan runs src → fanStage(tag, work, opts) → its transactional producer's sink, dead
+// letters to "dlq" through the same producer, with popts.
+func startFan(t *testing.T, src *kafka.Source, tag string, work func(ctx context.Context, ev *stage.Event) error, opts []stage.Option, popts ...pipeline.Option) *running {
+	t.Helper()
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	return start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(b.Source(), fanStage(tag, work, opts...)), prod.Sink("produce", stage.WithConcurrency(1)))
+	}, append([]pipeline.Option{pipeline.WithErrorHandler(prod.DeadLetter("dlq"))}, popts...)...)
+}
+
+// TestExactlyOnceAttackRevokeSlowEvent: member a's stage is stuck on one input for longer
+// than RevokeTimeout when member b joins: a's revoke cannot drain, so it aborts; the stuck
+// event finishes after the abort and its record must not land in a committed transaction of
+// a (b processes that input again). Every input's outputs are in the output exactly once.
+func TestExactlyOnceAttackRevokeSlowEvent(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 2000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	stuck := make(chan struct{})
+	var once atomic.Bool
+	work := func(_ context.Context, ev *stage.Event) error {
+		if string(ev.Value) == "in-1001" && once.CompareAndSwap(false, true) {
+			close(stuck)
+			time.Sleep(3 * time.Second) // ignores its context, as a blocking client call may
+		}
+		time.Sleep(200 * time.Microsecond)
+		return nil
+	}
+	cfg := eosConfig(cl.Addr(), "g-rslow", "tx-rslow-a")
+	cfg.RevokeTimeout = time.Second
+	a := startFan(t, newSource(t, cfg), "a", work, []stage.Option{stage.WithConcurrency(4), stage.WithUnordered()})
+	select {
+	case <-stuck:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the slow input never reached its stage")
+	}
+	cfgB := eosConfig(cl.Addr(), "g-rslow", "tx-rslow-b")
+	cfgB.RevokeTimeout = time.Second
+	b := startFan(t, newSource(t, cfgB), "b", nil, []stage.Option{stage.WithConcurrency(4)})
+	waitCommitted(t, cl.Addr(), "g-rslow", 4, n)
+	errA, errB := a.stop(), b.stop()
+	if errA != nil || errB != nil {
+		t.Fatalf("Run: a %v, b %v", errA, errB)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	sa := a.src.Stats()
+	t.Logf("a: %d commits, %d aborts, %d revokes; outputs by a %d, by b %d", sa.TxnCommits, sa.TxnAborts, sa.Revokes, tags["a"], tags["b"])
+}
+
+// TestExactlyOnceAttackStageTimeout: every tenth input outlasts its stage's timeout, so its
+// event fails and goes to the dead-letter topic through the transactional producer, in the
+// same transactions as the other outputs. The output and the
+// dead letters hold every input exactly once.
+func TestExactlyOnceAttackStageTimeout(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 600
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	slow := func(v string) bool { return len(v) > 0 && v[len(v)-1] == '3' }
+	want := fanWant(in, slow)
+	for v := range in {
+		if slow(v) {
+			want[v] = true // its dead letter, the input's value
+		}
+	}
+	work := func(ctx context.Context, ev *stage.Event) error {
+		if slow(string(ev.Value)) {
+			<-ctx.Done() // outlasts the timeout, then honours it
+			return ctx.Err()
+		}
+		return nil
+	}
+	r := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-tmo", "tx-tmo")), "a", work, []stage.Option{stage.WithConcurrency(8), stage.WithTimeout(10 * time.Millisecond)})
+	waitCommitted(t, cl.Addr(), "g-tmo", 4, n)
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want)-n/10, 30*time.Second)
+	dead, _ := readCommittedOutput(t, cl.Addr(), "dlq", n/10, 30*time.Second)
+	for v, k := range dead {
+		values[v] += k
+	}
+	checkExactlyOnce(t, want, values)
+}
+
+// TestExactlyOnceAttackExtremeConfig: the smallest budget (4 × MaxMessageBytes), a 1 ms
+// commit interval, one stage call at a time (WithMaxCalls(1)) and a sink of concurrency 1, on
+// 8 partitions with uneven load (one partition idle): Build accepts it, so it must finish,
+// exactly once.
+func TestExactlyOnceAttackExtremeConfig(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 8), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	var keys []string
+	for i := range 600 {
+		keys = append(keys, fmt.Sprintf("k%d", i%7))
+	}
+	in := map[string]bool{}
+	for p := range int32(7) { // partition 7 stays idle
+		k := keys[:300/(int(p)+1)]
+		produceLayout(t, cl.Addr(), "in", p, k)
+		for i := range k {
+			in[fmt.Sprintf("p%d-%d", p, i)] = true
+		}
+	}
+	want := map[string]bool{}
+	for v := range in {
+		want[v] = true
+	}
+	cfg := eosConfig(cl.Addr(), "g-xcfg", "tx-xcfg")
+	cfg.MaxMessageBytes, cfg.Budget, cfg.CommitInterval = 16<<10, 64<<10, time.Millisecond
+	src := newSource(t, cfg)
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(b.Source(), copyStage("a", nil)), prod.Sink("produce", stage.WithConcurrency(1)))
+	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")), pipeline.WithMaxCalls(1))
+	total := int64(len(in))
+	kafkatest.WaitFor(t, 60*time.Second, "all inputs committed", func() bool {
+		got, err := kafkatest.CommittedSum(cl.Addr(), "g-xcfg", "in", 8)
+		return err == nil && got == total
+	})
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	t.Logf("transactions: %d committed, %d aborted", st.TxnCommits, st.TxnAborts)
+}
