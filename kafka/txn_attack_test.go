@@ -373,3 +373,132 @@ func TestExactlyOnceAttackExtremeConfig(t *testing.T) {
 	st := r.src.Stats()
 	t.Logf("transactions: %d committed, %d aborted", st.TxnCommits, st.TxnAborts)
 }
+
+// TestExactlyOnceAttackBatchFewKeys: OrderKey with 3 keys on one partition and a Batch of 8
+// with no Linger: a batch can only fill from the held messages of its own keys, and a
+// barrier stops emission above the marks. The batch must be flushed early (source blocked),
+// not hold the barrier forever.
+func TestExactlyOnceAttackBatchFewKeys(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 1), kafkatest.Topic("out", 1), kafkatest.Topic("dlq", 1))
+	var keys []string
+	for i := range 300 {
+		keys = append(keys, fmt.Sprintf("k%d", i%3))
+	}
+	produceLayout(t, cl.Addr(), "in", 0, keys)
+	want := map[string]bool{}
+	for i := range keys {
+		want[fmt.Sprintf("p0-%d", i)] = true
+	}
+	src := newSource(t, eosConfig(cl.Addr(), "g-fewkeys", "tx-fewkeys"))
+	prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = prod.Close(context.Background()) })
+	batch := stage.Batch("batch", stage.BatchConfig[*stage.Event]{MaxCount: 8})
+	unbatch := stage.FlatMap("unbatch", func(_ context.Context, evs []*stage.Event) ([]kafka.Record, error) {
+		out := make([]kafka.Record, 0, len(evs))
+		for _, ev := range evs {
+			out = append(out, kafka.Record{Topic: "out", Key: append([]byte(nil), ev.Key...), Value: []byte("a|" + string(ev.Value))})
+		}
+		return out, nil
+	})
+	r := start(t, src, func(b *pipeline.Builder) {
+		pipeline.To(pipeline.Then(pipeline.Then(b.Source(), batch), unbatch), prod.Sink("produce"))
+	}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
+	waitCommitted(t, cl.Addr(), "g-fewkeys", 1, int64(len(keys)))
+	if err := r.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	t.Logf("transactions: %d committed, %d aborted", st.TxnCommits, st.TxnAborts)
+}
+
+// TestExactlyOnceAttackCloseUndelivered: the output's produce requests stop being answered,
+// then Run's context is cancelled with short drain and close timeouts: records of the open
+// transaction are still in the producer when the source closes. Run must return in bounded
+// time; once the output answers again, a new instance with the same transactional id
+// finishes: exactly once.
+func TestExactlyOnceAttackCloseUndelivered(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 2000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	k := cl.Kfake()
+	var stall atomic.Bool
+	var stalled atomic.Int32
+	release := make(chan struct{})
+	k.ControlKey(int16(kmsg.Produce), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		if pr := req.(*kmsg.ProduceRequest); pr.TransactionID != nil && stall.Load() {
+			stalled.Add(1)
+			k.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	var released atomic.Bool
+	free := func() {
+		if released.CompareAndSwap(false, true) {
+			close(release)
+		}
+	}
+	t.Cleanup(free)
+	slow := func(context.Context, *stage.Event) error { time.Sleep(300 * time.Microsecond); return nil }
+	cfg := eosConfig(cl.Addr(), "g-undeliv", "tx-undeliv")
+	cfg.RevokeTimeout = 2 * time.Second
+	first := startFan(t, newSource(t, cfg), "a", slow, []stage.Option{stage.WithConcurrency(4)},
+		pipeline.WithDrainTimeout(500*time.Millisecond), pipeline.WithCloseTimeout(500*time.Millisecond))
+	kafkatest.WaitFor(t, 60*time.Second, "a quarter committed", func() bool {
+		got, err := kafkatest.CommittedSum(cl.Addr(), "g-undeliv", "in", 4)
+		return err == nil && got >= n/4
+	})
+	stall.Store(true)
+	kafkatest.WaitFor(t, 30*time.Second, "a produce request stalled", func() bool { return stalled.Load() > 0 })
+	t0 := time.Now()
+	err := first.stop()
+	t.Logf("first Run returned after %v: %v", time.Since(t0), err)
+	if d := time.Since(t0); d > 30*time.Second {
+		t.Fatalf("Run took %v to return", d)
+	}
+	stall.Store(false)
+	free()
+	cfg2 := eosConfig(cl.Addr(), "g-undeliv", "tx-undeliv")
+	second := startFan(t, newSource(t, cfg2), "b", nil, []stage.Option{stage.WithConcurrency(4)})
+	waitCommitted(t, cl.Addr(), "g-undeliv", 4, n)
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	t.Logf("outputs by a %d, by b %d", tags["a"], tags["b"])
+}
+
+// TestExactlyOnceAttackRebalanceStorm: while a processes, a second member joins and leaves
+// three times (a restart with the same transactional id each time), each leaving as soon as
+// it was assigned partitions, mid-transaction. Exactly once at the end.
+func TestExactlyOnceAttackRebalanceStorm(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 6), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 4000
+	in := produceN(t, cl.Addr(), "in", "in", n, 100)
+	want := fanWant(in, nil)
+	slow := func(context.Context, *stage.Event) error { time.Sleep(400 * time.Microsecond); return nil }
+	a := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-storm", "tx-storm-a")), "a", slow, []stage.Option{stage.WithConcurrency(4)})
+	kafkatest.WaitFor(t, 60*time.Second, "a to commit some", func() bool { return a.src.Stats().TxnCommits > 2 })
+	for round := range 3 {
+		c := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-storm", "tx-storm-c")), fmt.Sprintf("c%d", round), slow, []stage.Option{stage.WithConcurrency(4)})
+		kafkatest.WaitFor(t, 60*time.Second, "c to be assigned", func() bool { return c.src.Stats().Assigned > 0 })
+		if err := c.stop(); err != nil {
+			t.Fatalf("round %d: c: %v", round, err)
+		}
+	}
+	waitCommitted(t, cl.Addr(), "g-storm", 6, n)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	sa := a.src.Stats()
+	t.Logf("a: %d commits, %d aborts, %d revokes; outputs %v", sa.TxnCommits, sa.TxnAborts, sa.Revokes, tags)
+}
