@@ -2,7 +2,9 @@ package kafka_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -501,4 +503,53 @@ func TestExactlyOnceAttackRebalanceStorm(t *testing.T) {
 	checkExactlyOnce(t, want, values)
 	sa := a.src.Stats()
 	t.Logf("a: %d commits, %d aborts, %d revokes; outputs %v", sa.TxnCommits, sa.TxnAborts, sa.Revokes, tags)
+}
+
+// TestExactlyOnceAttackTxnTimeout: one event is stuck (its call ignores its context) for
+// longer than the producer's transaction.timeout.ms, holding the barrier: the broker aborts
+// the transaction on its own and bumps the producer's epoch, which librdkafka reports as
+// fenced (fatal). No other instance uses the id: Run's error (it wraps ErrFenced) must say
+// that the transaction timed out, not only that another instance took over. A restart with
+// the same id then finishes the input exactly once.
+func TestExactlyOnceAttackTxnTimeout(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 2), kafkatest.Topic("out", 2), kafkatest.Topic("dlq", 1))
+	const n = 400
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	var once atomic.Bool
+	work := func(_ context.Context, ev *stage.Event) error {
+		if string(ev.Value) == "in-201" && once.CompareAndSwap(false, true) {
+			time.Sleep(4 * time.Second)
+		}
+		return nil
+	}
+	run := func(tag string, work func(context.Context, *stage.Event) error) *running {
+		src := newSource(t, eosConfig(cl.Addr(), "g-ttmo", "tx-ttmo"))
+		prod, err := src.NewProducer(kafka.ProducerConfig{Topic: "out", Overrides: map[string]any{"transaction.timeout.ms": 1500, "message.timeout.ms": 1500}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = prod.Close(context.Background()) })
+		return start(t, src, func(b *pipeline.Builder) {
+			pipeline.To(pipeline.Then(b.Source(), fanStage(tag, work, stage.WithConcurrency(4), stage.WithUnordered())), prod.Sink("produce"))
+		}, pipeline.WithErrorHandler(prod.DeadLetter("dlq")))
+	}
+	first := run("a", work)
+	var err error
+	select {
+	case err = <-first.done:
+		first.once.Do(func() { first.err = err })
+	case <-time.After(60 * time.Second):
+		t.Fatal("Run did not stop after its transaction timed out")
+	}
+	if !errors.Is(err, kafka.ErrFenced) || !strings.Contains(err.Error(), "transaction.timeout.ms") {
+		t.Fatalf("Run stopped with %v; want ErrFenced naming transaction.timeout.ms", err)
+	}
+	second := run("b", nil)
+	waitCommitted(t, cl.Addr(), "g-ttmo", 2, n)
+	if err := second.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
 }
