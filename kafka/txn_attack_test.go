@@ -553,3 +553,163 @@ func TestExactlyOnceAttackTxnTimeout(t *testing.T) {
 	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
 	checkExactlyOnce(t, want, values)
 }
+
+// refuseTxnKey answers requests of key (while ok(req) says so, at most max times) with code
+// in the response's top-level or per-partition error field, via build.
+func refuseTxnKey(k interface {
+	ControlKey(int16, func(kmsg.Request) (kmsg.Response, error, bool))
+	KeepControl()
+}, key kmsg.Key, max int32, ok func(kmsg.Request) bool, build func(kmsg.Request) kmsg.Response) *atomic.Int32 {
+	var n atomic.Int32
+	k.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		k.KeepControl()
+		if !ok(req) || n.Load() >= max { // ok first: it may count
+			return nil, nil, false
+		}
+		n.Add(1)
+		return build(req), nil, true
+	})
+	return &n
+}
+
+// TestExactlyOnceAttackCoordinatorErrors: on a 3-broker cluster, the transaction coordinator
+// answers InitProducerID with COORDINATOR_LOAD_IN_PROGRESS at start, then NOT_COORDINATOR
+// to AddOffsetsToTxn and to EndTxn, mid-stream. Every input's outputs are in the output
+// exactly once and Run does not stop. (Not here: AddPartitionsToTxn refused for all of a
+// transaction's first partitions. librdkafka then still sends EndTxn(abort) for a transaction
+// the coordinator never registered, which answers INVALID_TXN_STATE, fatal in librdkafka:
+// Run stops. Kafka's Java client does not send it, KAFKA-5260.)
+func TestExactlyOnceAttackCoordinatorErrors(t *testing.T) {
+	cl := startCluster(t, kafkatest.Brokers(3), kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 2000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, nil)
+	k := cl.Kfake()
+	var ends atomic.Int32
+	initFails := refuseTxnKey(k, kmsg.InitProducerID, 2, func(r kmsg.Request) bool { return r.(*kmsg.InitProducerIDRequest).TransactionalID != nil },
+		func(r kmsg.Request) kmsg.Response {
+			resp := r.ResponseKind().(*kmsg.InitProducerIDResponse)
+			resp.Version, resp.ErrorCode = r.GetVersion(), kerr.CoordinatorLoadInProgress.Code
+			return resp
+		})
+	offFails := refuseTxnKey(k, kmsg.AddOffsetsToTxn, 2, func(kmsg.Request) bool { return ends.Load() >= 2 },
+		func(r kmsg.Request) kmsg.Response {
+			resp := r.ResponseKind().(*kmsg.AddOffsetsToTxnResponse)
+			resp.Version, resp.ErrorCode = r.GetVersion(), kerr.NotCoordinator.Code
+			return resp
+		})
+	endFails := refuseTxnKey(k, kmsg.EndTxn, 4, func(kmsg.Request) bool { return ends.Add(1)%3 == 0 },
+		func(r kmsg.Request) kmsg.Response {
+			resp := r.ResponseKind().(*kmsg.EndTxnResponse)
+			resp.Version, resp.ErrorCode = r.GetVersion(), kerr.NotCoordinator.Code
+			return resp
+		})
+	slow := func(context.Context, *stage.Event) error { time.Sleep(200 * time.Microsecond); return nil }
+	r := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-coord", "tx-coord")), "a", slow, []stage.Option{stage.WithConcurrency(4)})
+	kafkatest.WaitFor(t, 60*time.Second, "all committed, or Run stopped", func() bool {
+		select {
+		case err := <-r.done:
+			r.once.Do(func() { r.err = err })
+			return true
+		default:
+		}
+		got, err := kafkatest.CommittedSum(cl.Addr(), "g-coord", "in", 4)
+		return err == nil && got == n
+	})
+	if err := r.stop(); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	st := r.src.Stats()
+	t.Logf("transactions: %d committed, %d aborted; refused: init %d, add offsets %d, end %d",
+		st.TxnCommits, st.TxnAborts, initFails.Load(), offFails.Load(), endFails.Load())
+	if initFails.Load() == 0 || offFails.Load() == 0 || endFails.Load() == 0 {
+		t.Fatal("a fault was not injected")
+	}
+}
+
+// TestExactlyOnceAttackDeadLetterRefused: inputs ending in 7 fail their stage; the first two
+// dead-letter produce requests are refused (MESSAGE_TOO_LARGE, not retriable) while a member
+// joins and leaves. The dead-letter write fails inside the transaction: it must abort and
+// redo, not commit the input without its dead letter. Output plus dead letters hold every
+// input exactly once.
+func TestExactlyOnceAttackDeadLetterRefused(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 4), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 1000
+	in := produceN(t, cl.Addr(), "in", "in", n, 50)
+	want := fanWant(in, dropSevens)
+	for v := range in {
+		if dropSevens(v) {
+			want[v] = true
+		}
+	}
+	k := cl.Kfake()
+	refused := refuseTxnKey(k, kmsg.Produce, 2, func(r kmsg.Request) bool {
+		pr := r.(*kmsg.ProduceRequest)
+		return pr.TransactionID != nil && len(pr.Topics) > 0 && pr.Topics[0].Topic == "dlq"
+	}, func(r kmsg.Request) kmsg.Response {
+		pr := r.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = pr.Version
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.MessageTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp
+	})
+	work := func(_ context.Context, ev *stage.Event) error {
+		time.Sleep(300 * time.Microsecond)
+		if dropSevens(string(ev.Value)) {
+			return errors.New("rejected")
+		}
+		return nil
+	}
+	a := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-dlqref", "tx-dlqref-a")), "a", work, []stage.Option{stage.WithConcurrency(4)})
+	kafkatest.WaitFor(t, 60*time.Second, "a dead letter refused", func() bool { return refused.Load() > 0 })
+	b := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-dlqref", "tx-dlqref-b")), "b", work, []stage.Option{stage.WithConcurrency(4)})
+	kafkatest.WaitFor(t, 60*time.Second, "b to be assigned", func() bool { return b.src.Stats().Assigned > 0 })
+	if err := b.stop(); err != nil {
+		t.Fatalf("b: %v", err)
+	}
+	waitCommittedRunning(t, a, cl.Addr(), "g-dlqref", 4, n)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, _ := readCommittedOutput(t, cl.Addr(), "out", len(want)-n/10, 30*time.Second)
+	dead, _ := readCommittedOutput(t, cl.Addr(), "dlq", n/10, 30*time.Second)
+	for v, c := range dead {
+		values[v] += c
+	}
+	checkExactlyOnce(t, want, values)
+	t.Logf("dead-letter requests refused: %d; a: %d aborts", refused.Load(), a.src.Stats().TxnAborts)
+}
+
+// waitCommittedRunning waits until group's committed offsets of "in" add up to n, failing at
+// once if r's Run stops first.
+func waitCommittedRunning(t *testing.T, r *running, addr, group string, partitions int, n int64) {
+	t.Helper()
+	kafkatest.WaitFor(t, 60*time.Second, fmt.Sprintf("group %s to commit %d inputs, or Run to stop", group, n), func() bool {
+		select {
+		case err := <-r.done:
+			r.once.Do(func() { r.err = err })
+			return true
+		default:
+		}
+		got, err := kafkatest.CommittedSum(addr, group, "in", partitions)
+		return err == nil && got == n
+	})
+	select {
+	case <-r.done:
+	default:
+	}
+	if r.err != nil {
+		t.Fatalf("Run stopped: %v", r.err)
+	}
+}
