@@ -713,3 +713,53 @@ func waitCommittedRunning(t *testing.T, r *running, addr, group string, partitio
 		t.Fatalf("Run stopped: %v", r.err)
 	}
 }
+
+// TestExactlyOnceAttackAbortStorm: every 9th transactional produce request to "out" is
+// refused (MESSAGE_TOO_LARGE: its records fail, the transaction aborts) for the first 12
+// refusals, while a second member joins and leaves, so that revokes meet doomed transactions
+// and aborts meet rebalances. Exactly once at the end, and neither Run stops.
+func TestExactlyOnceAttackAbortStorm(t *testing.T) {
+	cl := startCluster(t, kafkatest.Topic("in", 6), kafkatest.Topic("out", 4), kafkatest.Topic("dlq", 1))
+	const n = 3000
+	in := produceN(t, cl.Addr(), "in", "in", n, 100)
+	want := fanWant(in, nil)
+	k := cl.Kfake()
+	var reqs atomic.Int32
+	refused := refuseTxnKey(k, kmsg.Produce, 12, func(r kmsg.Request) bool {
+		pr := r.(*kmsg.ProduceRequest)
+		return pr.TransactionID != nil && len(pr.Topics) > 0 && pr.Topics[0].Topic == "out" && reqs.Add(1)%9 == 0
+	}, func(r kmsg.Request) kmsg.Response {
+		pr := r.(*kmsg.ProduceRequest)
+		resp := pr.ResponseKind().(*kmsg.ProduceResponse)
+		resp.Version = pr.Version
+		for _, rt := range pr.Topics {
+			st := kmsg.NewProduceResponseTopic()
+			st.Topic = rt.Topic
+			for _, rp := range rt.Partitions {
+				sp := kmsg.NewProduceResponseTopicPartition()
+				sp.Partition, sp.ErrorCode = rp.Partition, kerr.MessageTooLarge.Code
+				st.Partitions = append(st.Partitions, sp)
+			}
+			resp.Topics = append(resp.Topics, st)
+		}
+		return resp
+	})
+	slow := func(context.Context, *stage.Event) error { time.Sleep(300 * time.Microsecond); return nil }
+	a := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-astorm", "tx-astorm-a")), "a", slow, []stage.Option{stage.WithConcurrency(4)})
+	kafkatest.WaitFor(t, 60*time.Second, "a refusal", func() bool { return refused.Load() > 0 })
+	for round := range 2 {
+		b := startFan(t, newSource(t, eosConfig(cl.Addr(), "g-astorm", "tx-astorm-b")), fmt.Sprintf("b%d", round), slow, []stage.Option{stage.WithConcurrency(4)})
+		kafkatest.WaitFor(t, 60*time.Second, "b to be assigned", func() bool { return b.src.Stats().Assigned > 0 })
+		if err := b.stop(); err != nil {
+			t.Fatalf("round %d: b: %v", round, err)
+		}
+	}
+	waitCommittedRunning(t, a, cl.Addr(), "g-astorm", 6, n)
+	if err := a.stop(); err != nil {
+		t.Fatal(err)
+	}
+	values, tags := readCommittedOutput(t, cl.Addr(), "out", len(want), 30*time.Second)
+	checkExactlyOnce(t, want, values)
+	sa := a.src.Stats()
+	t.Logf("refused %d; a: %d commits, %d aborts, %d revokes; outputs %v", refused.Load(), sa.TxnCommits, sa.TxnAborts, sa.Revokes, tags)
+}
