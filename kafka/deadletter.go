@@ -83,6 +83,12 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 					return nil
 				} else if ok {
 					err = m.TopicPartition.Error
+					if p.tx != nil && !isFatal(err) && !accessDenied(err) {
+						// A record of the open transaction was not written: the transaction
+						// must abort, as for the sink's records (reportFailed), and this input
+						// is consumed again; retrying the dead letter in it cannot help.
+						p.tx.doomWith(err)
+					}
 				}
 			case <-ctx.Done():
 				err = ctx.Err()

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -38,11 +39,30 @@ func (s *Source) txnFatal(err error) bool {
 
 // txnErr wraps err from the transactional call what, naming the transactional id, and
 // ErrFenced when another instance fenced the producer.
+//
+// The broker fences the producer too when it aborts a transaction open longer than the
+// producer's transaction.timeout.ms (it bumps the epoch; librdkafka reports it as fenced): an
+// event stuck at a barrier holds the transaction open. The error then says so, so that nobody
+// looks for a second instance that does not exist.
 func (s *Source) txnErr(what string, err error) error {
 	if isFenced(err) || isFenced(s.txn.p.fatalError()) {
+		if max := txnTimeout(s.txn.p.cfg); s.txn.began && time.Since(s.lastCommit) >= max {
+			return fmt.Errorf("kafka: %s (transactional.id %q): %w, or the broker aborted the transaction: it had been open for %v, longer than the producer's transaction.timeout.ms (%v), such as an event stuck at a barrier (bound the stages with WithTimeout below it, or raise it in ProducerConfig.Overrides): %w",
+				what, s.cfg.TransactionalID, ErrFenced, time.Since(s.lastCommit).Round(time.Millisecond), max, err)
+		}
 		return fmt.Errorf("kafka: %s (transactional.id %q): %w: %w", what, s.cfg.TransactionalID, ErrFenced, err)
 	}
 	return fmt.Errorf("kafka: %s (transactional.id %q): %w", what, s.cfg.TransactionalID, err)
+}
+
+// txnTimeout is cfg's transaction.timeout.ms (librdkafka's default: 60 s).
+func txnTimeout(cfg ProducerConfig) time.Duration {
+	if v, ok := cfg.Overrides["transaction.timeout.ms"]; ok {
+		if ms, err := strconv.Atoi(fmt.Sprint(v)); err == nil && ms > 0 {
+			return time.Duration(ms) * time.Millisecond
+		}
+	}
+	return 60 * time.Second
 }
 
 // isFenced reports whether err says another producer took over the transactional id.
