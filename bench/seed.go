@@ -137,7 +137,6 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 		w.kill()
 		return run, err
 	}
-	var over atomic.Bool
 	progress := func() int64 {
 		st, err := os.Stat(sinkPath)
 		if err != nil {
@@ -145,31 +144,8 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 		}
 		return st.Size() / 12
 	}
-	start := time.Now()
-	s := StartSampler(w.pid(), 500*time.Millisecond, progress, func(sm Sample) {
-		progressLine("[seed %s] %4.0fs/%.0fs  RSS %7.1f MiB  processed %7d", name, sm.T, o.duration.Seconds(), mib(sm.RSS), sm.Processed)
-		if sm.RSS > o.rssCap && over.CompareAndSwap(false, true) {
-			w.kill()
-		}
-	})
-	select {
-	case <-w.done:
-	case <-time.After(o.duration):
-	}
-	run.Samples = s.Stop()
-	run.RunSeconds = time.Since(start).Seconds()
-	run.KilledByRSSCap = over.Load()
-	w.stop(60 * time.Second)
-	if _, err := w.result(); err != nil && !run.KilledByRSSCap {
+	if _, err := measureRun(o, &run, w, prod, progress, fmt.Sprintf("[seed %s]", name), "processed"); err != nil {
 		return run, err
-	}
-	select { // the producer stops on its own at duration
-	case <-prod.done:
-	case <-time.After(30 * time.Second):
-		prod.stop(10 * time.Second)
-	}
-	if pr, err := prod.result(); err == nil {
-		run.Produced = pr.Produced
 	}
 	committed, hwm, err := offsets(br.addr, group, topic, o.partitions)
 	if err != nil {
@@ -183,6 +159,42 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 	run.Throughput = float64(total) / run.RunSeconds
 	account(&run, committed, hwm, sunk)
 	return run, nil
+}
+
+// measureRun samples w's RSS and progress until w exits or o.duration passes (killing w, as
+// the container's OOM killer would, above o.rssCap), then stops w and waits for the producer.
+// It sets run's samples, run time, cap flag and produced count, and returns progress read at the
+// end of the window (before w's drain). label and what name the progress line's run and count.
+func measureRun(o seedOpts, run *SeedRun, w, prod *child, progress func() int64, label, what string) (int64, error) {
+	var over atomic.Bool
+	start := time.Now()
+	s := StartSampler(w.pid(), 500*time.Millisecond, progress, func(sm Sample) {
+		progressLine("%s %4.0fs/%.0fs  RSS %7.1f MiB  %s %7d", label, sm.T, o.duration.Seconds(), mib(sm.RSS), what, sm.Processed)
+		if sm.RSS > o.rssCap && over.CompareAndSwap(false, true) {
+			w.kill()
+		}
+	})
+	select {
+	case <-w.done:
+	case <-time.After(o.duration):
+	}
+	run.Samples = s.Stop()
+	run.RunSeconds = time.Since(start).Seconds()
+	inWindow := progress()
+	run.KilledByRSSCap = over.Load()
+	w.stop(60 * time.Second)
+	if _, err := w.result(); err != nil && !run.KilledByRSSCap {
+		return inWindow, err
+	}
+	select { // the producer stops on its own at duration
+	case <-prod.done:
+	case <-time.After(30 * time.Second):
+		prod.stop(10 * time.Second)
+	}
+	if pr, err := prod.result(); err == nil {
+		run.Produced = pr.Produced
+	}
+	return inWindow, nil
 }
 
 // account sets run's committed, final lag, lost (committed offsets never sunk) and duplicates

@@ -95,33 +95,9 @@ func seedKafkaRun(o seedOpts, name string) (SeedRun, error) {
 		w.kill()
 		return run, err
 	}
-	var over atomic.Bool
-	start := time.Now()
-	s := StartSampler(w.pid(), 500*time.Millisecond, accepted, func(sm Sample) {
-		progressLine("[seed --downstream kafka %s] %4.0fs/%.0fs  RSS %7.1f MiB  output %7d", name, sm.T, o.duration.Seconds(), mib(sm.RSS), sm.Processed)
-		if sm.RSS > o.rssCap && over.CompareAndSwap(false, true) {
-			w.kill()
-		}
-	})
-	select {
-	case <-w.done:
-	case <-time.After(o.duration):
-	}
-	run.Samples = s.Stop()
-	run.RunSeconds = time.Since(start).Seconds()
-	inWindow := accepted()
-	run.KilledByRSSCap = over.Load()
-	w.stop(60 * time.Second)
-	if _, err := w.result(); err != nil && !run.KilledByRSSCap {
+	inWindow, err := measureRun(o, &run, w, prod, accepted, fmt.Sprintf("[seed --downstream kafka %s]", name), "output")
+	if err != nil {
 		return run, err
-	}
-	select { // the producer stops on its own at duration
-	case <-prod.done:
-	case <-time.After(30 * time.Second):
-		prod.stop(10 * time.Second)
-	}
-	if pr, err := prod.result(); err == nil {
-		run.Produced = pr.Produced
 	}
 	committed, hwm, err := offsets(br.addr, group, topic, o.partitions)
 	if err != nil {
