@@ -117,7 +117,8 @@ const DefaultConsumerHeartbeatMillis = 100
 // Defaults: one broker, random ports, no topics, in-memory storage, no
 // topic auto-creation, and group.consumer.heartbeat.interval.ms set to
 // DefaultConsumerHeartbeatMillis; every other broker config has kfake's
-// (Kafka's) default.
+// (Kafka's) default. A static member's restart rebalances nothing, as with
+// Kafka (see the package doc).
 func Start(opts ...Option) (*Cluster, error) {
 	var cfg config
 	for _, o := range opts {
@@ -154,6 +155,7 @@ func Start(opts ...Option) (*Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkatest: starting kfake: %w", err)
 	}
+	installStaticRejoin(kc)
 	c := &Cluster{kc: kc, addrs: kc.ListenAddrs(), cfg: cfg}
 	for _, a := range c.addrs {
 		if !isLoopback(a) {

@@ -29,6 +29,13 @@
 //     group.protocol=consumer librdkafka rejects session.timeout.ms,
 //     heartbeat.interval.ms and partition.assignment.strategy (use
 //     group.remote.assignor); the broker decides those.
+//   - Static membership (group.instance.id): a member restarted within the
+//     session timeout gets its partitions back and nobody else rebalances,
+//     as with Kafka. kfake alone rebalances the group when the rejoin's
+//     protocol metadata differs from the old member's, which it always does
+//     for cooperative-sticky (the metadata carries the owned partitions);
+//     Start installs a JoinGroup observer that gives kfake the member's
+//     previous metadata on such a rejoin (static.go).
 //   - A lone member's first join is immediate: kfake has no
 //     group.initial.rebalance.delay.ms.
 //   - Rebalances when members join or leave are paced by heartbeats. Classic:
