@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sluicehq/sluice/internal/flow"
 	"github.com/sluicehq/sluice/stage"
@@ -21,6 +22,8 @@ type MemSource struct {
 	// event does not own: Complete drops them before the event is recycled, or the pool
 	// would hand that memory to later events as their own buffer (to append into).
 	borrows bool
+	// waits is set for FromChannel, whose next may block: its events go one at a time.
+	waits bool
 }
 
 // Generate returns a source of n events (forever when n < 0, until the pipeline's context is
@@ -61,22 +64,69 @@ func FromChannel(ch <-chan []byte) *MemSource {
 		case <-ctx.Done():
 			return false
 		}
-	}}
+	}, waits: true}
 }
 
-// Run implements Source.
+// Run implements Source. Generate and FromSlice hand their events over in bursts of memBurst
+// when the first stage takes bursts and its input holds at least that many (one budget
+// acquisition and one hand-over per burst; the input's capacity still bounds what waits on
+// it); otherwise, and for FromChannel, whose next event may be long in coming, one by one.
 func (s *MemSource) Run(ctx context.Context, emit *Emitter) error {
 	var cache flow.Cache // takes back the events the pipeline finished together
-	for i := int64(0); ctx.Err() == nil; i++ {
-		ev := cache.Get().Owner.(*stage.Event)
-		if !s.next(ctx, i, ev) {
-			ev.Release()
-			return nil
+	var buf [memBurst]*stage.Event
+	burst := 1
+	if !s.waits && emit.p.first.TakesBursts() && emit.p.first.Cap() >= memBurst {
+		burst = memBurst
+	}
+	for i := int64(0); ctx.Err() == nil; {
+		n, more := 0, true
+		for n < burst {
+			ev := cache.Get().Owner.(*stage.Event)
+			if !s.next(ctx, i, ev) {
+				ev.Release()
+				more = false
+				break
+			}
+			ev.Offset = i
+			i++
+			buf[n] = ev
+			n++
 		}
-		ev.Offset = i
-		if err := emit.Emit(ctx, ev); err != nil {
+		if err := emitAll(ctx, emit, buf[:n]); err != nil {
 			return nil // ctx done: the pipeline is stopping
 		}
+		if !more {
+			return nil
+		}
+	}
+	return nil
+}
+
+// memBurst is how many events a MemSource that does not wait for its input hands over at once.
+const memBurst = 16
+
+// burstWait is how long emitAll waits for room for a whole burst before it hands the next
+// event over alone (Emit, which waits for the budget as long as it takes).
+const burstWait = 50 * time.Millisecond
+
+// emitAll hands evs to the pipeline in order, in bursts where it can, blocking as Emit does.
+// On error (ctx done) the events not yet handed over are released unemitted.
+func emitAll(ctx context.Context, emit *Emitter, evs []*stage.Event) error {
+	for len(evs) > 0 {
+		k := 0
+		if len(evs) > 1 {
+			k = emit.tryEmitBurst(ctx, evs, burstWait)
+		}
+		if k == 0 {
+			if err := emit.Emit(ctx, evs[0]); err != nil {
+				for _, ev := range evs[1:] {
+					ev.Release()
+				}
+				return err
+			}
+			k = 1
+		}
+		evs = evs[k:]
 	}
 	return nil
 }

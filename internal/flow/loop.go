@@ -42,12 +42,6 @@ type outlet[T any] struct {
 	seen int64          // the last reading of the edge's read counter (see Edge.reserve)
 }
 
-// emit sends m, blocking while the edge has no room, and counts it in the stage's Out.
-func (o *outlet[T]) emit(m msg[T]) {
-	o.send(m)
-	o.out.Add(1)
-}
-
 // send sends m, blocking while the edge has no room.
 func (o *outlet[T]) send(m msg[T]) {
 	if !o.e.bursts {
@@ -76,7 +70,8 @@ func (o *outlet[T]) close() {
 	}
 }
 
-// loop feeds every message of in to h until in is closed. After a hard stop it abandons the
+// loop feeds every message of in to h until in is closed. Outputs are counted in the stage's
+// Out as they are sent, or, while a run collects completions, with them (Stage.flush). After a hard stop it abandons the
 // rest instead of processing it, so the cascade of closing edges ends quickly. A burst (from a
 // source, an ordered collector, or the open burst of the stage before) is handled as one run:
 // counted in at once, and while the stage's calls are fast a sink finishes the run's events
@@ -90,7 +85,14 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 	var emit func(msg[Out])
 	if o != nil {
 		defer o.close()
-		emit = o.emit
+		emit = func(m msg[Out]) {
+			o.send(m)
+			if w.collect {
+				w.outs++ // added to the stage's Out with the run's completions (Stage.flush)
+			} else {
+				o.out.Add(1)
+			}
+		}
 	}
 	for p := range in.ch {
 		switch {
@@ -113,14 +115,13 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 // Edge); the open burst of a stage before (each) is taken one message at a time, as it is
 // handled, so the worker holds one message beyond its edge's capacity, as without bursts.
 func (s *Stage[In, Out]) run(env *Env, stopped <-chan struct{}, in *Edge[In], ms []msg[In], each bool, h handler[In, Out], emit func(msg[Out]), w *worker) {
+	s.c.in.Add(uint64(len(ms))) // received: the stage's In counts the burst at once
 	if !each {
 		in.took(len(ms))
-		s.c.in.Add(uint64(len(ms)))
 	}
 	for _, m := range ms {
 		if each {
 			in.took(1)
-			s.c.in.Add(1)
 		}
 		if w.collect = s.c.fast.Load(); !w.collect {
 			s.flush(w)
