@@ -110,7 +110,8 @@ const memBurst = 16
 const burstWait = 50 * time.Millisecond
 
 // emitAll hands evs to the pipeline in order, in bursts where it can, blocking as Emit does.
-// On error (ctx done) the events not yet handed over are released unemitted.
+// On error (ctx done) the events not yet handed over complete at once with ok=false, as the
+// one Emit returned the error for does.
 func emitAll(ctx context.Context, emit *Emitter, evs []*stage.Event) error {
 	for len(evs) > 0 {
 		k := 0
@@ -120,7 +121,7 @@ func emitAll(ctx context.Context, emit *Emitter, evs []*stage.Event) error {
 		if k == 0 {
 			if err := emit.Emit(ctx, evs[0]); err != nil {
 				for _, ev := range evs[1:] {
-					ev.Release()
+					emit.begin(ev, 0).Abandon()
 				}
 				return err
 			}

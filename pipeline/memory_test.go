@@ -2,8 +2,10 @@ package pipeline_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/sluicehq/sluice/pipeline"
@@ -78,5 +80,38 @@ func TestFromSliceToChanSinkWithCustomSize(t *testing.T) {
 	done.allOKOnce(t, 3)
 	if len(held) != 3 || held[0] != 1 || p.Stats().HighWaterBytes != 1 {
 		t.Fatalf("bytes in flight %v, high water %d; want the custom size 1", held, p.Stats().HighWaterBytes)
+	}
+}
+
+// Generate hands its events over in bursts: when the pipeline stops mid-burst, every event
+// it generated still completes exactly once (ok or not), none is dropped unreported.
+func TestGenerateStoppedMidBurstCompletesEveryGeneratedEvent(t *testing.T) {
+	for _, stopAt := range []int64{1, 7, 100, 1000} {
+		var fills atomic.Int64
+		src := pipeline.Generate(-1, func(i int64, ev *stage.Event) { fills.Add(1) })
+		ctx, cancel := context.WithCancel(context.Background())
+		var sunk atomic.Int64
+		b := pipeline.New(src, pipeline.WithLogger(quiet))
+		s := pipeline.Then(b.Source(), stage.Map("pass", func(_ context.Context, ev *stage.Event) (*stage.Event, error) { return ev, nil }))
+		pipeline.To(s, stage.Sink("sink", func(_ context.Context, ev *stage.Event) error {
+			if sunk.Add(1) == stopAt {
+				cancel()
+			}
+			return nil
+		}))
+		p, err := b.Build()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Run(ctx); err != nil && !errors.Is(err, context.Canceled) {
+			t.Fatal(err)
+		}
+		ok, bad := src.Completed()
+		if ok+bad != uint64(fills.Load()) || ok < uint64(stopAt) {
+			t.Fatalf("stop at %d: generated %d, completed %d ok + %d not ok", stopAt, fills.Load(), ok, bad)
+		}
+		if st := p.Stats(); st.InFlightEvents != 0 || st.InFlightBytes != 0 {
+			t.Fatalf("stop at %d: in flight after Run: %d events, %d bytes", stopAt, st.InFlightEvents, st.InFlightBytes)
+		}
 	}
 }
