@@ -117,7 +117,7 @@ func startBrokerWith(addr string, trim time.Duration, extra []string, topics ...
 	return &brokerHandle{addr: p.Addr(), proc: p}, nil
 }
 
-// keepOffMeasuredCPU moves every thread of pid (the embedded broker) to the CPUs other than 0,
+// keepOffMeasuredCPU moves every thread of pid (the embedded broker, a load producer) to the CPUs other than 0,
 // where measured consumers are pinned, so the two do not take turns on one CPU. A machine with
 // one CPU, or without taskset, shares it.
 func keepOffMeasuredCPU(pid int) {
@@ -203,7 +203,8 @@ func startChild(pin bool, args ...string) (*child, error) {
 }
 
 // startProgram starts exe (empty: this bench binary, re-executed) with args; pin puts it on
-// CPU 0 with GOMAXPROCS=1.
+// CPU 0 with GOMAXPROCS=1, else it is kept off CPU 0 (keepOffMeasuredCPU): a load producer
+// is another service, not a tenant of the measured consumer's one-CPU container.
 func startProgram(exe string, pin bool, args ...string) (*child, error) {
 	if exe == "" {
 		self, err := os.Executable()
@@ -227,6 +228,9 @@ func startProgram(exe string, pin bool, args ...string) (*child, error) {
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, err
+	}
+	if !pin {
+		keepOffMeasuredCPU(cmd.Process.Pid)
 	}
 	go func() { c.err = cmd.Wait(); close(c.done) }()
 	return c, nil
