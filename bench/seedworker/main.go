@@ -74,8 +74,11 @@ func run(args []string) error {
 		n, bytes    atomic.Int64
 		first, last atomic.Int64 // unix nanos
 	)
+	var callNanos atomic.Int64 // time in the downstream's sleeps: its own ceiling is slots / mean
 	sink := func(_ context.Context, ev *stage.Event) error {
+		t0 := time.Now()
 		time.Sleep(*sleep)
+		callNanos.Add(int64(time.Since(t0)))
 		var rec [12]byte
 		binary.LittleEndian.PutUint32(rec[:4], uint32(ev.Partition))
 		binary.LittleEndian.PutUint64(rec[4:], uint64(ev.Offset))
@@ -106,6 +109,11 @@ func run(args []string) error {
 	st := p.Stats()
 	fmt.Fprintf(os.Stderr, "\nseedworker: emitted=%d completed=%d high_water=%d window=%d/%d bytes\n",
 		st.Emitted, st.Completed, st.HighWaterBytes, st.WindowBytes, st.BudgetBytes)
+	if c := n.Load(); c > 0 {
+		mean := time.Duration(callNanos.Load() / c)
+		fmt.Fprintf(os.Stderr, "seedworker: downstream sleeps of %v took %v on average: at most %.1f/s with %d slots\n",
+			*sleep, mean, float64(*slots)/mean.Seconds(), *slots)
+	}
 	return json.NewEncoder(os.Stdout).Encode(struct {
 		Mode    string  `json:"mode"`
 		Count   int64   `json:"count"`
