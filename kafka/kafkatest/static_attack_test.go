@@ -45,6 +45,27 @@ func (g *staticGroup) start(id string, topics ...string) *member {
 	return &member{id: id, topics: topics, c: c}
 }
 
+// startUnclosed is start for a consumer that will be fenced: it is not closed at cleanup,
+// since librdkafka's Close of a fenced consumer never returns (it polls for
+// rd_kafka_consumer_closed, which stays false; with or without static.go). Its librdkafka
+// handle is left to the process's end; it starts no goroutine.
+func (g *staticGroup) startUnclosed(id string, topics ...string) *member {
+	g.t.Helper()
+	c, err := kafka.NewConsumer(&kafka.ConfigMap{
+		"bootstrap.servers": g.addr, "group.id": "attack", "auto.offset.reset": "earliest",
+		"enable.auto.commit": false, "enable.auto.offset.store": false,
+		"group.instance.id": id, "partition.assignment.strategy": g.strategy,
+		"heartbeat.interval.ms": 100, "session.timeout.ms": g.session, "log_level": 0,
+	})
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	if err := c.SubscribeTopics(topics, nil); err != nil {
+		g.t.Fatal(err)
+	}
+	return &member{id: id, topics: topics, c: c}
+}
+
 // poll polls every member once, recording fatal errors.
 func (g *staticGroup) poll(ms []*member) {
 	for _, m := range ms {
@@ -189,7 +210,7 @@ func TestAttackStaticDuplicateInstanceFenced(t *testing.T) {
 	for _, st := range strategies {
 		t.Run(st, func(t *testing.T) {
 			g := staticGroupT(t, st, map[string]int{"s": 6})
-			ms := []*member{g.start("m-0", "s"), g.start("m-1", "s")}
+			ms := []*member{g.startUnclosed("m-0", "s"), g.start("m-1", "s")}
 			g.converge("two", ms, ms)
 			twin := g.start("m-0", "s")
 			all := []*member{ms[0], ms[1], twin}
@@ -204,6 +225,15 @@ func TestAttackStaticDuplicateInstanceFenced(t *testing.T) {
 				t.Fatalf("fatal errors on live members: twin %v, m-1 %v", twin.fatal, ms[1].fatal)
 			}
 			g.converge("twin replaced m-0", all, []*member{twin, ms[1]})
+			// The fenced consumer's session times out (6 s) while it is still polled: it
+			// must not rejoin and fence the twin in turn.
+			for end := time.Now().Add(8 * time.Second); time.Now().Before(end); {
+				g.poll(all)
+			}
+			if twin.fatal != nil || ms[1].fatal != nil {
+				t.Fatalf("fatal errors on live members after the fenced one's session timeout: twin %v, m-1 %v", twin.fatal, ms[1].fatal)
+			}
+			g.converge("after the fenced one's session timeout", all, []*member{twin, ms[1]})
 		})
 	}
 }
