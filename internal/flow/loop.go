@@ -71,7 +71,7 @@ func (o *outlet[T]) close() {
 }
 
 // loop feeds every message of in to h until in is closed. Outputs are counted in the stage's
-// Out as they are sent, or, while a run collects completions, with them (Stage.flush). After a hard stop it abandons the
+// Out as they are sent (a sink's, with the run's completions: Stage.flush). After a hard stop it abandons the
 // rest instead of processing it, so the cascade of closing edges ends quickly. A burst (from a
 // source, an ordered collector, or the open burst of the stage before) is handled as one run:
 // counted in at once, and while the stage's calls are fast a sink finishes the run's events
@@ -85,13 +85,12 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 	var emit func(msg[Out])
 	if o != nil {
 		defer o.close()
+		// Each output counts in Out as it is sent, never with the run's completions: the
+		// next stage counts it in its In at once, and a later call of the run may block for
+		// as long as the user function likes, so a deferred count would lag without bound.
 		emit = func(m msg[Out]) {
 			o.send(m)
-			if w.collect {
-				w.outs++ // added to the stage's Out with the run's completions (Stage.flush)
-			} else {
-				o.out.Add(1)
-			}
+			o.out.Add(1)
 		}
 	}
 	for p := range in.ch {

@@ -2,6 +2,7 @@ package kafkatest
 
 import (
 	"bytes"
+	"slices"
 	"sync"
 
 	"github.com/twmb/franz-go/pkg/kfake"
@@ -22,11 +23,12 @@ import (
 // restarted member's partitions to another member (a tie between equally loaded members).
 //
 // staticRejoin closes that gap: it remembers each static member's last JoinGroup metadata
-// and, when the same instance id joins again with an empty member id and the same protocol
-// names, gives kfake the remembered metadata, so kfake's own KIP-345 path (replace the
+// and, when the same instance id joins again with an empty member id and the same
+// subscription (protocol names, and each protocol's topics and rack), gives kfake the
+// remembered metadata, so kfake's own KIP-345 path (replace the
 // member, keep its assignment, no rebalance) runs as Kafka's would. The rewritten metadata
 // is only ever compared: the next rebalance has every member join again with its current
-// metadata before the leader assigns. A rejoin whose protocol names changed, or a rejoin
+// metadata before the leader assigns. A rejoin whose subscription changed, or a rejoin
 // while the group is rebalancing, rebalances as before.
 type staticRejoin struct {
 	mu   sync.Mutex
@@ -53,7 +55,7 @@ func (s *staticRejoin) observe(req *kmsg.JoinGroupRequest) {
 	k := staticKey{req.Group, *req.InstanceID}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if old, ok := s.last[k]; ok && req.MemberID == "" && sameProtocolNames(old, req.Protocols) {
+	if old, ok := s.last[k]; ok && req.MemberID == "" && sameSubscription(old, req.Protocols) {
 		for i := range req.Protocols {
 			req.Protocols[i].Metadata = bytes.Clone(old[i].Metadata)
 		}
@@ -67,12 +69,30 @@ func (s *staticRejoin) observe(req *kmsg.JoinGroupRequest) {
 	s.last[k] = cp
 }
 
-func sameProtocolNames(a, b []kmsg.JoinGroupRequestProtocol) bool {
+// sameSubscription reports whether a rejoin's protocols b subscribe as the remembered a do:
+// the same protocol names and, in each, the same topics and rack. Only what a restart cannot
+// keep (owned partitions, generation, the assignor's user data) may differ. A rejoin that
+// changes its topics must reach kfake as it is: with the old topics, kfake would keep the old
+// assignment (topics the member no longer subscribes to) and record the old subscription,
+// and librdkafka does not rejoin on an assignment outside its subscription, so the group
+// would stay so until some other member's join. Metadata that is not the consumer protocol's
+// is never rewritten.
+func sameSubscription(a, b []kmsg.JoinGroupRequestProtocol) bool {
 	if len(a) != len(b) {
 		return false
 	}
 	for i := range a {
 		if a[i].Name != b[i].Name {
+			return false
+		}
+		var ma, mb kmsg.ConsumerMemberMetadata
+		if ma.ReadFrom(a[i].Metadata) != nil || mb.ReadFrom(b[i].Metadata) != nil {
+			return false
+		}
+		ta, tb := slices.Clone(ma.Topics), slices.Clone(mb.Topics)
+		slices.Sort(ta)
+		slices.Sort(tb)
+		if !slices.Equal(ta, tb) || (ma.Rack == nil) != (mb.Rack == nil) || (ma.Rack != nil && *ma.Rack != *mb.Rack) {
 			return false
 		}
 	}
