@@ -263,7 +263,8 @@ func TestAttackFromSliceLargeValuesInOrder(t *testing.T) {
 }
 
 // A hard stop (the drain timeout expires while a call blocks) with bursts in flight and the
-// source blocked mid-burst: Run returns, and every generated event completes exactly once.
+// source blocked mid-burst: Run returns, every event handed over completes exactly once, and
+// at most the rest of one burst (made, never handed over) is dropped without completing.
 func TestAttackGenerateHardStopMidBurst(t *testing.T) {
 	var gen atomic.Int64
 	src := pipeline.Generate(-1, func(int64, *stage.Event) { gen.Add(1) })
@@ -296,7 +297,7 @@ func TestAttackGenerateHardStopMidBurst(t *testing.T) {
 		t.Fatal("Run did not return after the hard stop")
 	}
 	ok, bad := src.Completed()
-	if ok+bad != uint64(gen.Load()) {
+	if done := ok + bad; done > uint64(gen.Load()) || uint64(gen.Load())-done >= 16 {
 		t.Fatalf("generated %d, completed %d ok + %d not ok", gen.Load(), ok, bad)
 	}
 	if st := p.Stats(); st.InFlightEvents != 0 || st.InFlightBytes != 0 {

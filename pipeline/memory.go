@@ -71,6 +71,8 @@ func FromChannel(ch <-chan []byte) *MemSource {
 // when the first stage takes bursts and its input holds at least that many (one budget
 // acquisition and one hand-over per burst; the input's capacity still bounds what waits on
 // it); otherwise, and for FromChannel, whose next event may be long in coming, one by one.
+// When ctx ends, up to memBurst-1 events made but not yet handed over are dropped without
+// completing (see emitAll).
 func (s *MemSource) Run(ctx context.Context, emit *Emitter) error {
 	var cache flow.Cache // takes back the events the pipeline finished together
 	var buf [memBurst]*stage.Event
@@ -110,8 +112,9 @@ const memBurst = 16
 const burstWait = 50 * time.Millisecond
 
 // emitAll hands evs to the pipeline in order, in bursts where it can, blocking as Emit does.
-// On error (ctx done) the events not yet handed over complete at once with ok=false, as the
-// one Emit returned the error for does.
+// On error (ctx done) the event Emit returned it for completes with ok=false (Emit's
+// contract); the ones after it were never handed over and are dropped without completing,
+// as a Kafka source's messages not yet emitted are at a stop.
 func emitAll(ctx context.Context, emit *Emitter, evs []*stage.Event) error {
 	for len(evs) > 0 {
 		k := 0
@@ -121,7 +124,7 @@ func emitAll(ctx context.Context, emit *Emitter, evs []*stage.Event) error {
 		if k == 0 {
 			if err := emit.Emit(ctx, evs[0]); err != nil {
 				for _, ev := range evs[1:] {
-					emit.begin(ev, 0).Abandon()
+					ev.Release()
 				}
 				return err
 			}
