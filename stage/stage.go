@@ -140,8 +140,8 @@ type Stats struct {
 	Name        string
 	Kind        Kind
 	Concurrency int
-	In          uint64        // messages taken from the input edge
-	Out         uint64        // messages written to the output edge (or finished, for sinks)
+	In          uint64        // messages taken from the input edge (a burst counts when it is taken, before its messages are handled)
+	Out         uint64        // messages written to the output edge (or finished, for sinks, counted with the completions of a burst)
 	Filtered    uint64        // messages a Filter dropped (finished without output)
 	Errors      uint64        // attempts that failed (each retry counts)
 	Retries     uint64        // retries made
