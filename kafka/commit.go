@@ -187,6 +187,9 @@ func (s *Source) reapCommit() bool {
 	s.inCommit = nil
 	s.rebalancing = rebalancing(call)
 	if call.err != nil {
+		if ke, ok := call.err.(ckafka.Error); ok && ke.Code() == ckafka.ErrFatal && s.fatal == nil {
+			s.fatal = ke // raised while nobody polled (Close's commit): Close must not close it either
+		}
 		s.st.commitErrors.Add(1)
 		s.log.Warn("sluice/kafka: commit failed (retried at the next commit)", "offsets", offList(call.offs), "err", call.err)
 		return true

@@ -151,7 +151,8 @@ type Config struct {
 	// one condition: it must come back within the session timeout (session.timeout.ms, set it
 	// in Overrides; librdkafka's default 45 s), after which the group gives its partitions
 	// away. Give each process its own stable id (a Kubernetes pod name, from a flag or an
-	// environment variable); two live members with one id fence each other. A static member
+	// environment variable); of two live members with one id, the coordinator fences the older
+	// one, whose Run stops with an error naming the id (see Source.Close). A static member
 	// does not leave the group on Close (that would give its partitions away and rebalance);
 	// its close is bounded by Close's context instead (see Source.Close). Empty (the default):
 	// a dynamic member, which leaves the group on Close. At most 249 characters of

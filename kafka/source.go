@@ -76,6 +76,7 @@ type Source struct {
 	lastPoll   time.Time // the last Poll call (exactly once: barrierWait)
 	coop       bool      // cooperative protocol (Incremental(Un)Assign); set on each assign
 	closing    bool      // Close is closing the consumer: its revoke neither waits nor commits
+	fatal      error     // the fatal error the consumer raised (a ckafka.Error; nil: none): it is never closed (static.go)
 	closeOnce  sync.Once
 	closeErr   error
 
@@ -242,7 +243,7 @@ const housekeepEvery = 16
 func (s *Source) onError(e ckafka.Error) error {
 	s.st.errors.Add(1)
 	if e.IsFatal() {
-		return fmt.Errorf("kafka: fatal consumer error: %w", e)
+		return s.onFatal(e)
 	}
 	if accessDenied(e) {
 		return fmt.Errorf("kafka: consumer of %v in group %q: %w: %s: %w", s.cfg.Topics, s.cfg.GroupID, ErrAccessDenied, deniedHint(e.Code()), e)
@@ -317,8 +318,10 @@ func (s *Source) leaveGroup(ctx context.Context) {
 // REBALANCE_IN_PROGRESS is tried again within ctx: commitFinal) and closes the consumer,
 // leaving the group if the source is a dynamic member; a static member (GroupInstanceID) stays
 // in the group, keeping its partitions for its restart within the session timeout (static.go).
-// The pipeline calls it after the drain; call it yourself only if the pipeline never ran.
-// Idempotent.
+// A consumer that raised a fatal error (a static member fenced by another member with its
+// instance id) is neither committed nor closed: Close returns at once with an error saying so
+// (static.go). The pipeline calls it after the drain; call it yourself only if the pipeline
+// never ran. Idempotent.
 //
 // Blocking: at most ctx's time. The final commit, leaving the group and waiting for the
 // rebalance are bounded by ctx. One thing is not in sluice's hands: librdkafka's consumer close
@@ -333,7 +336,7 @@ func (s *Source) Close(ctx context.Context) error {
 	s.closeOnce.Do(func() {
 		if s.txn != nil {
 			s.txnClose() // no commit of CommitOffsets is outstanding in this mode
-		} else {
+		} else if s.fatal == nil { // a consumer that raised a fatal error cannot commit
 			s.commitFinal(ctx, s.assignedStates())
 		}
 		if !s.awaitCommit(ctx) {
@@ -355,6 +358,10 @@ func (s *Source) Close(ctx context.Context) error {
 // by RevokeTimeout. Errors after Close returned are logged.
 func (s *Source) closeConsumer(ctx context.Context) {
 	s.closing = true
+	if s.fatal != nil {
+		s.abandon()
+		return
+	}
 	if ctx.Err() != nil {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(context.Background(), s.cfg.RevokeTimeout)
