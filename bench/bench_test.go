@@ -70,7 +70,7 @@ func roundTrip[T any](t *testing.T, dir, scenario string, v T) json.RawMessage {
 
 func TestJSONContract(t *testing.T) {
 	dir := t.TempDir()
-	seed := SeedResult{Scenario: "seed", Duration: 60, InputRate: 980, MessageBytes: 40960, SinkCapacityPerS: 500,
+	seed := SeedResult{loadHeader: loadHeader{Scenario: "seed", Duration: 60, InputRate: 980, MessageBytes: 40960, SinkCapacityPerS: 500},
 		Runs: []SeedRun{{Name: "naive", PeakRSS: 1 << 30, RSSSlope: 1.5, Processed: 10, Throughput: 5, Lost: 3, Duplicates: 1, FinalLag: 7,
 			Samples: []Sample{{T: 0.5, RSS: 100, Processed: 1}}}, {Name: "sluice", BudgetBytes: 64 << 20}}}
 	raw := roundTrip(t, dir, "seed", seed)

@@ -49,14 +49,9 @@ type PeersRun struct {
 
 // PeersResult is peers.json.
 type PeersResult struct {
-	Scenario         string     `json:"scenario"`
-	Duration         float64    `json:"duration_s"`
-	InputRate        float64    `json:"input_rate"`
-	MessageBytes     int        `json:"message_bytes"`
-	SinkCapacityPerS float64    `json:"sink_capacity_per_s"`
-	Partitions       int        `json:"partitions"`
-	RSSCapBytes      int64      `json:"rss_cap_bytes"`
-	Runs             []PeersRun `json:"runs"`
+	loadHeader
+	RSSCapBytes int64      `json:"rss_cap_bytes"`
+	Runs        []PeersRun `json:"runs"`
 }
 
 // runPeers runs the seed scenario against sluice's default configuration and each peer, one
@@ -122,8 +117,7 @@ func runPeers(args []string) (err error) {
 		}
 	}()
 	o.brokers = br.addr
-	res := PeersResult{Scenario: "peers", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
-		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, RSSCapBytes: o.rssCap}
+	res := PeersResult{loadHeader: o.header("peers", float64(o.slots)/o.sleep.Seconds()), RSSCapBytes: o.rssCap}
 	for _, name := range strings.Split(*runs, ",") {
 		pc := peerConfigs[configs[name]]
 		run := PeersRun{Config: pc.config, Library: versions(pc.modules, libs)}

@@ -31,15 +31,27 @@ type SeedRun struct {
 	Samples        []Sample `json:"samples"`
 }
 
-// SeedResult is seed.json.
-type SeedResult struct {
+// loadHeader is what seed.json, peers.json and scale.json say first: the scenario and the
+// seed load it ran (its fields appear at the top level of the JSON).
+type loadHeader struct {
 	Scenario         string  `json:"scenario"`
 	Duration         float64 `json:"duration_s"`
 	InputRate        float64 `json:"input_rate"`
 	MessageBytes     int     `json:"message_bytes"`
 	SinkCapacityPerS float64 `json:"sink_capacity_per_s"`
 	Partitions       int     `json:"partitions"`
-	RSSCapBytes      int64   `json:"rss_cap_bytes"`
+}
+
+// header returns the load header of scenario, whose downstream takes capacity records/s.
+func (o seedOpts) header(scenario string, capacity float64) loadHeader {
+	return loadHeader{Scenario: scenario, Duration: o.duration.Seconds(), InputRate: o.rate,
+		MessageBytes: o.size, SinkCapacityPerS: capacity, Partitions: o.partitions}
+}
+
+// SeedResult is seed.json.
+type SeedResult struct {
+	loadHeader
+	RSSCapBytes int64 `json:"rss_cap_bytes"`
 	// Downstream is "sleep" (a sink of slots × sleep) or "kafka" (a producer to an output
 	// topic the broker takes at SinkCapacityPerS records/s) (absent in results written before it existed).
 	Downstream string    `json:"downstream"`

@@ -50,8 +50,7 @@ func runScale(args []string) error {
 		}
 		o.replicas = append(o.replicas, n)
 	}
-	res := ScaleResult{Scenario: "scale", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
-		SinkCapacityPerS: float64(o.slots) / o.sleep.Seconds(), Partitions: o.partitions, BudgetBytes: o.budget}
+	res := ScaleResult{loadHeader: o.header("scale", float64(o.slots)/o.sleep.Seconds()), BudgetBytes: o.budget}
 	for _, n := range o.replicas {
 		r, err := scaleRun(o, n, nil)
 		endProgress()

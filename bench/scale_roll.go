@@ -69,15 +69,10 @@ type RollingMember struct {
 
 // ScaleResult is scale.json.
 type ScaleResult struct {
-	Scenario         string      `json:"scenario"`
-	Duration         float64     `json:"duration_s"`
-	InputRate        float64     `json:"input_rate"`
-	MessageBytes     int         `json:"message_bytes"`
-	SinkCapacityPerS float64     `json:"sink_capacity_per_s"`
-	Partitions       int         `json:"partitions"`
-	BudgetBytes      int64       `json:"budget_bytes"`
-	Runs             []ScaleRun  `json:"runs"`
-	Rolling          *RollingRun `json:"rolling,omitempty"`
+	loadHeader
+	BudgetBytes int64       `json:"budget_bytes"`
+	Runs        []ScaleRun  `json:"runs"`
+	Rolling     *RollingRun `json:"rolling,omitempty"`
 }
 
 // settledAssignment reports whether every slot's current process holds partitions and together

@@ -69,8 +69,7 @@ func runSeed(args []string) error {
 	if sluiceExe != "" {
 		defer os.RemoveAll(filepath.Dir(sluiceExe))
 	}
-	res := SeedResult{Scenario: "seed", Duration: o.duration.Seconds(), InputRate: o.rate, MessageBytes: o.size,
-		SinkCapacityPerS: capacity, Partitions: o.partitions, RSSCapBytes: o.rssCap, Downstream: o.downstream}
+	res := SeedResult{loadHeader: o.header("seed", capacity), RSSCapBytes: o.rssCap, Downstream: o.downstream}
 	for _, name := range strings.Split(o.runs, ",") {
 		ro := o
 		if name == "sluice" {
@@ -100,10 +99,8 @@ func runSeed(args []string) error {
 	return nil
 }
 
-func seedRun(o seedOpts, name string) (SeedRun, error) {
-	if o.downstream == "kafka" {
-		return seedKafkaRun(o, name)
-	}
+// newSeedRun returns the run's result before it runs: its name and, for sluice, its budget.
+func newSeedRun(o seedOpts, name string) SeedRun {
 	run := SeedRun{Name: name}
 	if name == "sluice" {
 		run.BudgetBytes = o.budget
@@ -111,6 +108,14 @@ func seedRun(o seedOpts, name string) (SeedRun, error) {
 			run.BudgetBytes = kafka.DefaultBudget // none given: the default is the cap
 		}
 	}
+	return run
+}
+
+func seedRun(o seedOpts, name string) (SeedRun, error) {
+	if o.downstream == "kafka" {
+		return seedKafkaRun(o, name)
+	}
+	run := newSeedRun(o, name)
 	topic := fmt.Sprintf("seed-%s-%d", name, time.Now().UnixNano())
 	group := topic + "-g"
 	// A fresh broker per run: each run starts from the same empty state.

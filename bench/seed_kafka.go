@@ -44,13 +44,7 @@ func srcValue(p int32, off int64) []byte {
 // throughput counts what was accepted within the window (not the drain after it); lost and
 // duplicates compare the input's committed offsets with the output records' seed-src headers.
 func seedKafkaRun(o seedOpts, name string) (SeedRun, error) {
-	run := SeedRun{Name: name}
-	if name == "sluice" {
-		run.BudgetBytes = o.budget
-		if o.budget == 0 {
-			run.BudgetBytes = kafka.DefaultBudget // none given: the default is the cap
-		}
-	}
+	run := newSeedRun(o, name)
 	topic := fmt.Sprintf("seed-kafka-%s-%d", name, time.Now().UnixNano())
 	output, group := topic+"-out", topic+"-g"
 	var rate []string

@@ -2,7 +2,6 @@ package kafka
 
 import (
 	"context"
-	"encoding/base64"
 	"time"
 
 	ckafka "github.com/confluentinc/confluent-kafka-go/v2/kafka"
@@ -136,7 +135,7 @@ func (s *Source) startCommit(states []*partState) {
 			}
 			tp := ckafka.TopicPartition{Topic: &ps.tp.topic, Partition: ps.tp.partition, Offset: ckafka.Offset(next)}
 			if len(meta) > 0 {
-				str := base64.RawStdEncoding.EncodeToString(meta)
+				str := encodeMeta(meta)
 				tp.Metadata = &str
 			}
 			metas = append(metas, string(meta))

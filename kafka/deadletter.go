@@ -97,7 +97,7 @@ func (p *Producer) deadLetter(ctx context.Context, topic string, f *stage.Failur
 		if accessDenied(err) && !errors.Is(err, ErrAccessDenied) {
 			return fmt.Errorf("kafka: dead letter to %s of %s[%d]@%d: %w: %s: %w", topic, from.Topic, from.Partition, from.Offset, ErrAccessDenied, deniedHint(codeOf(err)), err)
 		}
-		if p.deadLetterDoomed(err) {
+		if p.doomedBy(err) {
 			return nil // the transaction aborts: this input is consumed again (txnbuild.go)
 		}
 		if ctx.Err() != nil || permanent(err) || p.fatalError() != nil {

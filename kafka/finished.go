@@ -89,27 +89,25 @@ func (s *Source) keep(ps *partState) {
 	}
 }
 
+// passFinished reports whether *f holds off, and drops *f once off is past its last offset.
+func passFinished(f **finishedSet, off int64) bool {
+	if *f == nil {
+		return false
+	}
+	d, past := (*f).has(off)
+	if past {
+		*f = nil
+	}
+	return d
+}
+
 // skipFinished completes m without emitting it if a previous owner finished it (ps.skip) or
 // this member did on an earlier assignment (ps.kept), and reports whether it did. Polling
 // goroutine; the caller set ps.lastRecv.
 func (s *Source) skipFinished(ctx context.Context, ps *partState, m *ckafka.Message) bool {
 	off := int64(m.TopicPartition.Offset)
-	done := false
-	if ps.skip != nil {
-		d, past := ps.skip.has(off)
-		if past {
-			ps.skip = nil
-		}
-		done = d
-	}
-	if ps.kept != nil {
-		d, past := ps.kept.has(off)
-		if past {
-			ps.kept = nil
-		}
-		done = done || d
-	}
-	if !done {
+	skipped, kept := passFinished(&ps.skip, off), passFinished(&ps.kept, off) // both: each drops a set it passed
+	if !skipped && !kept {
 		return false
 	}
 	if len(s.burst) > 0 {

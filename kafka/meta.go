@@ -146,6 +146,9 @@ type finishedSet struct {
 	upto int64
 }
 
+// encodeMeta is a commit's metadata as the protocol string carries it (decodeMeta reads it).
+func encodeMeta(meta []byte) string { return base64.RawStdEncoding.EncodeToString(meta) }
+
 // decodeMeta parses a commit's metadata for the committed offset off. An empty value gives
 // nil, nil (nothing finished above it, or another client's commit).
 func decodeMeta(s string, off int64) (*finishedSet, error) {

@@ -12,7 +12,7 @@ import "github.com/sluicehq/sluice/pipeline"
 //	FetchMaxBytes       = min(max(min(B/8, 4 MiB), M), 50 MiB)        fetch.max.bytes
 //	Prefetch            = min(3B/16, 3 × FetchMaxBytes / 2)            queued.max.messages.kbytes = Prefetch/1024 (librdkafka)
 //	PartitionFetchBytes = min(1 MiB, FetchMaxBytes)                    max.partition.fetch.bytes
-//	ProducerQueue       = B/4        queue.buffering.max.kbytes = ProducerQueue/1024 (librdkafka)
+//	ProducerQueue       = B/4        queue.buffering.max.kbytes = min(ProducerQueue, 6 × message.max.bytes)/1024 (librdkafka)
 //
 // InFlight + Held + Prefetch + ProducerQueue ≤ B: librdkafka's consumer side does not grow with
 // the budget beyond what the consumer can use. One fetch response (FetchMaxBytes) per round trip

@@ -68,11 +68,10 @@ func (s *Source) assign(c *ckafka.Consumer, parts []ckafka.TopicPartition) {
 	s.st.assigns.Add(1)
 	s.mu.Lock()
 	for _, tp := range parts {
-		s.epoch = nextEpoch()
 		k := tpKey{*tp.Topic, tp.Partition}
 		// The gate may still hold events of an earlier assignment on this member (let go
 		// after RevokeTimeout): they stay busy for this one.
-		ps := &partState{tp: k, epoch: s.epoch, tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1, low: -1, txnBase: -1}
+		ps := &partState{tp: k, epoch: nextEpoch(), tr: newTracker(), g: s.gateFor(k), committed: -1, lastRecv: -1, low: -1, txnBase: -1}
 		old := s.parts[k]
 		s.parts[k] = ps
 		s.byEpoch[ps.epoch] = ps

@@ -44,15 +44,15 @@ import (
 // How (the source's polling goroutine drives the transaction; txn*.go):
 //   - Run begins with InitTransactions (which fences an older instance with the same
 //     TransactionalID and aborts its open transaction) and BeginTransaction.
-//   - Barrier, every CommitInterval (default 100 ms) once something was emitted: each assigned
-//     partition's mark is its newest received offset; messages above it are held, not emitted,
-//     while those up to it (held for a busy key) are still emitted. Poll runs only every 50 ms
-//     (rebalances, errors): in between the loop waits for completions, so the records fetched
-//     meanwhile stay in librdkafka's bounded prefetch instead of being held, which would pause
-//     partitions and discard and refetch that prefetch (txn_wait.go). Once no
-//     event is in flight on any partition (the Sink completes an event on its delivery report)
-//     and none up to a mark is held, each partition's finished offsets are a contiguous prefix:
-//     SendOffsetsToTransaction (with the consumer group metadata: EOS v2, and the commit
+//   - Barrier, every CommitInterval (DefaultTxnCommitInterval) once something was emitted: each
+//     assigned partition's mark is its highest offset admitted for emission; messages above it
+//     are held, not emitted, while those up to it (held for a busy key) are still emitted. Poll
+//     runs only every barrierPoll (rebalances, errors): in between the loop waits for
+//     completions, so the records fetched meanwhile stay in librdkafka's bounded prefetch
+//     instead of being held, which would pause partitions and discard and refetch that
+//     prefetch (txn_wait.go). Once no event is in flight on any partition (the Sink completes
+//     an event on its delivery report) and none up to a mark is held, each partition's
+//     finished offsets are a contiguous prefix: SendOffsetsToTransaction (with the consumer group metadata: EOS v2, and the commit
 //     metadata when CommitMetadataMaxBytes is on), CommitTransaction, BeginTransaction. A stuck
 //     event holds the barrier as it would hold the commit: stage timeouts and the error path bound it.
 //   - Failure: a delivery or produce error in the transaction (not fatal) abandons its event (not
@@ -71,7 +71,7 @@ import (
 //     covered exactly (contiguous, or listed in the commit metadata), else aborts.
 //   - Memory: librdkafka keeps a record until its delivery report (acks=all), not until the
 //     transaction commits, so the open transaction's records in this process are within the
-//     producer queue share (queue.buffering.max.kbytes = B/4), as at-least-once; delivered
+//     producer queue share (queue.buffering.max.kbytes, see Plan), as at-least-once; delivered
 //     ones wait in the brokers.
 
 // ErrFenced is wrapped by the error that stops an exactly-once pipeline whose transactional

@@ -77,8 +77,6 @@ func isFenced(err error) bool {
 	return false
 }
 
-func encodeMeta(meta []byte) string { return base64.RawStdEncoding.EncodeToString(meta) }
-
 // rewind seeks each of states back to its committed offset (the group's, read from the
 // coordinator; without one, the first offset received since the assignment) as a new offset
 // sequence: its held messages are dropped, its in-flight events (none: the caller waited) would

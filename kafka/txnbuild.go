@@ -76,19 +76,19 @@ func (p *Producer) produceFailed(done stage.Done, err error) bool {
 	case isFatal(err) || p.fatalError() != nil:
 		p.reportFailed(done, ckafka.TopicPartition{}, err)
 		return true
-	case codeOf(err) == ckafka.ErrState || p.tx.doomErr() != nil:
-		p.tx.doomWith(err)
+	case p.doomedBy(err):
 		done.Abandon()
 		return true
 	}
 	return false
 }
 
-// deadLetterDoomed reports whether a dead letter that failed with err belongs to a doomed
-// transaction: the handler then returns nil. Its event counts as finished, but the source
-// aborts that transaction before any commit (CommitTransaction would fail anyway) and consumes
-// every input of it again, this one included.
-func (p *Producer) deadLetterDoomed(err error) bool {
+// doomedBy reports whether a write (a record, or a dead letter) that failed with err, not
+// fatally, belongs to a doomed transaction, dooming it if err is the refusal of a transaction
+// no longer open. Its event counts as finished (a dead letter's handler returns nil), but the
+// source aborts that transaction before any commit (CommitTransaction would fail anyway) and
+// consumes every input of it again, this one included.
+func (p *Producer) doomedBy(err error) bool {
 	if p.tx == nil || isFatal(err) || p.fatalError() != nil {
 		return false
 	}

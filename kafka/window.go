@@ -122,8 +122,7 @@ func (s *Source) newSequence(ps *partState) {
 	old := &partState{tp: ps.tp, epoch: ps.epoch, tr: ps.tr, inflight: ps.inflight, g: ps.g}
 	s.byEpoch[old.epoch] = old
 	s.retire(old)
-	s.epoch = nextEpoch()
-	ps.epoch, ps.tr, ps.inflight = s.epoch, newTracker(), 0
+	ps.epoch, ps.tr, ps.inflight = nextEpoch(), newTracker(), 0
 	s.byEpoch[ps.epoch] = ps
 	s.mu.Unlock()
 	ps.committed, ps.span, ps.full = -1, 0, false

@@ -42,6 +42,15 @@ type outlet[T any] struct {
 	seen int64          // the last reading of the edge's read counter (see Edge.reserve)
 }
 
+// emit sends m, blocking while the edge has no room, and counts it in the stage's Out at once:
+// the next stage counts it in its In when it takes it, and a later call of the worker's run
+// may block for as long as the user function likes, so a count deferred to the run's end could
+// lag without bound.
+func (o *outlet[T]) emit(m msg[T]) {
+	o.send(m)
+	o.out.Add(1)
+}
+
 // send sends m, blocking while the edge has no room.
 func (o *outlet[T]) send(m msg[T]) {
 	if !o.e.bursts {
@@ -70,12 +79,12 @@ func (o *outlet[T]) close() {
 	}
 }
 
-// loop feeds every message of in to h until in is closed. Outputs are counted in the stage's
-// Out as they are sent (a sink's, with the run's completions: Stage.flush). After a hard stop it abandons the
-// rest instead of processing it, so the cascade of closing edges ends quickly. A burst (from a
-// source, an ordered collector, or the open burst of the stage before) is handled as one run:
-// counted in at once, and while the stage's calls are fast a sink finishes the run's events
-// together after it. Before a retry's backoff, before the error policy, and as soon as a timed
+// loop feeds every message of in to h until in is closed. Outputs count in the stage's Out as
+// they are sent (outlet.emit; a sink's with the run's completions, Stage.flush). After a hard
+// stop it abandons the rest instead of processing it, so the cascade of closing edges ends
+// quickly. A burst (from a source, an ordered collector, or the open burst of the stage
+// before) is handled as one run: counted in at once, and while the stage's calls are fast a
+// sink finishes the run's events together after it. Before a retry's backoff, before the error policy, and as soon as a timed
 // call was slow, it finishes what it collected at once. A slow call that was not timed (one in
 // sampleEvery of a fast stage's calls is) delays the completions collected before it in its
 // run by its own duration: their commit and budget wait that long, they are never lost.
@@ -85,13 +94,7 @@ func (s *Stage[In, Out]) loop(env *Env, in *Edge[In], h handler[In, Out], o *out
 	var emit func(msg[Out])
 	if o != nil {
 		defer o.close()
-		// Each output counts in Out as it is sent, never with the run's completions: the
-		// next stage counts it in its In at once, and a later call of the run may block for
-		// as long as the user function likes, so a deferred count would lag without bound.
-		emit = func(m msg[Out]) {
-			o.send(m)
-			o.out.Add(1)
-		}
+		emit = o.emit
 	}
 	for p := range in.ch {
 		switch {

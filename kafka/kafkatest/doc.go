@@ -30,8 +30,8 @@
 //     heartbeat.interval.ms and partition.assignment.strategy (use
 //     group.remote.assignor); the broker decides those.
 //   - Static membership (group.instance.id): a member restarted within the
-//     session timeout gets its partitions back and nobody else rebalances,
-//     as with Kafka. kfake alone rebalances the group when the rejoin's
+//     session timeout with the same subscription gets its partitions back and
+//     nobody else rebalances, as with Kafka. kfake alone rebalances the group when the rejoin's
 //     protocol metadata differs from the old member's, which it always does
 //     for cooperative-sticky (the metadata carries the owned partitions);
 //     Start installs a JoinGroup observer that gives kfake the member's
